@@ -1,0 +1,28 @@
+"""ghn-init: initialize PyTorch vision models with parameters predicted by Graph HyperNetworks.
+
+    import ghn_init
+    report = ghn_init.apply(model)          # one line before training
+    print(report)
+"""
+
+from .api import Report, StrictError, apply
+from .graph import PRIMITIVES, Graph, TraceError, register_module, trace
+from .hub import load_ghn
+from .networks import GHN, GHNConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "apply",
+    "load_ghn",
+    "trace",
+    "register_module",
+    "Report",
+    "Graph",
+    "GHN",
+    "GHNConfig",
+    "PRIMITIVES",
+    "StrictError",
+    "TraceError",
+    "__version__",
+]

@@ -1,0 +1,202 @@
+"""The public entry point: ``apply(model)`` writes GHN-predicted parameters into a model, in place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .graph import Graph, trace
+from .networks import GHN
+from .predict import Slot, decode, plan
+
+GHNSource = Union[GHN, str, None]
+
+
+class StrictError(RuntimeError):
+    """``apply(..., strict=True)`` found trainable tensors the GHN does not predict."""
+
+
+@dataclass
+class Report:
+    """What ``apply`` did to one model."""
+
+    model: str
+    ghn: str
+    tracer: str
+    nodes: int
+    predicted: list[str] = field(default_factory=list)
+    left_alone: dict[str, str] = field(default_factory=dict)  # tensor name -> reason
+    numel_predicted: int = 0
+    numel_total: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fraction_predicted(self) -> float:
+        return self.numel_predicted / self.numel_total if self.numel_total else 0.0
+
+    def reasons(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for name, reason in self.left_alone.items():
+            grouped.setdefault(reason, []).append(name)
+        return grouped
+
+    def __str__(self) -> str:
+        t = self.seconds
+        lines = [
+            f"ghn-init: {self.model} <- {self.ghn}",
+            f"  predicted  {len(self.predicted):5d} tensors  {self.numel_predicted:>13,d} / {self.numel_total:,d} "
+            f"parameters ({100 * self.fraction_predicted:.1f}%)",
+            f"  graph      {self.nodes:5d} nodes    tracer: {self.tracer}",
+            "  time       "
+            + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()),
+        ]
+        for reason, names in sorted(self.reasons().items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
+            lines.append(f"  left alone {len(names):5d} tensors  {reason}: {shown}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _resolve(ghn: GHNSource) -> GHN:
+    if isinstance(ghn, GHN):
+        return ghn
+    from .hub import load_ghn  # local import: the hub layer depends on huggingface_hub
+
+    return load_ghn(ghn)
+
+
+def _why_left_alone(name: str, graph_names: set[str], norm_bias_owners: set[str]) -> str:
+    if name in norm_bias_owners:
+        return "norm bias of a weight the GHN does not predict"
+    if name in graph_names:
+        return "in the graph, but the published GHN writes no tensor for it"
+    return "not in the GHN graph (its module or op is outside the GHN vocabulary)"
+
+
+def apply(
+    model: Union[nn.Module, Sequence[nn.Module]],
+    ghn: GHNSource = None,
+    *,
+    predict_classifier: bool = True,
+    strict: bool = False,
+    input_size: Optional[Sequence[int]] = None,
+) -> Union[Report, list[Report]]:
+    """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
+
+    ``ghn`` is a loaded :class:`GHN`, a registry name, a local path, an ``hf://`` source, or None for
+    the default GHN. The GHN runs on the model's device; each tensor keeps its dtype. Either every
+    predicted tensor is written or, if anything fails, none is. Returns a :class:`Report` per model.
+    """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    for m in models:
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"apply expects an nn.Module (or a list of them), got {type(m).__name__}")
+    start = time.perf_counter()
+    net = _resolve(ghn)
+    loaded = time.perf_counter()
+
+    graphs: list[Graph] = []
+    plans = []
+    for m in models:
+        graph = trace(m, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff)
+        graphs.append(graph)
+        plans.append(plan(graph, m, net.config.max_shape))
+    traced = time.perf_counter()
+
+    device = _model_device(models[0])
+    if any(_model_device(m) != device for m in models):
+        raise ValueError("all models passed to one apply call must be on the same device")
+    if next(net.parameters()).device != device:
+        net = net.to(device)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            results = decode(net, graphs, plans, predict_classifier=predict_classifier)
+    finally:
+        net.train(was_training)
+    predicted_at = time.perf_counter()
+
+    reports = [
+        _report(m, net, g, r, seconds={"load": loaded - start, "trace": (traced - loaded) / len(models)})
+        for m, g, r in zip(models, graphs, results)
+    ]
+    if strict:
+        for rep in reports:
+            trainable = {n for n, p in _named_tensors(models[reports.index(rep)]) if p.requires_grad}
+            missing = sorted(set(rep.left_alone) & trainable)
+            if missing:
+                raise StrictError(
+                    f"{rep.model}: {len(missing)} trainable tensors are not predicted by the GHN "
+                    f"(e.g. {', '.join(missing[:5])}); pass strict=False to keep their default init"
+                )
+    _write_all(results)
+    written = time.perf_counter()
+    for rep in reports:
+        rep.seconds["predict"] = (predicted_at - traced) / len(models)
+        rep.seconds["write"] = (written - predicted_at) / len(models)
+    return reports if isinstance(model, (list, tuple)) else reports[0]
+
+
+def _named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(model.named_parameters())
+
+
+def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Slot, torch.Tensor]], seconds: dict) -> Report:
+    rep = Report(
+        model=type(model).__name__,
+        ghn=str(ghn.config.extra.get("name") or ghn.config.extra.get("source") or ghn.config.kind),
+        tracer=graph.tracer,
+        nodes=len(graph.nodes),
+        seconds=dict(seconds),
+        notes=list(graph.notes),
+    )
+    by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
+    graph_names = {n.name for n in graph.nodes if n.is_param}
+    norm_bias_owners = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    for name, p in _named_tensors(model):
+        rep.numel_total += p.numel()
+        if id(p) in by_tensor:
+            rep.predicted.append(name)
+            rep.numel_predicted += p.numel()
+        else:
+            rep.left_alone[name] = _why_left_alone(name, graph_names, norm_bias_owners - set(result))
+    return rep
+
+
+def _write_all(results: list[dict[str, tuple[Slot, torch.Tensor]]]) -> None:
+    """Copy predictions into the models: check everything first, and roll back if a copy fails."""
+    writes = []
+    for result in results:
+        for name, (slot, value) in result.items():
+            target = getattr(slot.module, slot.attr)
+            if not isinstance(target, torch.Tensor) or tuple(target.shape) != tuple(value.shape):
+                raise RuntimeError(
+                    f"cannot write {name}: predicted shape {tuple(value.shape)}, model tensor "
+                    f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}"
+                )
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(f"the GHN predicted non-finite values for {name}; the model was not changed")
+            writes.append((target, value))
+    backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for target, value in writes:
+                backups.append((target, target.detach().clone()))
+                target.copy_(value.to(device=target.device, dtype=target.dtype))
+    except BaseException:
+        with torch.no_grad():
+            for target, old in backups:
+                target.copy_(old)
+        raise

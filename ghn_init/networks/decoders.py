@@ -1,0 +1,52 @@
+"""Decoders from node embeddings to max-sized parameter tensors (GHN-2 Sec. 4; GHN-3 Sec. 3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class WeightDecoder(nn.Module):
+    """Node embedding -> a (out, in, k, k) weight of at most ``max_shape``.
+
+    An MLP expands the embedding to a (4*hid, k, k) map, a per-pixel MLP turns each pixel into
+    out*in weights. GHN-3 takes the centre crop of the kernel grid for smaller kernels, GHN-2 the
+    top-left crop. Classification layers get their own head over the centre pixel.
+    """
+
+    def __init__(self, hid: int, max_shape: tuple[int, int, int, int], num_classes: int, centre_crop: bool):
+        super().__init__()
+        self.max_shape = max_shape
+        self.centre_crop = centre_crop
+        out_ch, in_ch, k, _ = max_shape
+        self.fc = nn.Sequential(nn.Linear(hid, hid * 4 * k * k), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Linear(hid * 4, hid * 8), nn.ReLU(), nn.Linear(hid * 8, out_ch * in_ch), nn.Identity()
+        )
+        self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Linear(out_ch, num_classes))
+
+    def _crop(self, size: int) -> slice:
+        k = self.max_shape[2]
+        if not self.centre_crop:
+            return slice(0, size)
+        centre = k // 2
+        return slice(max(0, centre - size // 2), centre + math.ceil(size / 2))
+
+    def forward(self, x: torch.Tensor, shape: tuple[int, ...], classifier: bool = False) -> torch.Tensor:
+        n = x.shape[0]
+        out_ch, in_ch, k, _ = self.max_shape
+        x = self.fc(x).view(n, -1, k, k)
+        x = x[:, :, self._crop(shape[2]), self._crop(shape[3])]
+        h, w = x.shape[2:]
+        x = self.conv(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.reshape(n, out_ch, in_ch, h, w)[:, :, : shape[1], : shape[2], : shape[3]]
+        if min(shape[2:]) > min(h, w):  # kernels larger than the decoder's grid: upsample
+            flat = x.reshape(n * x.shape[1], x.shape[2], h, w)
+            x = F.interpolate(flat, size=tuple(shape[2:]), mode="bilinear").view(n, x.shape[1], x.shape[2], *shape[2:])
+        if classifier:
+            c = x.shape[-1] // 2
+            return self.class_layer_predictor(x[:, :, :, c, c].permute(0, 2, 1)).permute(0, 2, 1)
+        return x[:, : shape[0]]

@@ -1,0 +1,231 @@
+"""From a graph and a GHN to predicted tensors: which tensor each node predicts, decoding, fitting.
+
+This module computes; it writes nothing into the model (``api.apply`` does, all or nothing). The
+predicted tensors keep their autograd history, so the same code trains GHNs
+(``torch.func.functional_call(model, predicted, x)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .graph.graph import Graph
+from .networks.ghn import GHN
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A model tensor that a GHN can write: ``getattr(module, attr)``."""
+
+    module: nn.Module
+    module_name: str
+    attr: str
+    is_weight: bool
+    shape: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.module_name}.{self.attr}" if self.module_name else self.attr
+
+
+@dataclass
+class Target:
+    """A graph node whose decoded output becomes one tensor (two for norm layers: weight, bias)."""
+
+    node: int
+    slot: Slot
+    key: tuple[int, ...]  # decoder group: nodes with the same key are decoded together
+    bias: Optional[Slot] = None  # 1-D weights (norm layers) also predict the module's bias
+
+    @property
+    def is_classifier(self) -> bool:
+        return len(self.key) == 2 and self.key[1] != 0
+
+
+def writable_slots(model: nn.Module) -> dict[str, Slot]:
+    """The tensors the published GHNs know how to write, keyed the way graph node names refer to them.
+
+    Per module: its ``weight`` (or ``in_proj_weight`` of attention, or ``pos_embedding`` of a
+    torchvision ViT encoder) and its ``bias`` (or ``in_proj_bias``).
+    """
+    slots: dict[str, Slot] = {}
+    for module_name, m in model.named_modules():
+        prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
+        if getattr(m, "layer_scale", None) is not None:
+            w_attr, w_key = "layer_scale", ".layer_scale"
+        elif getattr(m, "in_proj_weight", None) is not None:
+            w_attr, w_key = "in_proj_weight", ".in_proj_weight"
+        elif getattr(m, "pos_embedding", None) is not None:
+            w_attr, w_key = "pos_embedding", ".pos_embedding.weight"
+        elif getattr(m, "weight", None) is not None:
+            w_attr, w_key = "weight", ".weight"
+        else:
+            w_attr = w_key = ""
+        if w_attr and isinstance(getattr(m, w_attr), torch.Tensor):
+            slots[prefix + w_key] = Slot(m, module_name, w_attr, True, tuple(getattr(m, w_attr).shape))
+        b_attr = "in_proj_bias" if getattr(m, "in_proj_bias", None) is not None else "bias"
+        b = getattr(m, b_attr, None)
+        if isinstance(b, torch.Tensor):
+            slots[prefix + "." + b_attr] = Slot(m, module_name, b_attr, False, tuple(b.shape))
+    return slots
+
+
+def _group_size(size: int, limit: int) -> int:
+    """Round a size to share decoder calls: multiples of 3 go to the next multiple of 4, big ones to the limit."""
+    n = min(size, limit)
+    if n % 3 == 0:
+        n = n // 3 * 4
+    return limit if n >= limit / 2 else n
+
+
+def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> tuple[list[Target], list[Optional[tuple[int, ...]]]]:
+    """Match graph nodes to model tensors; return the targets and the shape told to the GHN per node."""
+    slots = writable_slots(model)
+    n = len(graph.nodes)
+    targets: list[Target] = []
+    shapes: list[Optional[tuple[int, ...]]] = [None] * n
+    for i, node in enumerate(graph.nodes):
+        if node.module is None and "pool" not in node.type:
+            continue
+        name = node.published_name
+        if node.module is not None and node.module_name == "":
+            name = "." + name
+        key_name = name if name.endswith((".weight", ".bias", "in_proj_weight", "in_proj_bias")) else name + ".weight"
+        slot = slots.get(key_name) if node.module is not None else None
+        if slot is None:
+            shapes[i] = node.shape
+            continue
+        shapes[i] = slot.shape
+        sz = slot.shape
+        last_weight = i == n - 2 and ".weight" in name
+        last_bias = i == n - 1 and ".bias" in name
+        if len(sz) == 1:
+            key: tuple[int, ...] = (_group_size(sz[0], max_shape[0]), -1 if last_bias else 0)
+        elif last_weight:
+            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]))
+        elif len(sz) == 2:
+            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]), 1, 1)
+        elif len(sz) == 3:
+            if sz[0] == 1 and min(sz[1:]) > 1:  # token embeddings [1, tokens, dim]
+                side = int(math.floor(sz[1] ** 0.5))
+                key = (1, sz[2], side, side)
+            else:
+                key = tuple(_group_size(s, m) for s, m in zip(sz, max_shape))
+        elif len(sz) == 4:
+            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]), sz[2], sz[3])
+        else:
+            shapes[i] = node.shape
+            continue
+        bias = None
+        if len(sz) == 1 and slot.is_weight:
+            b = getattr(slot.module, "bias", None)
+            if isinstance(b, torch.Tensor):
+                bias = Slot(slot.module, slot.module_name, "bias", False, tuple(b.shape))
+        targets.append(Target(i, slot, key, bias))
+    return targets, shapes
+
+
+def fit_to_shape(w: torch.Tensor, shape: Sequence[int], centre_crop: bool) -> torch.Tensor:
+    """Crop a decoded tensor to ``shape`` and tile it along channels where the shape is larger."""
+    t = tuple(shape)
+    s = w.shape
+    if len(t) == 1:
+        w = w[: t[0]] if len(s) == 1 else (w[: t[0], 0] if len(s) == 2 else w[: t[0], 0, s[-2] // 2, s[-1] // 2])
+    elif len(t) == 2:
+        w = w[: t[0], : t[1]] if len(s) == 2 else w[: t[0], : t[1], s[-2] // 2, s[-1] // 2]
+    elif len(t) == 3:
+        if len(s) == 3:
+            w = w[: t[0], : t[1], : t[2]]
+        else:  # token embeddings decoded as a (1, dim, side, side) map
+            w = w.reshape(s[0], s[1], -1).permute(0, 2, 1)[: t[0], : t[1], : t[2]]
+            # a class token was never seen in training: draw it like timm/torchvision initialize one
+            cls = torch.normal(mean=0.0, std=0.02, size=(1, 1, w.shape[2]), device=w.device).to(w.dtype)
+            w = torch.cat((cls, w), dim=1)
+    else:
+        if len(s) > 2:
+            w = w[: t[0], : t[1]]
+            w = _crop_spatial(w, min(t[2], s[2]), min(t[3], s[3]) if len(s) > 3 else 1, centre_crop)
+        else:
+            w = w[: t[0], : t[1]].unsqueeze(2).unsqueeze(3)
+    s = w.shape
+    if t[0] > s[0]:
+        w = w.repeat((math.ceil(t[0] / s[0]),) + (1,) * (w.dim() - 1))
+    if len(t) > 1:
+        if t[1] > s[1]:
+            w = w.repeat((1, math.ceil(t[1] / s[1])) + (1,) * (w.dim() - 2))
+        elif len(t) == 3 and len(s) == 3 and t[2] > s[2]:
+            w = w.repeat((1, 1, math.ceil(t[2] / s[2])))
+    if len(t) <= 3:
+        return w[tuple(slice(0, d) for d in t)]
+    return _crop_spatial(w[: t[0], : t[1]], t[2], t[3], centre_crop)
+
+
+def _crop_spatial(w: torch.Tensor, h: int, wd: int, centre: bool) -> torch.Tensor:
+    if not centre:
+        return w[:, :, :h, :wd]
+    ch, cw = w.shape[-2] // 2, w.shape[-1] // 2
+    return w[:, :, ch - h // 2 : ch + math.ceil(h / 2), cw - wd // 2 : cw + math.ceil(wd / 2)]
+
+
+def scale(p: torch.Tensor, is_weight: bool) -> torch.Tensor:
+    """Fan-in scaling of weights (x2 before ReLUs); norm weights into (0, 2), biases into (-1, 1)."""
+    if p.dim() > 1:
+        sz = p.shape
+        if len(sz) > 2 and sz[2] >= 11 and sz[0] == 1:
+            return p  # position embeddings are used as predicted
+        no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
+        return p * ((1.0 if no_relu else 2.0) / p[0].numel()) ** 0.5
+    return 2 * torch.sigmoid(0.5 * p) if is_weight else torch.tanh(0.2 * p)
+
+
+def decode(
+    ghn: GHN,
+    graphs: Sequence[Graph],
+    plans: Sequence[tuple[list[Target], list]],
+    *,
+    predict_classifier: bool = True,
+) -> list[dict[str, tuple[Slot, torch.Tensor]]]:
+    """Run the GHN on the graphs and return, per graph, {tensor name: (slot, predicted tensor)}."""
+    xs = ghn.embed_nodes(graphs, [shapes for _, shapes in plans])
+    centre = not ghn.is_ghn2
+    results: list[dict[str, tuple[Slot, torch.Tensor]]] = [{} for _ in graphs]
+    groups: dict[tuple[int, ...], list[tuple[int, Target]]] = {}
+    for b, (targets, _) in enumerate(plans):
+        for target in targets:
+            groups.setdefault(target.key, []).append((b, target))
+    for key, members in groups.items():
+        x = torch.stack([xs[b][t.node] for b, t in members])
+        is_classifier = len(key) == 2 and key[1] != 0
+        if is_classifier and not predict_classifier:
+            continue
+        if len(key) == 2 and key[1] > 0:
+            decoded = ghn.decoder(x, (key[0], key[1], 1, 1), classifier=True)
+        elif len(key) == 3:
+            decoded = ghn.decoder_1d(x).view(len(members), -1, 1, 1)
+        elif len(key) == 2:
+            decoded = ghn.decoder_1d(x).view(len(members), 2, -1)
+            if key[1] < 0:
+                decoded = ghn.bias_class(decoded)
+        else:
+            decoded = ghn.decoder(x, key)
+        for row, (b, target) in enumerate(members):
+            slot, w = target.slot, decoded[row]
+            if len(slot.shape) == 1:
+                outputs = [(slot, w[0 if slot.is_weight else 1])]
+                if target.bias is not None:
+                    outputs.append((target.bias, w[1]))
+            else:
+                outputs = [(slot, w)]
+            for out_slot, tensor in outputs:
+                tensor = fit_to_shape(tensor, out_slot.shape if out_slot is not target.bias else slot.shape, centre)
+                if ghn.config.weight_norm:
+                    tensor = scale(tensor, out_slot.is_weight)
+                if tensor.dim() == 2 and len(out_slot.shape) == 4:  # 1x1 conv classifiers
+                    tensor = tensor.view(out_slot.shape)
+                results[b][out_slot.name] = (out_slot, tensor)
+    return results

@@ -1,0 +1,1 @@
+"""Training utilities for graph hypernetworks: architecture sampling and synthetic data."""
