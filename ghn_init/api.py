@@ -76,12 +76,18 @@ def _resolve(ghn: GHNSource) -> GHN:
     return load_ghn(ghn)
 
 
-def _why_left_alone(name: str, graph_names: set[str], norm_bias_owners: set[str]) -> str:
+def _why_left_alone(name: str, module: nn.Module, used: bool, graph_names: set[str], norm_bias_owners: set[str]) -> str:
+    """Why the tensor ``name`` (held directly by ``module``) keeps its default initialization."""
     if name in norm_bias_owners:
         return "norm bias of a weight the GHN does not predict"
     if name in graph_names:
         return "in the graph, but the published GHN writes no tensor for it"
-    return "not in the GHN graph (its module or op is outside the GHN vocabulary)"
+    if not used:
+        return "not used by the forward pass in eval mode (e.g. an auxiliary head): no graph node"
+    kind = type(module).__name__
+    if any(True for _ in module.children()):  # held by a container: a token, embedding, scale... used by elementwise ops
+        return f"parameter held directly by {kind} (token, position embedding, scale...): no GHN node type for it"
+    return f"{kind} is outside the GHN vocabulary (register_module can map it)"
 
 
 def apply(
@@ -165,19 +171,49 @@ def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Sl
     by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
     graph_names = {n.name for n in graph.nodes if n.is_param}
     norm_bias_owners = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    owners = {}  # id(tensor) -> (module, every name it has: tied weights have several)
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, t in module._parameters.items():
+            if t is not None:
+                full = f"{module_name}.{attr}" if module_name else attr
+                owners.setdefault(id(t), (module, []))[1].append(full)
     for name, p in _named_tensors(model):
         rep.numel_total += p.numel()
         if id(p) in by_tensor:
             rep.predicted.append(name)
             rep.numel_predicted += p.numel()
         else:
-            rep.left_alone[name] = _why_left_alone(name, graph_names, norm_bias_owners - set(result))
+            module, aliases = owners.get(id(p), (model, [name]))
+            used = not graph.recorded or any(a in graph.recorded for a in aliases)
+            rep.left_alone[name] = _why_left_alone(name, module, used, graph_names, norm_bias_owners - set(result))
     return rep
 
 
+def _prepared(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the target's dtype, device and memory layout, owning exactly its own storage."""
+    value = value.detach()
+    same = (
+        value.dtype == target.dtype
+        and value.device == target.device
+        and value.stride() == target.stride()
+        and value.storage_offset() == 0
+        and value.untyped_storage().nbytes() == value.numel() * value.element_size()
+    )
+    return value if same else torch.empty_like(target).copy_(value)
+
+
+def _swap(target: torch.Tensor, data: torch.Tensor) -> None:
+    target.data = data
+
+
 def _write_all(results: list[dict[str, tuple[Slot, torch.Tensor]]]) -> None:
-    """Copy predictions into the models: check everything first, and roll back if a copy fails."""
-    writes = []
+    """Write predictions into the models, all or nothing.
+
+    Every value is checked and converted first; then each tensor's ``.data`` is swapped for its new
+    value (the ``nn.Parameter`` objects stay, so optimizers built earlier still see them). Only
+    swaps happen after the first write, and a failure among them swaps the old data back.
+    """
+    prepared = []
     for result in results:
         for name, (slot, value) in result.items():
             target = getattr(slot.module, slot.attr)
@@ -186,17 +222,13 @@ def _write_all(results: list[dict[str, tuple[Slot, torch.Tensor]]]) -> None:
                     f"cannot write {name}: predicted shape {tuple(value.shape)}, model tensor "
                     f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}"
                 )
-            if not torch.isfinite(value).all():
-                raise FloatingPointError(f"the GHN predicted non-finite values for {name}; the model was not changed")
-            writes.append((target, value))
-    backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+            prepared.append((target, _prepared(target, value)))
+    previous: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
-        with torch.no_grad():
-            for target, value in writes:
-                backups.append((target, target.detach().clone()))
-                target.copy_(value.to(device=target.device, dtype=target.dtype))
+        for target, data in prepared:
+            previous.append((target, target.data))
+            _swap(target, data)
     except BaseException:
-        with torch.no_grad():
-            for target, old in backups:
-                target.copy_(old)
+        for target, data in reversed(previous):
+            target.data = data
         raise

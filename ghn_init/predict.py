@@ -130,8 +130,15 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> tuple[list
     return targets, shapes
 
 
-def fit_to_shape(w: torch.Tensor, shape: Sequence[int], centre_crop: bool) -> torch.Tensor:
-    """Crop a decoded tensor to ``shape`` and tile it along channels where the shape is larger."""
+def fit_to_shape(
+    w: torch.Tensor, shape: Sequence[int], centre_crop: bool, is_weight: Optional[bool] = None
+) -> torch.Tensor:
+    """Crop a decoded tensor to ``shape`` and tile it along channels where the shape is larger.
+
+    With ``is_weight`` set, the published weight normalization (:func:`scale`) is applied to the
+    cropped tensor before tiling; it is elementwise with a factor that depends only on ``shape``,
+    so this equals normalizing the full tensor, without an extra full-size temporary.
+    """
     t = tuple(shape)
     s = w.shape
     if len(t) == 1:
@@ -152,6 +159,8 @@ def fit_to_shape(w: torch.Tensor, shape: Sequence[int], centre_crop: bool) -> to
             w = _crop_spatial(w, min(t[2], s[2]), min(t[3], s[3]) if len(s) > 3 else 1, centre_crop)
         else:
             w = w[: t[0], : t[1]].unsqueeze(2).unsqueeze(3)
+    if is_weight is not None:
+        w = scale(w, is_weight, shape=t)
     s = w.shape
     if t[0] > s[0]:
         w = w.repeat((math.ceil(t[0] / s[0]),) + (1,) * (w.dim() - 1))
@@ -172,14 +181,17 @@ def _crop_spatial(w: torch.Tensor, h: int, wd: int, centre: bool) -> torch.Tenso
     return w[:, :, ch - h // 2 : ch + math.ceil(h / 2), cw - wd // 2 : cw + math.ceil(wd / 2)]
 
 
-def scale(p: torch.Tensor, is_weight: bool) -> torch.Tensor:
-    """Fan-in scaling of weights (x2 before ReLUs); norm weights into (0, 2), biases into (-1, 1)."""
-    if p.dim() > 1:
-        sz = p.shape
+def scale(p: torch.Tensor, is_weight: bool, shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Fan-in scaling of weights (x2 before ReLUs); norm weights into (0, 2), biases into (-1, 1).
+
+    ``shape`` is the final tensor shape (default: ``p.shape``); the fan-in factor depends on it only.
+    """
+    sz = tuple(shape) if shape is not None else tuple(p.shape)
+    if len(sz) > 1:
         if len(sz) > 2 and sz[2] >= 11 and sz[0] == 1:
             return p  # position embeddings are used as predicted
         no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
-        return p * ((1.0 if no_relu else 2.0) / p[0].numel()) ** 0.5
+        return p * ((1.0 if no_relu else 2.0) / math.prod(sz[1:])) ** 0.5
     return 2 * torch.sigmoid(0.5 * p) if is_weight else torch.tanh(0.2 * p)
 
 
@@ -213,6 +225,11 @@ def decode(
                 decoded = ghn.bias_class(decoded)
         else:
             decoded = ghn.decoder(x, key)
+        if not torch.isfinite(decoded).all():
+            raise FloatingPointError(
+                f"the GHN predicted non-finite values for {len(members)} tensor(s) of group {key}; "
+                "the model was not changed (is the GHN checkpoint corrupted?)"
+            )
         for row, (b, target) in enumerate(members):
             slot, w = target.slot, decoded[row]
             if len(slot.shape) == 1:
@@ -222,10 +239,8 @@ def decode(
             else:
                 outputs = [(slot, w)]
             for out_slot, tensor in outputs:
-                tensor = fit_to_shape(tensor, out_slot.shape if out_slot is not target.bias else slot.shape, centre)
-                if ghn.config.weight_norm:
-                    tensor = scale(tensor, out_slot.is_weight)
-                if tensor.dim() == 2 and len(out_slot.shape) == 4:  # 1x1 conv classifiers
-                    tensor = tensor.view(out_slot.shape)
+                norm = out_slot.is_weight if ghn.config.weight_norm else None
+                # a norm layer's bias is fitted to its weight's shape, as the published code does
+                tensor = fit_to_shape(tensor, slot.shape, centre, norm)
                 results[b][out_slot.name] = (out_slot, tensor)
     return results

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 
 from ..networks import GHN, GHNConfig
-from .safe_pickle import load_pickle
+from .safe_pickle import UnsafeCheckpointError, load_pickle
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,7 +58,9 @@ def load_file(path: Union[str, Path]) -> GHN:
         return load_safetensors(path, path.with_name(CONFIG_NAME))
     try:
         obj = load_pickle(path)
-    except (EOFError, ValueError) as e:
+    except UnsafeCheckpointError:
+        raise
+    except (EOFError, ValueError, pickle.UnpicklingError, RuntimeError) as e:
         raise CheckpointError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and download it again") from e
     return _from_pickle_payload(obj, str(path))
 
