@@ -7,7 +7,7 @@
 
 from .api import Report, StrictError, apply
 from .graph import PRIMITIVES, Graph, TraceError, register_module, trace
-from .hub import load_ghn
+from .hub import list_ghns, load_ghn
 from .networks import GHN, GHNConfig
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "apply",
     "load_ghn",
+    "list_ghns",
     "trace",
     "register_module",
     "Report",

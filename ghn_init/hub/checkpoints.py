@@ -23,9 +23,10 @@ class CheckpointError(ValueError):
 def ghn_from_state_dict(state_dict: Mapping[str, torch.Tensor], config: Optional[GHNConfig] = None) -> GHN:
     """Instantiate the GHN that ``state_dict`` belongs to (config inferred if not given) and load it."""
     config = config or GHNConfig.infer(state_dict)
-    ghn = GHN(config)
+    with torch.device("meta"):  # no random init of weights that are overwritten right away
+        ghn = GHN(config)
     try:
-        ghn.load_published_state_dict(state_dict, strict=True)
+        ghn.load_published_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"the weights do not fit a GHN with config {config.to_dict()}: {e}") from e
     return ghn.eval()

@@ -82,12 +82,18 @@ class GHN(nn.Module):
         out = self.gnn(x, edges, mask)
         return [out[b, : sizes[b]] for b in range(len(xs))]
 
-    def load_published_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> Any:
-        """Load a published (ppuda or GHN-3 Hub) state dict, adapting its layout to ours."""
+    def load_published_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load a published (ppuda or GHN-3 Hub) state dict, adapting its layout to ours.
+
+        With ``assign=True`` the tensors are taken as they are (a GHN built on the meta device).
+        """
         own = self.state_dict()
         adapted = {}
         for key, value in state_dict.items():
             if key.split(".")[0] in _GRAPHORMER_TABLES:
                 key = "gnn.0." + key
-            adapted[key] = maybe_squeeze_conv1x1(value, own.get(key))
-        return self.load_state_dict(adapted, strict=strict)
+            # a fresh, aligned copy: kernels then give bit-identical results whatever file the weights came from
+            adapted[key] = maybe_squeeze_conv1x1(value, own.get(key)).clone(memory_format=torch.contiguous_format)
+        return self.load_state_dict(adapted, strict=strict, assign=assign)

@@ -1,0 +1,219 @@
+"""Convert a GHN checkpoint into a safetensors folder: the format ghn-init loads fastest and publishes.
+
+The published GHN files are pickles, which are slow to read and can run code when read carelessly. A
+converted folder holds
+- ``model.safetensors``: the GHN's tensors in ghn-init's state-dict layout (``ghn.state_dict()``);
+- ``config.json``: ``{"ghn": GHNConfig.to_dict(), "format_version": 1, "source": ...}``;
+- ``README.md``: a Hugging Face model card (license, source, paper, usage).
+``load_ghn(folder)`` (or ``hf://owner/repo`` once uploaded) reads it without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from ..networks import GHN
+from .checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from .download import HF_SCHEME
+from .registry import GHN2_PAPER, GHN3_PAPER, REGISTRY, RegistryEntry
+
+FORMAT_VERSION = 1
+CARD_NAME = "README.md"
+_KIND_TITLES = {"ghn3": "GHN-3", "ghn2": "GHN-2"}
+REPO_PLACEHOLDER = "OWNER/REPO"  # replaced by the real repo id in cards written with one (and by hub/upload.py)
+
+_FIELD_NOTES = {
+    "kind": "ghn3: Graphormer layers (GHN-3); ghn2: gated GNN (GHN-2)",
+    "hid": "node embedding size",
+    "layers": "Graphormer layers (GHN-3)",
+    "heads": "attention heads (GHN-3)",
+    "max_shape": "largest (out, in, h, w) block the decoder predicts; bigger tensors are tiled",
+    "num_classes": "classes of the classification layer it predicts",
+    "layernorm": "layer norm on node embeddings before decoding",
+    "weight_norm": "fan-in normalization of predicted weights",
+    "virtual_edges": "virtual edges between nodes up to 50 hops apart",
+}
+
+
+def convert(
+    src: Union[str, Path, GHN],
+    dst_dir: Union[str, Path],
+    *,
+    revision: Optional[str] = None,
+    repo_id: Optional[str] = None,
+    license: Optional[str] = None,
+) -> Path:
+    """Write ``src`` (anything :func:`ghn_init.load_ghn` accepts) as a safetensors folder at ``dst_dir``.
+
+    ``repo_id`` is the Hub repo the folder is meant for (used in the card's usage example); ``license``
+    defaults to the registry's for published GHNs and to "other" (to be set by hand) otherwise.
+    """
+    from safetensors.torch import save_file
+
+    from . import load_ghn
+
+    entry = REGISTRY.get(src) if isinstance(src, str) else None
+    ghn = load_ghn(src, revision=revision)
+    source = describe_source(src, ghn, entry, revision)
+    extra = {k: v for k, v in ghn.config.extra.items() if k != "source"}
+    config = dataclasses.replace(ghn.config, extra={**extra, "source": source})
+
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in ghn.state_dict().items()}
+    partial = dst / (WEIGHTS_NAME + ".partial")
+    save_file(tensors, str(partial), metadata={"format": "pt", "ghn_init_format_version": str(FORMAT_VERSION)})
+    os.replace(partial, dst / WEIGHTS_NAME)  # never leave a half-written model.safetensors behind
+    config_doc = {"ghn": config.to_dict(), "format_version": FORMAT_VERSION, "source": source}
+    (dst / CONFIG_NAME).write_text(json.dumps(config_doc, indent=2) + "\n")
+    if license:
+        license_note = "as given when converting"
+    elif entry:
+        license, license_note = entry.license, "as the source checkpoint"
+    else:
+        license, license_note = "other", "the source's license is unknown to ghn-init: set it before publishing"
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    (dst / CARD_NAME).write_text(
+        model_card(
+            config.to_dict(),
+            title=f"{entry.title if entry else _KIND_TITLES[config.kind]} for ghn-init",
+            source=source,
+            license=license,
+            license_note=license_note,
+            paper=entry.paper if entry else (GHN3_PAPER if config.kind == "ghn3" else GHN2_PAPER),
+            repo_id=repo_id,
+            weights=f"{ghn.num_parameters():,} parameters, {'/'.join(dtypes)}",
+            notes=registry_notes(entry) if entry else (),
+        )
+    )
+    return dst
+
+
+def describe_source(src: Union[str, Path, GHN], ghn: GHN, entry: Optional[RegistryEntry], revision: Optional[str]) -> str:
+    """Where the weights came from, without local paths (they mean nothing on the Hub)."""
+    if entry is not None:
+        return f"{entry.hf_url}@{revision or entry.revision}".removesuffix("@main")
+    text = str(ghn.config.extra.get("source") or ghn.config.extra.get("name") or "") if isinstance(src, GHN) else str(src)
+    if text.startswith(HF_SCHEME):
+        return text + (f"@{revision}" if revision and "@" not in text else "")
+    if text == "bundled":
+        return "the GHN bundled with ghn-init"
+    return Path(text).name or "a GHN built in Python"
+
+
+def registry_notes(entry: RegistryEntry) -> list[str]:
+    """Facts about a published GHN for its model card: the original file, its size and hash, what verify checks."""
+    return [
+        f"Original file: [{entry.filename}]({entry.upstream_url}) in `{entry.repo_id}`, {entry.file_format} format, "
+        f"{entry.size}" + (f", sha256 `{entry.sha256}`" if entry.sha256 else "") + f"; revision: {entry.revision_note}.",
+        f"Parameters: {entry.parameters}. Trained on {entry.trained_on}.",
+        f"`ghn-init verify --ghn {entry.name}` checks its predictions against the `{entry.results_key}-paramnorm` "
+        "figures the authors publish in `ghn3_results.jsonl`."
+        if entry.results_key
+        else "The authors publish no parameter-norm figures for this GHN, so `ghn-init verify` cannot check it.",
+    ]
+
+
+def model_card(
+    config: Optional[Mapping[str, Any]],
+    *,
+    title: str,
+    source: str,
+    license: str,
+    license_note: str,
+    paper: str,
+    repo_id: Optional[str] = None,
+    weights: str = "float32",
+    notes: Sequence[str] = (),
+) -> str:
+    """A Hugging Face model card for a converted GHN; ``config=None`` points readers to ``config.json`` instead."""
+    repo = repo_id or REPO_PLACEHOLDER
+    if config is None:
+        configuration = "The hyperparameters are in `config.json`, read from the checkpoint's tensor shapes at conversion."
+    else:
+        rows = "\n".join(f"| `{name}` | {_cell(config.get(name))} | {meaning} |" for name, meaning in _FIELD_NOTES.items())
+        configuration = f"| field | value | meaning |\n|---|---|---|\n{rows}"
+    extra_notes = "".join(f"- {note}\n" for note in notes)
+    return f"""---
+license: {license}
+library_name: ghn-init
+tags:
+- graph-hypernetwork
+- parameter-prediction
+- initialization
+- pytorch
+- safetensors
+---
+
+# {title}
+
+A Graph HyperNetwork (GHN) that predicts the parameters of PyTorch vision models (torchvision, timm or your
+own), to initialize them before training. This repository holds it in the format the ghn-init
+package loads directly: `model.safetensors` ({weights}; no pickled code)
+and `config.json` (its hyperparameters).
+
+- Source: `{source}`. The tensors are those of the source checkpoint, unchanged, in ghn-init's state-dict layout.
+- Paper: {paper}
+- License: {license} ({license_note}).
+{extra_notes}
+## Usage
+
+```python
+import torchvision
+import ghn_init
+
+model = torchvision.models.resnet50()
+report = ghn_init.apply(model, ghn="hf://{repo}")  # predicts the parameters in place
+print(report)
+```
+
+From the command line: `ghn-init apply resnet50 --ghn hf://{repo}`. A local copy of this folder works the
+same way: `ghn_init.apply(model, ghn="path/to/folder")`.
+
+## Configuration
+
+{configuration}
+
+## How it was made
+
+`ghn-init convert {source} DST_DIR` loads the source checkpoint (a pickle is read by ghn-init's restricted
+unpickler, which accepts only tensors and plain containers) and writes `model.safetensors`, `config.json` and
+this card. `ghn-init verify` compares the parameter norms it predicts for torchvision models with the figures
+the GHN-3 authors published, where they published some for this GHN.
+
+## Limitations
+
+The predicted parameters are an initialization: they give a model a better start than random init for
+fine-tuning, not a trained model. Their accuracy without training is low (see the paper).
+"""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    dst = convert(args.src, args.dst_dir, revision=args.revision, repo_id=args.repo_id, license=args.license)
+    for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+        print(f"wrote {dst / name} ({(dst / name).stat().st_size:,} bytes)")
+    print(f"load it with ghn_init.load_ghn({str(dst)!r}); upload it with `python hub/upload.py {dst} --repo-id OWNER/REPO`")
+    return 0
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "convert", help="convert a GHN checkpoint (pickle) into a safetensors folder with config.json and a model card"
+    )
+    p.add_argument("src", help="registry name, local checkpoint, hf://owner/repo/file, or 'bundled'")
+    p.add_argument("dst_dir", help="folder to write model.safetensors, config.json and README.md into")
+    p.add_argument("--revision", default=None, help="Hub revision of SRC (branch, tag or commit)")
+    p.add_argument("--repo-id", default=None, help="Hub repo the folder will be uploaded to (for the card's usage example)")
+    p.add_argument("--license", default=None, help="license id for the card (default: the source's, else 'other')")
+    p.set_defaults(func=_cmd_convert)

@@ -1,0 +1,114 @@
+"""Pickled checkpoints are read without running code from them, on every path the package offers."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from ghn_init.hub import load_ghn
+from ghn_init.hub.checkpoints import load_file
+from ghn_init.hub.safe_pickle import UnsafeCheckpointError, load_pickle
+
+from .conftest import REPO, fixtures_dir
+
+
+class WritesFileWithShell:
+    """Unpickling this runs ``os.system`` (stored as ``posix.system``)."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+class WritesFileWithOpen:
+    """Unpickling this calls ``open(target, "w")`` (pickled as ``io.open``), which creates the file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (builtins.open, (str(self.target), "w"))
+
+
+def test_a_pickle_that_would_run_a_shell_command_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"embed.weight": [1.0], "payload": WritesFileWithShell(target)}, protocol=4))
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load (posix|os|nt)\.system"):
+        load_pickle(path)
+    with pytest.raises(UnsafeCheckpointError):  # also through the loaders users call
+        load_ghn(path)
+    assert not target.exists()
+
+
+def test_a_pickle_that_would_open_a_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "created-by-open"
+    path = tmp_path / "evil.joblib"
+    path.write_bytes(pickle.dumps([WritesFileWithOpen(target)], protocol=2))
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load (io|builtins)\.open"):
+        load_file(path)
+    assert not target.exists()
+
+
+def test_a_torch_save_archive_with_code_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "created-from-archive"
+    path = tmp_path / "evil_archive.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "config": WritesFileWithOpen(target)}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"(io|builtins)\.open"):
+        load_pickle(path)
+    with pytest.raises(UnsafeCheckpointError):
+        load_file(path)
+    assert not target.exists()
+
+
+def test_the_published_layouts_load() -> None:
+    state_dict = load_pickle(fixtures_dir() / "ghn3_t_random.joblib")  # joblib stream, like the GHN-3 Hub files
+    assert isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values())
+    assert state_dict["embed.weight"].shape[-1] == 64
+    archive = load_pickle(fixtures_dir() / "ghn2_random.pt")  # torch.save archive, like ppuda's files
+    assert set(archive) >= {"state_dict", "config"}
+
+
+UNSAFE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load"), ("cloudpickle", "load")}
+
+
+def _unsafe_calls(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+        keywords = {k.arg: k.value for k in node.keywords}
+        if (owner, node.func.attr) in UNSAFE_LOADERS or (owner, node.func.attr) == ("pickle", "Unpickler"):
+            found.append(f"{owner}.{node.func.attr} (line {node.lineno})")
+        elif (owner, node.func.attr) == ("torch", "load"):
+            weights_only = keywords.get("weights_only")
+            if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
+                found.append(f"torch.load without weights_only=True (line {node.lineno})")
+        elif (owner, node.func.attr) == ("np", "load") or (owner, node.func.attr) == ("numpy", "load"):
+            allow = keywords.get("allow_pickle")
+            if isinstance(allow, ast.Constant) and allow.value is True:
+                found.append(f"numpy.load(allow_pickle=True) (line {node.lineno})")
+    return found
+
+
+def test_no_code_path_unpickles_with_code_execution() -> None:
+    offenders = {
+        str(path.relative_to(REPO)): calls
+        for path in sorted((REPO / "ghn_init").rglob("*.py"))
+        if (calls := _unsafe_calls(path.read_text()))
+    }
+    assert offenders == {}, f"unrestricted unpickling in the package: {offenders}"
+
+
+def test_the_scanner_sees_unsafe_calls() -> None:
+    code = "import pickle, joblib, torch\npickle.load(f)\njoblib.load(p)\ntorch.load(p)\ntorch.load(p, weights_only=True)\n"
+    assert len(_unsafe_calls(code)) == 3
