@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -201,8 +201,14 @@ def decode(
     plans: Sequence[tuple[list[Target], list]],
     *,
     predict_classifier: bool = True,
+    sink: Optional[Callable[[int, Slot, torch.Tensor], None]] = None,
 ) -> list[dict[str, tuple[Slot, torch.Tensor]]]:
-    """Run the GHN on the graphs and return, per graph, {tensor name: (slot, predicted tensor)}."""
+    """Run the GHN on the graphs and return, per graph, {tensor name: (slot, predicted tensor)}.
+
+    With ``sink``, each predicted tensor is handed to ``sink(graph index, slot, tensor)`` as soon as
+    it is made and not kept (the returned dicts stay empty): a dry run of a huge model then needs
+    the memory of one tensor, not of the whole model.
+    """
     xs = ghn.embed_nodes(graphs, [shapes for _, shapes in plans])
     centre = not ghn.is_ghn2
     results: list[dict[str, tuple[Slot, torch.Tensor]]] = [{} for _ in graphs]
@@ -242,5 +248,8 @@ def decode(
                 norm = out_slot.is_weight if ghn.config.weight_norm else None
                 # a norm layer's bias is fitted to its weight's shape, as the published code does
                 tensor = fit_to_shape(tensor, slot.shape, centre, norm)
-                results[b][out_slot.name] = (out_slot, tensor)
+                if sink is not None:
+                    sink(b, out_slot, tensor)
+                else:
+                    results[b][out_slot.name] = (out_slot, tensor)
     return results

@@ -59,6 +59,45 @@ class _FusedAttention(torch.autograd.Function):
         raise RuntimeError("graph recording only")
 
 
+class _Normalization(torch.autograd.Function):
+    """Shape-only stand-in for batch/layer/group norm while recording on meta tensors.
+
+    On meta tensors these norms run PyTorch's Python decompositions (milliseconds per call, most of
+    the recording time of a CNN). The stand-in records one autograd node whose inputs are the
+    activation, then the weight and bias, in the order of the real norm's node; its name is never
+    read (a norm's node is represented by its weight and bias, and a norm without affine
+    parameters is not a GHN primitive), so the graph is the same.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, *params: Any) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - never differentiated
+        raise RuntimeError("graph recording only")
+
+
+def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
+    """(input, weight, bias) of a functional norm call, or None if it is not one we stand in for."""
+    F = torch.nn.functional
+    if func is F.batch_norm:  # (input, running_mean, running_var, weight, bias, ...)
+        names = ("input", "running_mean", "running_var", "weight", "bias")
+        pos = (0, 3, 4)
+    elif func is F.layer_norm:  # (input, normalized_shape, weight, bias, eps)
+        names, pos = ("input", "normalized_shape", "weight", "bias"), (0, 2, 3)
+    elif func is F.group_norm:  # (input, num_groups, weight, bias, eps)
+        names, pos = ("input", "num_groups", "weight", "bias"), (0, 2, 3)
+    else:
+        return None
+    bound = dict(zip(names, args))
+    bound.update({k: v for k, v in kwargs.items() if k in names})
+    x, w, b = (bound.get(names[i]) for i in pos)
+    if not isinstance(x, torch.Tensor) or not all(t is None or isinstance(t, torch.Tensor) for t in (w, b)):
+        return None
+    return x, w, b
+
+
 class _FusedAttentionOnMeta(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
@@ -66,6 +105,11 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
             q, k, v = args[:3]
             extra = [a for a in (*args[3:], *kwargs.values()) if isinstance(a, torch.Tensor)]
             return _FusedAttention.apply(q, k, v, *extra)
+        norm = _norm_args(func, args, kwargs)
+        if norm is not None:
+            x, w, b = norm
+            if x.is_meta and torch.is_grad_enabled():
+                return _Normalization.apply(x, *(t for t in (w, b) if t is not None))
         return func(*args, **kwargs)
 
 

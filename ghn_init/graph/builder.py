@@ -351,7 +351,8 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
                 is_param=raw_node.is_param,
             )
         )
-    return Graph(graph_nodes, sorted(edges), cutoff=cutoff, tracer=raw.tracer, notes=notes)
+    recorded = frozenset(n.name for n in raw.nodes if n.is_param)
+    return Graph(graph_nodes, sorted(edges), cutoff=cutoff, tracer=raw.tracer, notes=notes, recorded=recorded)
 
 
 def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]]):

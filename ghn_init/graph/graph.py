@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -43,44 +42,46 @@ class Graph:
     cutoff: int = VIRTUAL_EDGE_CUTOFF
     tracer: str = "autograd-meta"
     notes: list[str] = field(default_factory=list)
-    _distances: Optional[dict[tuple[int, int], int]] = field(default=None, repr=False, compare=False)
+    recorded: frozenset[str] = frozenset()  # parameters the recorded forward pass used (graph node or not)
+    _matrix: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.nodes)
 
     @property
+    def distance_matrix(self) -> torch.Tensor:
+        """(N, N) int16 matrix: the shortest-path length from row to column up to ``cutoff``, else 0."""
+        if self._matrix is None:
+            self._matrix = distance_matrix(len(self.nodes), self.edges, self.cutoff)
+        return self._matrix
+
+    @property
     def distances(self) -> dict[tuple[int, int], int]:
         """Shortest-path length for every ordered pair joined by a path of length 1..cutoff."""
-        if self._distances is None:
-            self._distances = shortest_paths(len(self.nodes), self.edges, self.cutoff)
-        return self._distances
+        return _pairs(self.distance_matrix, 1)
 
     @property
     def virtual_edges(self) -> dict[tuple[int, int], int]:
-        return {pair: d for pair, d in self.distances.items() if d > 1}
+        return _pairs(self.distance_matrix, 2)
 
     def node_types(self) -> torch.Tensor:
         return torch.tensor([PRIMITIVE_INDEX[n.type] for n in self.nodes], dtype=torch.long)
 
     def dense_adjacency(self, device: Optional[torch.device] = None) -> torch.Tensor:
         """(N, N) long matrix: 1 for real edges, d for virtual edges, 0 elsewhere."""
-        n = len(self.nodes)
-        adj = torch.zeros(n, n, dtype=torch.long)
-        if self.distances:
-            pairs = torch.tensor(list(self.distances.keys()), dtype=torch.long)
-            adj[pairs[:, 0], pairs[:, 1]] = torch.tensor(list(self.distances.values()), dtype=torch.long)
+        adj = self.distance_matrix.long()
         return adj.to(device) if device is not None else adj
 
     def edge_list(self) -> torch.Tensor:
         """(M, 3) long tensor of (src, dst, weight) sorted row-major, real and virtual edges together."""
-        items = sorted(self.distances.items())
-        if not items:
-            return torch.zeros(0, 3, dtype=torch.long)
-        return torch.tensor([(s, d, w) for (s, d), w in items], dtype=torch.long)
+        m = self.distance_matrix
+        pairs = torch.nonzero(m)  # row-major order
+        return torch.cat((pairs, m[pairs[:, 0], pairs[:, 1]].long().unsqueeze(1)), dim=1)
 
     def to_dict(self) -> dict[str, Any]:
         """The reference fixture format: nodes, real edges and a virtual-edge summary."""
-        ve = self.virtual_edges
+        m = self.distance_matrix
+        virtual = m[m > 1].long()
         return {
             "nodes": [
                 {
@@ -92,7 +93,7 @@ class Graph:
                 for n in self.nodes
             ],
             "edges": [[s, d, 1] for s, d in sorted(self.edges)],
-            "virtual_edges": {"cutoff": self.cutoff, "count": len(ve), "weight_sum": sum(ve.values())},
+            "virtual_edges": {"cutoff": self.cutoff, "count": int(virtual.numel()), "weight_sum": int(virtual.sum())},
         }
 
     def summary(self) -> str:
@@ -100,26 +101,50 @@ class Graph:
         for n in self.nodes:
             counts[n.type] = counts.get(n.type, 0) + 1
         kinds = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges, {len(self.virtual_edges)} virtual; {kinds})"
+        virtual = int((self.distance_matrix > 1).sum())
+        return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges, {virtual} virtual; {kinds})"
 
 
-def shortest_paths(n: int, edges: list[tuple[int, int]], cutoff: int) -> dict[tuple[int, int], int]:
-    """Breadth-first search from every node, stopping at ``cutoff`` hops."""
-    succ: list[list[int]] = [[] for _ in range(n)]
-    for s, d in edges:
-        succ[s].append(d)
-    out: dict[tuple[int, int], int] = {}
-    for src in range(n):
-        depth = {src: 0}
-        frontier = deque([src])
-        while frontier:
-            u = frontier.popleft()
-            du = depth[u]
-            if du == cutoff:
-                continue
-            for v in succ[u]:
-                if v not in depth:
-                    depth[v] = du + 1
-                    out[(src, v)] = du + 1
-                    frontier.append(v)
-    return out
+def _pairs(matrix: torch.Tensor, at_least: int) -> dict[tuple[int, int], int]:
+    pairs = torch.nonzero(matrix >= at_least)
+    values = matrix[pairs[:, 0], pairs[:, 1]].tolist()
+    return dict(zip(map(tuple, pairs.tolist()), values))
+
+
+def distance_matrix(n: int, edges: Sequence[tuple[int, int]], cutoff: int) -> torch.Tensor:
+    """Breadth-first search from all nodes at once, stopping at ``cutoff`` hops.
+
+    Returns an (n, n) int16 matrix of shortest-path lengths (0: no path within ``cutoff``, and on
+    the diagonal). Each step expands every (source, node) pair of the current frontier along the
+    node's out-edges with tensor operations, so the cost is proportional to the number of pairs
+    found times the out-degree rather than n Python-level searches.
+    """
+    dist = torch.zeros(n * n, dtype=torch.int16)
+    if n == 0 or not len(edges) or cutoff < 1:
+        return dist.view(n, n)
+    e = torch.tensor(list(edges), dtype=torch.long).view(-1, 2)
+    e = e[e[:, 0] != e[:, 1]]  # a self loop never shortens a path
+    dst = e[torch.argsort(e[:, 0], stable=True), 1]
+    degree = torch.bincount(e[:, 0], minlength=n)
+    first = torch.cumsum(degree, 0) - degree  # where each node's out-edges start in dst
+    src = node = torch.arange(n)
+    for d in range(1, cutoff + 1):
+        k = degree[node]
+        total = int(k.sum())
+        if total == 0:
+            break
+        pair_start = torch.cumsum(k, 0) - k
+        edge = torch.repeat_interleave(first[node] - pair_start, k) + torch.arange(total)
+        s, v = torch.repeat_interleave(src, k), dst[edge]
+        key = s * n + v
+        key = torch.unique(key[(dist[key] == 0) & (s != v)])
+        if key.numel() == 0:
+            break
+        dist[key] = d
+        src, node = key // n, key % n
+    return dist.view(n, n)
+
+
+def shortest_paths(n: int, edges: Sequence[tuple[int, int]], cutoff: int) -> dict[tuple[int, int], int]:
+    """{(src, dst): length} for every pair joined by a directed path of 1..``cutoff`` hops."""
+    return _pairs(distance_matrix(n, edges, cutoff), 1)

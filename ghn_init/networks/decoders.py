@@ -35,11 +35,25 @@ class WeightDecoder(nn.Module):
         centre = k // 2
         return slice(max(0, centre - size // 2), centre + math.ceil(size / 2))
 
+    def _expand(self, x: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+        """``fc(x)`` as (n, 4*hid, k, k) maps, cropped to ``rows`` x ``cols``.
+
+        Only the rows of ``fc`` that survive the crop are computed: a 1x1 kernel needs 1/k^2 of them.
+        """
+        n, k = x.shape[0], self.max_shape[2]
+        linear = self.fc[0]
+        if (rows.indices(k), cols.indices(k)) == ((0, k, 1), (0, k, 1)):
+            return self.fc(x).view(n, -1, k, k)
+        weight = linear.weight.view(-1, k, k, linear.in_features)[:, rows, cols]
+        h, w = weight.shape[1:3]
+        bias = linear.bias.view(-1, k, k)[:, rows, cols] if linear.bias is not None else None
+        out = F.linear(x, weight.reshape(-1, linear.in_features), bias.reshape(-1) if bias is not None else None)
+        return self.fc[1:](out).view(n, -1, h, w)
+
     def forward(self, x: torch.Tensor, shape: tuple[int, ...], classifier: bool = False) -> torch.Tensor:
         n = x.shape[0]
         out_ch, in_ch, k, _ = self.max_shape
-        x = self.fc(x).view(n, -1, k, k)
-        x = x[:, :, self._crop(shape[2]), self._crop(shape[3])]
+        x = self._expand(x, self._crop(shape[2]), self._crop(shape[3]))
         h, w = x.shape[2:]
         x = self.conv(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         x = x.reshape(n, out_ch, in_ch, h, w)[:, :, : shape[1], : shape[2], : shape[3]]
