@@ -139,8 +139,8 @@ def apply(
         for m, g, r in zip(models, graphs, results)
     ]
     if strict:
-        for rep in reports:
-            trainable = {n for n, p in _named_tensors(models[reports.index(rep)]) if p.requires_grad}
+        for m, rep in zip(models, reports):
+            trainable = {n for n, p in m.named_parameters() if p.requires_grad}
             missing = sorted(set(rep.left_alone) & trainable)
             if missing:
                 raise StrictError(
@@ -153,10 +153,6 @@ def apply(
         rep.seconds["predict"] = (predicted_at - traced) / len(models)
         rep.seconds["write"] = (written - predicted_at) / len(models)
     return reports if isinstance(model, (list, tuple)) else reports[0]
-
-
-def _named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return list(model.named_parameters())
 
 
 def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Slot, torch.Tensor]], seconds: dict) -> Report:
@@ -177,7 +173,7 @@ def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Sl
             if t is not None:
                 full = f"{module_name}.{attr}" if module_name else attr
                 owners.setdefault(id(t), (module, []))[1].append(full)
-    for name, p in _named_tensors(model):
+    for name, p in model.named_parameters():
         rep.numel_total += p.numel()
         if id(p) in by_tensor:
             rep.predicted.append(name)
