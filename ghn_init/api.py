@@ -85,7 +85,8 @@ def _why_left_alone(name: str, module: nn.Module, used: bool, graph_names: set[s
     if not used:
         return "not used by the forward pass in eval mode (e.g. an auxiliary head): no graph node"
     kind = type(module).__name__
-    if any(True for _ in module.children()):  # held by a container: a token, embedding, scale... used by elementwise ops
+    is_layer_param = name.rsplit(".", 1)[-1] in ("weight", "bias")
+    if not is_layer_param and any(True for _ in module.children()):  # a token, embedding, scale... of a block
         return f"parameter held directly by {kind} (token, position embedding, scale...): no GHN node type for it"
     return f"{kind} is outside the GHN vocabulary (register_module can map it)"
 
