@@ -1,0 +1,87 @@
+"""Write a trained GHN as a self-describing folder: weights, config with provenance, model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..hub.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from ..networks import GHN
+
+FORMAT_VERSION = 1
+CARD_NAME = "README.md"
+
+
+def _format_metric(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> str:
+    """A README that says what the GHN was trained on, for how long, and how good it measured."""
+    cfg = ghn.config
+    data, archs, metrics = provenance["data"], provenance["architectures"], provenance["final_metrics"]
+    lines = [
+        f"# {cfg.kind.upper()} trained with ghn-init",
+        "",
+        f"A {cfg.kind.upper()} graph hypernetwork ({ghn.num_parameters():,} parameters, hid {cfg.hid}, "
+        f"max_shape {list(cfg.max_shape)}, {cfg.num_classes} classes; {num_bytes / 2**20:.1f} MiB on disk) "
+        "that predicts all parameters of image classifiers from their computational graph.",
+        "",
+        "## How it was produced",
+        "",
+        f"- command: `{provenance['command'] or 'ghn_init.train.train(...) (Python API)'}`",
+        f"- steps: {provenance['steps']} (meta-batch {provenance['settings']['meta_batch']} architectures x "
+        f"batch {provenance['settings']['batch_size']} images per step), seed {provenance['seed']}",
+        f"- optimizer: AdamW lr {provenance['settings']['lr']}, weight decay {provenance['settings']['weight_decay']}, "
+        f"{provenance['settings']['warmup_steps']} warmup steps then cosine decay, gradient clip "
+        f"{provenance['settings']['grad_clip']}",
+        f"- training time: {provenance['train_seconds'] / 60:.1f} min on {provenance['device']} "
+        f"x {provenance['world_size']} process(es)",
+        f"- data: {data['name']} ({data['num_classes']} classes, {data['image_size']}x{data['image_size']} "
+        f"images; {data['train_images']} for training, {data['val_images']} held out)",
+        f"- architectures: a pool of {archs['pool_size']} from {archs['generator']}, width <= {archs['max_width']}, "
+        f"<= {archs['max_cells']} cells"
+        + (
+            f", {archs['torchvision_fraction']:.0%} shrunk torchvision nets "
+            f"({', '.join(archs['torchvision_families'])})"
+            if archs["torchvision_fraction"]
+            else ""
+        ),
+        "",
+        "## Measured quality",
+        "",
+        "Predicted parameters, no fine-tuning, held-out architectures on held-out images "
+        "(normalisation layers use batch statistics):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {key} | {_format_metric(value)} |" for key, value in metrics.items()),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import ghn_init",
+        "ghn = ghn_init.load_ghn('path/to/this/folder')",
+        "ghn_init.apply(model, ghn)",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_folder(ghn: GHN, folder: Path, provenance: dict[str, Any], dtype: torch.dtype = torch.float32) -> Path:
+    """``model.safetensors`` (``dtype``), ``config.json`` ({"format_version", "ghn", "training"}), ``README.md``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu", dtype).contiguous() for name, tensor in ghn.state_dict().items()}
+    weights = folder / WEIGHTS_NAME
+    save_file(state, str(weights), metadata={"format": "pt"})
+    weights.chmod(0o644)  # safetensors may create it owner-only; the folder is meant to be shared
+    config = {"format_version": FORMAT_VERSION, "ghn": ghn.config.to_dict(), "training": provenance}
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / CARD_NAME).write_text(model_card(ghn, provenance, weights.stat().st_size))
+    return folder
