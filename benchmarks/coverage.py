@@ -131,8 +131,6 @@ def dry_decode(ghn, graph, p) -> dict:
 
 def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     """Build ``name``, apply the GHN (or decode without writing for huge models), describe what happened."""
-    import torch
-
     import ghn_init
     from ghn_init.api import _report
     from ghn_init.graph import default_input_size
@@ -487,7 +485,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)  # before any parallel op, so forked children do not inherit a thread pool
     import timm  # noqa: F401 - imported once here, shared by every child
-    import torchvision
+    import torchvision  # noqa: F401 - likewise
 
     import ghn_init  # noqa: F401
     from ghn_init.hub.checkpoints import load_file

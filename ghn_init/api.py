@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from .graph import Graph, trace
+from .hub import GHNSource, load_ghn
 from .networks import GHN
 from .predict import Slot, decode, plan
 
-GHNSource = Union[GHN, str, None]
 
 
 class StrictError(RuntimeError):
@@ -68,14 +68,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _resolve(ghn: GHNSource) -> GHN:
-    if isinstance(ghn, GHN):
-        return ghn
-    from .hub import load_ghn  # local import: the hub layer depends on huggingface_hub
-
-    return load_ghn(ghn)
-
-
 def _why_left_alone(name: str, module: nn.Module, used: bool, graph_names: set[str], norm_bias_owners: set[str]) -> str:
     """Why the tensor ``name`` (held directly by ``module``) keeps its default initialization."""
     if name in norm_bias_owners:
@@ -110,7 +102,7 @@ def apply(
         if not isinstance(m, nn.Module):
             raise TypeError(f"apply expects an nn.Module (or a list of them), got {type(m).__name__}")
     start = time.perf_counter()
-    net = _resolve(ghn)
+    net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
 
     graphs: list[Graph] = []
@@ -167,7 +159,8 @@ def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Sl
     )
     by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
     graph_names = {n.name for n in graph.nodes if n.is_param}
-    norm_bias_owners = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    # biases of norm layers whose weight node exists but was not written
+    unwritten_norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")} - set(result)
     owners = {}  # id(tensor) -> (module, every name it has: tied weights have several)
     for module_name, module in model.named_modules(remove_duplicate=False):
         for attr, t in module._parameters.items():
@@ -182,7 +175,7 @@ def _report(model: nn.Module, ghn: GHN, graph: Graph, result: dict[str, tuple[Sl
         else:
             module, aliases = owners.get(id(p), (model, [name]))
             used = not graph.recorded or any(a in graph.recorded for a in aliases)
-            rep.left_alone[name] = _why_left_alone(name, module, used, graph_names, norm_bias_owners - set(result))
+            rep.left_alone[name] = _why_left_alone(name, module, used, graph_names, unwritten_norm_biases)
     return rep
 
 

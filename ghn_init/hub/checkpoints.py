@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -14,6 +15,8 @@ from .safe_pickle import UnsafeCheckpointError, load_pickle
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
@@ -64,6 +67,30 @@ def load_file(path: Union[str, Path]) -> GHN:
     except (EOFError, ValueError, pickle.UnpicklingError, RuntimeError) as e:
         raise CheckpointError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and download it again") from e
     return _from_pickle_payload(obj, str(path))
+
+
+def save_folder(
+    ghn: GHN,
+    folder: Union[str, Path],
+    *,
+    config: Optional[GHNConfig] = None,
+    dtype: Optional[torch.dtype] = None,
+    **fields: Any,
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (``{"format_version", "ghn", **fields}``), the
+    folder layout :func:`load_file` reads. The weights appear atomically: never half written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in ghn.state_dict().items()}
+    partial = folder / (WEIGHTS_NAME + ".partial")
+    save_file(tensors, str(partial), metadata={"format": "pt", "ghn_init_format_version": str(FORMAT_VERSION)})
+    partial.chmod(0o644)  # safetensors may create it owner-only; the folder is meant to be shared
+    os.replace(partial, folder / WEIGHTS_NAME)
+    doc = {"format_version": FORMAT_VERSION, "ghn": (config or ghn.config).to_dict(), **fields}
+    (folder / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
+    return folder
 
 
 def load_safetensors(weights: Path, config_file: Path) -> GHN:

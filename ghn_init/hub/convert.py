@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..networks import GHN
-from .checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from .checkpoints import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, save_folder
 from .download import HF_SCHEME
 from .registry import GHN2_PAPER, GHN3_PAPER, REGISTRY, RegistryEntry
 
-FORMAT_VERSION = 1
-CARD_NAME = "README.md"
 _KIND_TITLES = {"ghn3": "GHN-3", "ghn2": "GHN-2"}
 REPO_PLACEHOLDER = "OWNER/REPO"  # replaced by the real repo id in cards written with one (and by hub/upload.py)
 
@@ -53,8 +49,6 @@ def convert(
     ``repo_id`` is the Hub repo the folder is meant for (used in the card's usage example); ``license``
     defaults to the registry's for published GHNs and to "other" (to be set by hand) otherwise.
     """
-    from safetensors.torch import save_file
-
     from . import load_ghn
 
     entry = REGISTRY.get(src) if isinstance(src, str) else None
@@ -63,21 +57,14 @@ def convert(
     extra = {k: v for k, v in ghn.config.extra.items() if k != "source"}
     config = dataclasses.replace(ghn.config, extra={**extra, "source": source})
 
-    dst = Path(dst_dir)
-    dst.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in ghn.state_dict().items()}
-    partial = dst / (WEIGHTS_NAME + ".partial")
-    save_file(tensors, str(partial), metadata={"format": "pt", "ghn_init_format_version": str(FORMAT_VERSION)})
-    os.replace(partial, dst / WEIGHTS_NAME)  # never leave a half-written model.safetensors behind
-    config_doc = {"ghn": config.to_dict(), "format_version": FORMAT_VERSION, "source": source}
-    (dst / CONFIG_NAME).write_text(json.dumps(config_doc, indent=2) + "\n")
+    dst = save_folder(ghn, dst_dir, config=config, source=source)
     if license:
         license_note = "as given when converting"
     elif entry:
         license, license_note = entry.license, "as the source checkpoint"
     else:
         license, license_note = "other", "the source's license is unknown to ghn-init: set it before publishing"
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in ghn.state_dict().values()})
     (dst / CARD_NAME).write_text(
         model_card(
             config.to_dict(),

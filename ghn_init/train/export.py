@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..hub.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from ..hub.checkpoints import CARD_NAME, WEIGHTS_NAME, save_folder
 from ..networks import GHN
-
-FORMAT_VERSION = 1
-CARD_NAME = "README.md"
 
 
 def _format_metric(value: Any) -> str:
@@ -74,14 +70,7 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> str:
 
 def export_folder(ghn: GHN, folder: Path, provenance: dict[str, Any], dtype: torch.dtype = torch.float32) -> Path:
     """``model.safetensors`` (``dtype``), ``config.json`` ({"format_version", "ghn", "training"}), ``README.md``."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().to("cpu", dtype).contiguous() for name, tensor in ghn.state_dict().items()}
+    save_folder(ghn, folder, dtype=dtype, training=provenance)
     weights = folder / WEIGHTS_NAME
-    save_file(state, str(weights), metadata={"format": "pt"})
-    weights.chmod(0o644)  # safetensors may create it owner-only; the folder is meant to be shared
-    config = {"format_version": FORMAT_VERSION, "ghn": ghn.config.to_dict(), "training": provenance}
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     (folder / CARD_NAME).write_text(model_card(ghn, provenance, weights.stat().st_size))
     return folder

@@ -131,7 +131,14 @@ class Predictor(nn.Module):
     def forward(
         self, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
     ) -> list[dict[str, torch.Tensor]]:
-        return [{name: tensor for name, (_, tensor) in result.items()} for result in decode(self.ghn, graphs, plans)]
+        return predicted_params(self.ghn, graphs, plans)
+
+
+def predicted_params(
+    ghn: GHN, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
+) -> list[dict[str, torch.Tensor]]:
+    """Per graph, {tensor name: predicted tensor}, ready for ``torch.func.functional_call``."""
+    return [{name: tensor for name, (_, tensor) in result.items()} for result in decode(ghn, graphs, plans)]
 
 
 def _distributed_context() -> tuple[int, int, int]:
@@ -368,9 +375,8 @@ class Trainer:
         losses, accuracies = [], []
         for start in range(0, len(archs), self.config.meta_batch):
             chunk = archs[start : start + self.config.meta_batch]
-            predicted = decode(self.ghn, [a.graph for a in chunk], [a.plan for a in chunk])
-            for arch, result in zip(chunk, predicted):
-                params = {name: tensor for name, (_, tensor) in result.items()}
+            predicted = predicted_params(self.ghn, [a.graph for a in chunk], [a.plan for a in chunk])
+            for arch, params in zip(chunk, predicted):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False).float()
                 losses.append(F.cross_entropy(logits, labels).item())
                 accuracies.append((logits.argmax(1) == labels).float().mean().item())
