@@ -12,6 +12,7 @@ import torch.nn as nn
 from .graph import Graph, trace
 from .hub import GHNSource, load_ghn
 from .networks import GHN
+from .postprocess import PostProcess, postprocess_predictions
 from .predict import Slot, decode, plan
 
 
@@ -34,6 +35,7 @@ class Report:
     numel_total: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    postprocess: str = "none"  # what was done to the predictions before writing (see ghn_init.postprocess)
 
     @property
     def fraction_predicted(self) -> float:
@@ -55,6 +57,8 @@ class Report:
             "  time       "
             + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()),
         ]
+        if self.postprocess != "none":
+            lines.append(f"  postprocess {self.postprocess}")
         for reason, names in sorted(self.reasons().items(), key=lambda kv: -len(kv[1])):
             shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
             lines.append(f"  left alone {len(names):5d} tensors  {reason}: {shown}")
@@ -90,12 +94,20 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    postprocess: Union[str, PostProcess, None] = "default",
+    generator: Optional[torch.Generator] = None,
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
     ``ghn`` is a loaded :class:`GHN`, a registry name, a local path, an ``hf://`` source, or None for
     the default GHN. The GHN runs on the model's device; each tensor keeps its dtype. Either every
     predicted tensor is written or, if anything fails, none is. Returns a :class:`Report` per model.
+
+    ``postprocess`` transforms the predictions before they are written (:mod:`ghn_init.postprocess`):
+    ``"default"`` uses the GHN's recommendation (its config's ``postprocess``; a published checkpoint
+    loaded from its file has none and keeps its exact predictions), ``"none"``/None writes them as
+    predicted, ``"orth"``, ``"noise"``, ``"noise=BETA"`` or ``"orth+noise"`` choose. Noise is drawn
+    from ``generator`` (a CPU ``torch.Generator``; default: torch's global RNG).
     """
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     for m in models:
@@ -104,6 +116,7 @@ def apply(
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
+    pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
 
     graphs: list[Graph] = []
     plans = []
@@ -123,6 +136,8 @@ def apply(
     try:
         with torch.no_grad():
             results = decode(net, graphs, plans, predict_classifier=predict_classifier)
+        raw_names = [set(r) for r in results]
+        results = [postprocess_predictions(m, r, pp, generator) for m, r in zip(models, results)]
     finally:
         net.train(was_training)
     predicted_at = time.perf_counter()
@@ -142,7 +157,11 @@ def apply(
                 )
     _write_all(results)
     written = time.perf_counter()
-    for rep in reports:
+    for rep, before, after in zip(reports, raw_names, results):
+        rep.postprocess = str(pp)
+        for name in before - set(after):
+            if name in rep.left_alone:
+                rep.left_alone[name] = f"left at the model's init by post-processing ({pp})"
         rep.seconds["predict"] = (predicted_at - traced) / len(models)
         rep.seconds["write"] = (written - predicted_at) / len(models)
     return reports if isinstance(model, (list, tuple)) else reports[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -25,6 +25,7 @@ class GHNConfig:
     layernorm: bool = True  # LayerNorm on node embeddings before decoding
     weight_norm: bool = True  # fan-in scaling of predicted weights (GHN-2, Sec. 4.3)
     virtual_edges: bool = True
+    postprocess: Optional[str] = None  # recommended post-processing of predictions (ghn_init.postprocess)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance, kept in config.json
 
     def __post_init__(self) -> None:
@@ -33,6 +34,10 @@ class GHNConfig:
         self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3]:
             raise ValueError(f"max_shape must be (out, in, k, k), got {self.max_shape}")
+        if self.postprocess is not None:
+            from ..postprocess import PostProcess
+
+            self.postprocess = str(PostProcess.parse(self.postprocess))  # validated, canonical form
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
