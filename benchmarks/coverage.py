@@ -113,7 +113,7 @@ def dry_decode(ghn, graph, p) -> dict:
     """
     import torch
 
-    from ghn_init.predict import decode
+    from ghn_init.decode import decode
 
     seen: dict = {}
 
@@ -132,9 +132,9 @@ def dry_decode(ghn, graph, p) -> dict:
 def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     """Build ``name``, apply the GHN (or decode without writing for huge models), describe what happened."""
     import ghn_init
-    from ghn_init.api import _report
     from ghn_init.graph import default_input_size
-    from ghn_init.predict import plan
+    from ghn_init.planning import plan
+    from ghn_init.report import build_report
 
     row: dict[str, Any] = {"source": source_of(name), "model": name, "mode": "write"}
     t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
         t2 = time.perf_counter()
         result = dry_decode(ghn, graph, p)
         t3 = time.perf_counter()
-        report = _report(model, ghn, graph, result, seconds={"trace": t2 - t, "predict": t3 - t2, "write": 0.0})
+        report = build_report(model, ghn, graph, result, seconds={"trace": t2 - t, "predict": t3 - t2, "write": 0.0})
     else:
         report = ghn_init.apply(model, ghn)
     row.update(

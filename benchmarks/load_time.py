@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
 from safetensors.torch import load_file as read_safetensors
 
 from ghn_init.hub.checkpoints import load_file

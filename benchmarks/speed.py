@@ -160,8 +160,8 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, An
 
 def measure(name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype, meta_above: Optional[float]) -> dict[str, Any]:
     import ghn_init
-    from ghn_init.api import _report
-    from ghn_init.predict import plan
+    from ghn_init.planning import plan
+    from ghn_init.report import build_report
 
     n_params = count_on_meta(name)
     meta = meta_above is not None and n_params > meta_above
@@ -209,7 +209,7 @@ def measure(name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype,
             add("predict", s2)
             add("apply", s + s2)
             add("apply_mb", max(mb, mb2))
-            rep = _report(model, net, graph, result, seconds={})
+            rep = build_report(model, net, graph, result, seconds={})
             row["nodes"], row["predicted"] = rep.nodes, rep.fraction_predicted
             del result
     for k, v in samples.items():

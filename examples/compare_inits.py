@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import ghn_init
-from ghn_init.cli import build_model
+from ghn_init.models import create_model
 
 
 def orthogonal_(model: nn.Module) -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"{'scheme':28s} {'param norm':>12s} {'logit std':>10s}")
     for name, init in schemes(args.ghn or ["bundled"]).items():
         torch.manual_seed(args.seed)
-        model = build_model(args.model)
+        model = create_model(args.model)
         init(model)
         norm = torch.norm(torch.stack([p.detach().norm() for p in model.parameters()])).item()
         with torch.no_grad():

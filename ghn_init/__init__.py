@@ -1,18 +1,39 @@
-"""ghn-init: initialize PyTorch vision models with parameters predicted by Graph HyperNetworks.
+"""ghn-init: initialize PyTorch models with parameters predicted by Graph HyperNetworks.
 
     import ghn_init
     report = ghn_init.apply(model)          # one line before training
     print(report)
+
+The pipeline behind ``apply`` is public, one stage per function:
+``trace`` (model -> graph), ``plan`` (graph -> which tensor each node predicts),
+``predict`` (model -> :class:`Prediction`, nothing written) and ``Prediction.write()`` / ``write``.
 """
 
-from .api import Report, StrictError, apply
-from .graph import PRIMITIVES, Graph, TraceError, register_module, trace
+from .api import Prediction, apply, predict, write
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptDownloadError,
+    GHNInitError,
+    HubDownloadError,
+    HubFileNotFoundError,
+    PredictionError,
+    StrictError,
+    TraceError,
+    UnknownGHNError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+    WriteError,
+)
+from .graph import PRIMITIVES, Graph, register_module, trace
 from .hub import list_ghns, load_ghn
 from .harness import Results as CompareResults
 from .harness import compare
 from .networks import GHN, GHNConfig
+from .planning import Plan, plan
 from .postprocess import PostProcess
 from .recalibrate import recalibrate_bn
+from .report import Report
 
 __version__ = "0.1.0"
 
@@ -22,16 +43,32 @@ __all__ = [
     "CompareResults",
     "PostProcess",
     "recalibrate_bn",
+    "predict",
+    "write",
+    "trace",
+    "plan",
     "load_ghn",
     "list_ghns",
-    "trace",
     "register_module",
+    "Prediction",
+    "Plan",
     "Report",
     "Graph",
     "GHN",
     "GHNConfig",
     "PRIMITIVES",
-    "StrictError",
+    "GHNInitError",
     "TraceError",
+    "StrictError",
+    "PredictionError",
+    "WriteError",
+    "CheckpointError",
+    "ConfigError",
+    "UnsafeCheckpointError",
+    "UnknownGHNError",
+    "UnknownModelError",
+    "HubDownloadError",
+    "HubFileNotFoundError",
+    "CorruptDownloadError",
     "__version__",
 ]

@@ -219,7 +219,7 @@ def test_failure_while_writing_rolls_back_every_tensor(ghn3, monkeypatch) -> Non
     model = SmallNet()
     before = snapshot(model)
     params_before = dict(model.named_parameters())
-    real_swap = ghn_init.api._swap
+    real_swap = ghn_init.writing._swap
     calls = {"n": 0}
 
     def flaky_swap(target, data):
@@ -228,7 +228,7 @@ def test_failure_while_writing_rolls_back_every_tensor(ghn3, monkeypatch) -> Non
             raise RuntimeError("simulated device failure")
         real_swap(target, data)
 
-    monkeypatch.setattr(ghn_init.api, "_swap", flaky_swap)
+    monkeypatch.setattr(ghn_init.writing, "_swap", flaky_swap)
     with pytest.raises(RuntimeError, match="simulated"):
         ghn_init.apply(model, ghn3, input_size=(3, 32, 32))
     assert calls["n"] == 4

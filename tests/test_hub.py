@@ -29,7 +29,7 @@ from ghn_init.hub.checkpoints import CheckpointError, load_file
 from ghn_init.hub.convert import convert
 from ghn_init.hub.download import HubFile, HubFileNotFoundError, parse_hf_url
 from ghn_init.hub.registry import GHN3_REPO, REGISTRY
-from ghn_init.hub.verify import MODEL_SEED, param_norm, published_norms
+from ghn_init.verify import MODEL_SEED, param_norm, published_norms
 
 from .conftest import REPO, fixtures_dir, tiny_ghn
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import ghn_init
 from ghn_init.cli import main as cli_main
+from ghn_init.decode import decode
 from ghn_init.hub import BUNDLED_DIR
-from ghn_init.predict import decode
 from ghn_init.train import TrainConfig, Trainer
 from ghn_init.train.data import EpochOrder
 from ghn_init.train.trainer import lr_factor

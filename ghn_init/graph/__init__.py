@@ -7,16 +7,13 @@ from typing import Optional, Sequence
 import torch.nn as nn
 import torchvision
 
+from ..errors import TraceError
 from .autograd_trace import record
 from .builder import build_graph
 from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
 from .primitives import PRIMITIVES, register_module
 
 __all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size"]
-
-
-class TraceError(RuntimeError):
-    """The model could not be recorded into a graph."""
 
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
@@ -66,5 +63,7 @@ def trace(
     raise TraceError(
         f"could not record {type(model).__name__} with an input of shape (2, {', '.join(map(str, size))}):\n  "
         + "\n  ".join(errors)
-        + "\nIf the model expects another input size, pass input_size=(C, H, W)."
+        + "\nIf the model expects another input size, pass input_size=(C, H, W).",
+        model=type(model).__name__,
+        attempts=errors,
     )

@@ -15,11 +15,19 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from ..errors import UnknownGHNError
 from ..networks import GHN
 from .checkpoints import CheckpointError, load_file
-from .download import HF_SCHEME, CorruptDownloadError, HubDownloadError, HubFile, HubFileNotFoundError, discard_cached
+from .download import (
+    HF_SCHEME,
+    CorruptDownloadError,
+    HubDownloadError,
+    HubFile,
+    HubFileNotFoundError,
+    discard_cached,
+    parse_hf_url,
+)
 from .download import download as download_hub_file
-from .download import parse_hf_url
 from .registry import DEFAULT_GHN, REGISTRY, GHNInfo, RegistryEntry, list_ghns
 from .safe_pickle import UnsafeCheckpointError
 
@@ -102,7 +110,7 @@ def _resolve(source: Union[str, Path], revision: Optional[str]) -> _Resolved:
         _no_revision(text, revision)
         path = path.resolve()
         return _Resolved((str(path), _fingerprint(path)), lambda: load_file(path))
-    raise FileNotFoundError(_unknown_source_message(text))
+    raise UnknownGHNError(_unknown_source_message(text), source=text)
 
 
 def _load_bundled() -> GHN:

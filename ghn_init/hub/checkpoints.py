@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from ..errors import CheckpointError
 from ..networks import GHN, GHNConfig
 from .safe_pickle import UnsafeCheckpointError, load_pickle
 
@@ -18,9 +19,6 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file exists but cannot be turned into a GHN."""
 
 
 def ghn_from_state_dict(state_dict: Mapping[str, torch.Tensor], config: Optional[GHNConfig] = None) -> GHN:

@@ -18,20 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..errors import CorruptDownloadError, HubDownloadError, HubFileNotFoundError
+
 HF_SCHEME = "hf://"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
-
-class HubDownloadError(OSError):
-    """A file could not be obtained from the Hub (offline, unreachable, missing, or not authorized)."""
-
-
-class HubFileNotFoundError(HubDownloadError, FileNotFoundError):
-    """The repo exists but has no such file at that revision (HTTP 404 Entry Not Found)."""
-
-
-class CorruptDownloadError(HubDownloadError):
-    """A downloaded file does not match what the Hub published; the cached copy has been removed."""
 
 
 @dataclass(frozen=True)
@@ -105,27 +96,32 @@ def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
             )
         )
     except LocalEntryNotFoundError as e:
-        raise HubDownloadError(_not_cached_message(file, size_hint, offline=constants.is_offline_mode(), cause=e)) from e
+        raise HubDownloadError(
+            _not_cached_message(file, size_hint, offline=constants.is_offline_mode(), cause=e), file=file
+        ) from e
     except RemoteEntryNotFoundError as e:
         raise HubFileNotFoundError(
             f"{file.describe()} does not exist (404 Entry Not Found at {_endpoint()}). "
-            "Check the file name and revision; `ghn-init list` shows the published GHNs."
+            "Check the file name and revision; `ghn-init list` shows the published GHNs.",
+            file=file,
         ) from e
     except RevisionNotFoundError as e:
         raise HubDownloadError(
             f"revision {file.revision!r} does not exist in the Hub repo {file.repo_id!r} (at {_endpoint()}). "
-            "Use a branch, tag or commit hash of that repo, or leave the revision out to use 'main'."
+            "Use a branch, tag or commit hash of that repo, or leave the revision out to use 'main'.",
+            file=file,
         ) from e
     except (GatedRepoError, RepositoryNotFoundError) as e:
         raise HubDownloadError(
             f"the Hub repo {file.repo_id!r} was not found at {_endpoint()} or needs authorization to read "
             f"{file.filename!r}. If it is private or gated, log in with `hf auth login` or set HF_TOKEN; "
-            "otherwise check the repo name."
+            "otherwise check the repo name.",
+            file=file,
         ) from e
     except HfHubHTTPError as e:
-        raise HubDownloadError(f"the Hub refused {file.describe()}: {e}") from e
+        raise HubDownloadError(f"the Hub refused {file.describe()}: {e}", file=file) from e
     except OSError as e:  # huggingface_hub's size check ("Consistency check failed") and disk errors
-        raise HubDownloadError(f"downloading {file.describe()} failed: {e}. Run the same call again to retry.") from e
+        raise HubDownloadError(f"downloading {file.describe()} failed: {e}. Run the same call again to retry.", file=file) from e
     if before is None or os.path.realpath(before) != os.path.realpath(path):
         verify_lfs_hash(path, file)
     return path
@@ -149,7 +145,8 @@ def verify_lfs_hash(path: Path, file: HubFile) -> None:
         raise CorruptDownloadError(
             f"the download of {file.describe()} is corrupted: the {size} bytes received have sha256 "
             f"{digest.hexdigest()}, but the Hub published {blob.name}. The bad copy was removed from the cache; "
-            "run the same call again to download it again."
+            "run the same call again to download it again.",
+            file=file,
         )
 
 

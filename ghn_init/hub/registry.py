@@ -10,8 +10,6 @@ Every fact below cites where it comes from, so a wrong one can be traced and fix
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -232,29 +230,3 @@ def cached_path(entry: RegistryEntry, revision: Optional[str] = None) -> Optiona
 def list_ghns() -> list[GHNInfo]:
     """Every registered GHN with its cache state (reads the local cache only, never the network)."""
     return [GHNInfo(entry, cached_path(entry)) for entry in REGISTRY.values()]
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    infos = list_ghns()
-    if args.json:
-        print(json.dumps([info.to_dict() for info in infos], indent=1))
-        return 0
-    rows = [("name", "size", "cached", "verify", "where")]
-    for info in infos:
-        e = info.entry
-        where = e.hf_url if e.on_hub else f"local file only: download {e.upstream_url}"
-        if e.on_hub and e.revision != "main":
-            where += f"@{e.revision}"
-        state = "yes" if info.cached else ("-" if e.on_hub else "n/a")
-        rows.append((e.name + (" (default)" if e.name == DEFAULT_GHN else ""), e.size, state, e.results_key or "-", where))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-    print("\nuse one with `ghn-init apply MODEL --ghn NAME` or ghn_init.apply(model, ghn=NAME); ghn='bundled' needs no download")
-    return 0
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("list", help="list the published GHNs, their sizes and whether they are cached")
-    p.add_argument("--json", action="store_true", help="print the registry and cache state as JSON")
-    p.set_defaults(func=_cmd_list)

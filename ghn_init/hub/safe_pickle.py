@@ -18,9 +18,7 @@ from typing import Any, Callable, Union
 
 import torch
 
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint asks to import or call something other than tensors and plain containers."""
+from ..errors import UnsafeCheckpointError
 
 
 def _storage_from_bytes(data: bytes) -> Any:

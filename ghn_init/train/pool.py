@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph, trace
-from ..predict import Target, plan
+from ..planning import Target, plan
 from .archs import SHRINKABLE_TORCHVISION, build_model, sample_arch, shrink_torchvision
 
 TORCHVISION_WIDTHS = (0.25, 0.35, 0.5, 0.75)

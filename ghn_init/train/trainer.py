@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..decode import decode
 from ..graph import Graph
 from ..networks import GHN, GHNConfig
-from ..predict import Target, decode
+from ..planning import Target
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .pool import ArchitecturePool

@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any
 
-from .trainer import TrainConfig
+from ..train.trainer import TrainConfig
 
 HIDDEN_FIELDS = frozenset({"output", "command", "progress"})
 
@@ -49,7 +49,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .trainer import train
+    from ..train.trainer import train
 
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "command"}
     config = TrainConfig(**settings, command=shlex.join(["ghn-init", *sys.argv[1:]]))

@@ -10,9 +10,7 @@ shows the fraction of parameters predicted.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -20,9 +18,10 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..networks import GHN
-from .download import HubDownloadError, HubFile, HubFileNotFoundError, discard_cached, download
-from .registry import DEFAULT_GHN, GHN3_REPO, REGISTRY
+from .errors import HubFileNotFoundError
+from .hub.download import HubFile, discard_cached, download
+from .hub.registry import DEFAULT_GHN, GHN3_REPO, REGISTRY
+from .networks import GHN
 
 # The Hub file; then the name the published ghn3 code (get_metadata) requests, which holds the same lines.
 RESULTS_FILES = ("ghn3_results.jsonl", "ghn3_results.json")
@@ -115,8 +114,8 @@ def verify(
     """
     import torchvision
 
-    from ..api import apply
-    from . import load_ghn
+    from .api import apply
+    from .hub import load_ghn
 
     norms = published_norms(results_key or results_key_for(ghn))
     names = sorted(norms) if models and list(models) == ["all"] else list(models or DEFAULT_MODELS)
@@ -139,36 +138,3 @@ def format_table(rows: Sequence[VerifyRow], tolerance: float = TOLERANCE) -> str
         mark = "no figure" if ok is None else ("yes" if ok else "NO")
         lines.append(f"{r.model:<22} {r.ours:>10.4f} {published:>10} {diff:>9} {r.fraction_predicted:>8.1%}  {mark}")
     return "\n".join(lines)
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    try:
-        rows = verify(args.ghn, args.models, revision=args.revision, results_key=args.results_key)
-    except HubDownloadError as e:
-        print(f"ghn-init verify: cannot get what the check needs from the Hub.\n{e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"ghn-init verify: {e}", file=sys.stderr)
-        return 2
-    print(format_table(rows, args.tolerance))
-    compared = [r for r in rows if r.ok(args.tolerance) is not None]
-    failed = [r.model for r in compared if not r.ok(args.tolerance)]
-    print(f"\n{len(compared) - len(failed)}/{len(compared)} within {args.tolerance:g} of the published norm")
-    if failed:
-        print(
-            "mismatch: " + ", ".join(failed) + ". Expected only where 'predicted' is below 100% "
-            "(those tensors keep their random init); otherwise the predictions differ from the published GHN's."
-        )
-    return 1 if failed else 0
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "verify", help="compare predicted parameter norms of torchvision models with the published GHN-3 figures"
-    )
-    p.add_argument("--ghn", default=None, help=f"registry name with published figures (default {DEFAULT_GHN})")
-    p.add_argument("--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})")
-    p.add_argument("--revision", default=None, help="Hub revision of the GHN checkpoint")
-    p.add_argument("--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest absolute difference accepted")
-    p.set_defaults(func=_cmd_verify)

@@ -1,0 +1,177 @@
+"""Every error ghn-init raises on purpose, in one place.
+
+All of them derive from :class:`GHNInitError`, so ``except ghn_init.GHNInitError`` catches anything the
+library reports, and each also keeps the standard-library type a caller would expect
+(``OSError`` for downloads, ``ValueError`` for bad files and arguments, ...), so existing
+``except OSError`` code keeps working. Errors carry the data they talk about as attributes
+(``StrictError.missing``, ``HubDownloadError.file``, ``CheckpointError.path``), and their message is one
+line that says what to do.
+
+Example:
+    >>> import ghn_init, torch.nn as nn
+    >>> try:
+    ...     ghn_init.apply(nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8)), "bundled", strict=True)
+    ... except ghn_init.StrictError as e:
+    ...     print(e.missing)
+    ['1.bias', '1.weight']
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Optional, Sequence
+
+__all__ = [
+    "GHNInitError",
+    "TraceError",
+    "StrictError",
+    "PredictionError",
+    "WriteError",
+    "CheckpointError",
+    "ConfigError",
+    "UnsafeCheckpointError",
+    "UnknownGHNError",
+    "UnknownModelError",
+    "HubDownloadError",
+    "HubFileNotFoundError",
+    "CorruptDownloadError",
+]
+
+
+class GHNInitError(Exception):
+    """Base class of every error ghn-init raises on purpose."""
+
+
+class TraceError(GHNInitError, RuntimeError):
+    """The model could not be recorded into a GHN graph.
+
+    Attributes:
+        model: the model's class name.
+        attempts: one line per recording attempt that failed (``"meta forward: ..."``).
+    """
+
+    def __init__(self, message: str, *, model: str = "", attempts: Sequence[str] = ()):
+        super().__init__(message)
+        self.model = model
+        self.attempts = list(attempts)
+
+
+class StrictError(GHNInitError, RuntimeError):
+    """``apply(..., strict=True)`` found trainable tensors the GHN does not predict; nothing was written.
+
+    Attributes:
+        model: the model's class name.
+        missing: the names of the trainable tensors that would keep their default initialization.
+    """
+
+    def __init__(self, message: str, *, model: str = "", missing: Sequence[str] = ()):
+        super().__init__(message)
+        self.model = model
+        self.missing = list(missing)
+
+
+class PredictionError(GHNInitError, FloatingPointError):
+    """The GHN predicted values that cannot be written (not finite, or not finite in the model's dtype).
+
+    Attributes:
+        names: the tensors concerned.
+    """
+
+    def __init__(self, message: str, *, names: Sequence[str] = ()):
+        super().__init__(message)
+        self.names = list(names)
+
+
+class WriteError(GHNInitError, RuntimeError):
+    """A predicted tensor could not be written into the model; the model was left as it was.
+
+    Attributes:
+        name: the tensor that failed.
+    """
+
+    def __init__(self, message: str, *, name: str = ""):
+        super().__init__(message)
+        self.name = name
+
+
+class CheckpointError(GHNInitError, ValueError):
+    """A GHN checkpoint file or folder is not usable (corrupted, truncated, wrong layout).
+
+    Attributes:
+        path: the file or folder, when known.
+    """
+
+    def __init__(self, message: str, *, path: Optional[Any] = None):
+        super().__init__(message)
+        self.path = path
+
+
+class ConfigError(CheckpointError):
+    """A GHN ``config.json`` (or config dict) has a missing, unknown or mistyped field.
+
+    Attributes:
+        field: the offending key, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: Optional[Any] = None, field: Optional[str] = None):
+        super().__init__(message, path=path)
+        self.field = field
+
+
+class UnsafeCheckpointError(GHNInitError, pickle.UnpicklingError):
+    """A pickled checkpoint asks to build an object that is not a tensor or a plain container.
+
+    Nothing from the file was executed. Attributes:
+        path: the file, when known.
+    """
+
+    def __init__(self, message: str, *, path: Optional[Any] = None):
+        super().__init__(message)
+        self.path = path
+
+
+class UnknownGHNError(GHNInitError, FileNotFoundError):
+    """A GHN source is neither a registry name, a local path, an ``hf://`` URL nor ``"bundled"``.
+
+    Attributes:
+        source: what was asked for.
+    """
+
+    def __init__(self, message: str, *, source: str = ""):
+        super().__init__(message)
+        self.source = source
+
+
+class HubDownloadError(GHNInitError, OSError):
+    """A file could not be fetched from the Hugging Face Hub (offline, refused, gated, ...).
+
+    Attributes:
+        file: the :class:`ghn_init.hub.download.HubFile` concerned, when known.
+    """
+
+    def __init__(self, message: str, *, file: Optional[Any] = None):
+        super().__init__(message)
+        self.file = file
+
+    def __str__(self) -> str:  # OSError would otherwise print "[Errno ...]" forms for some argument shapes
+        return str(self.args[0]) if self.args else ""
+
+
+class HubFileNotFoundError(HubDownloadError, FileNotFoundError):
+    """The Hub answered that the repository has no such file (at that revision)."""
+
+
+class CorruptDownloadError(HubDownloadError):
+    """A downloaded file does not match the checksum the Hub publishes; it was removed from the cache."""
+
+
+class UnknownModelError(GHNInitError, ValueError):
+    """A model name given to :func:`ghn_init.models.create_model` (or the CLI) is not a torchvision or timm model.
+
+    Attributes:
+        name: the name asked for.
+    """
+
+    def __init__(self, message: str, *, name: str = ""):
+        super().__init__(message)
+        self.name = name
