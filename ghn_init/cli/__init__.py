@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "ghn_init.cli.convert",
     "ghn_init.cli.verify",
     "ghn_init.cli.train",
+    "ghn_init.cli.compare",
 )
 
 EXIT_ERROR = 2  # bad input or a failure ghn-init reports (1 is kept for "ran, but a check failed")

@@ -22,26 +22,16 @@ def small_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
 
 
 def build_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """``resnet18`` (torchvision), ``timm/NAME`` (timm; ViTs get ``img_size``) or ``small_vit``.
+    """``resnet18`` (torchvision), ``timm/NAME`` (timm; ViT-like models get ``img_size``) or ``small_vit``.
 
     Raises:
-        ValueError: an unknown name.
+        UnknownModelError: an unknown name.
     """
+    from ..models import create_model
+
     if name == "small_vit":
         return small_vit(num_classes, image_size)
-    if name.startswith("timm/"):
-        import timm
-
-        arch = name[len("timm/") :]
-        if not timm.is_model(arch):
-            raise ValueError(f"unknown timm model {arch!r}")
-        kwargs = {"num_classes": num_classes}
-        if any(k in arch for k in ("vit", "deit", "swin", "mixer", "beit", "eva")):
-            kwargs["img_size"] = image_size  # these fix the input size at construction
-        return timm.create_model(arch, **kwargs)
-    import torchvision
-
-    try:
-        return torchvision.models.get_model(name, num_classes=num_classes)
-    except ValueError as e:
-        raise ValueError(f"unknown model {name!r}; use a torchvision name, timm/NAME or small_vit") from e
+    kwargs = {"num_classes": num_classes}
+    if name.startswith("timm/") and any(k in name for k in ("vit", "deit", "swin", "mixer", "beit", "eva")):
+        kwargs["img_size"] = image_size  # these fix the input size at construction
+    return create_model(name, **kwargs)

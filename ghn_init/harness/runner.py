@@ -85,6 +85,7 @@ class Results:
         return cls(dict(d["config"]), [Run(**r) for r in d["runs"]])
 
     def markdown(self, plot: Optional[str] = "curves.png") -> str:
+        """The mean ± sd table with the setup above it; ``plot`` names an image to link (None: none)."""
         from .render import markdown
 
         return markdown(self, plot)
@@ -176,6 +177,7 @@ def compare(
     calibration_images: int = 512,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
+    download: bool = False,
     out: Optional[str] = None,
 ) -> Results:
     """Fine-tune every model from every init scheme with every seed and measure test accuracy and loss.
@@ -205,6 +207,7 @@ def compare(
             and short runs leave them behind the weights, so this is on by default.
         device: where models train.
         progress: tqdm progress bars over runs and steps (if tqdm is installed).
+        download: let torchvision download a ``torchvision:NAME`` dataset.
         out: if given, also :meth:`Results.save` there.
 
     Returns:
@@ -233,7 +236,7 @@ def compare(
     if checkpoints[0] < 0 or checkpoints[-1] > steps:
         raise ValueError(f"eval_at must lie in [0, {steps}], got {checkpoints}")
     schemes = resolve_schemes(inits, input_size=(3, image_size, image_size))
-    dataset = load_data(data, image_size)
+    dataset = load_data(data, image_size, download=download)
     classes = num_classes or dataset.num_classes
     device = torch.device(device)
     calibration = None
