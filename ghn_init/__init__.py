@@ -26,9 +26,9 @@ from .errors import (
     WriteError,
 )
 from .graph import PRIMITIVES, Graph, register_module, trace
-from .hub import list_ghns, load_ghn
 from .harness import Results as CompareResults
 from .harness import compare
+from .hub import list_ghns, load_ghn
 from .networks import GHN, GHNConfig
 from .planning import Plan, plan
 from .postprocess import PostProcess

@@ -14,7 +14,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = create_model(args.model, **kwargs)
-    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier)
+    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier, postprocess=args.postprocess)
     print(report)
     if args.save:
         torch.save(model.state_dict(), args.save)
@@ -41,6 +41,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ghn", default=None, help="GHN source: registry name, path, hf://owner/repo/file, or 'bundled'")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--keep-classifier", action="store_true", help="leave the classification layer at default init")
+    p.add_argument(
+        "--postprocess", default="default",
+        help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
+        "nobias, nogain joined by '+'",
+    )
     p.add_argument("--save", default=None, help="write the initialized state dict here (torch.save)")
     p.set_defaults(func=_cmd_apply)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import os
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -235,7 +235,7 @@ def compare(
     checkpoints = sorted({int(s) for s in (eval_at or (0, steps // 8, steps // 4, steps // 2, steps))} | {steps})
     if checkpoints[0] < 0 or checkpoints[-1] > steps:
         raise ValueError(f"eval_at must lie in [0, {steps}], got {checkpoints}")
-    schemes = resolve_schemes(inits, input_size=(3, image_size, image_size))
+    schemes = resolve_schemes(inits)
     dataset = load_data(data, image_size, download=download)
     classes = num_classes or dataset.num_classes
     device = torch.device(device)
@@ -315,7 +315,8 @@ def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, de
     model = (build_model(spec, classes, config["image_size"]) if isinstance(spec, str) else spec()).to(device)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    report = scheme(model)
+    size = (3, config["image_size"], config["image_size"])
+    report = scheme(model, input_size=size) if getattr(scheme, "accepts_input_size", False) else scheme(model)
     init_seconds = time.perf_counter() - t0
     torch.manual_seed(seed)  # dropout and other draws during training: the same for every scheme
     opt = _optimizer(config["optimizer"], model.parameters(), config["lr"], config["weight_decay"])
