@@ -111,7 +111,7 @@ def predict(
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"`` joined by ``+``.
+            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"`` joined by ``+``.
         generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
 
     Returns:

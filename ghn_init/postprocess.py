@@ -31,7 +31,7 @@ NOISE_BETA = 1e-5  # the published GHN-3 fine-tuning scripts' beta
 _NOISE = re.compile(r"^noise(?:=(?P<beta>[0-9.eE+-]+))?$")
 
 
-_DROPS = {"nohead": "drop_classifier", "nobias": "drop_biases", "nogain": "drop_gains"}
+_DROPS = {"nohead": "drop_classifier", "nobias": "drop_biases", "nogain": "drop_gains", "nonorm": "drop_norms"}
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,15 @@ class PostProcess:
         drop_classifier: do not write the classifier (weight and bias): it keeps the model's own init.
         drop_biases: do not write biases of convolutions and linear layers (norm-layer biases are written).
         drop_gains: do not write the weights (gains) of norm layers.
+        drop_norms: do not write norm layers at all (weights and biases).
 
-    The three ``drop_*`` options are ours, not from the papers: a GHN trained briefly on small
+    The ``drop_*`` options are ours, not from the papers: a GHN trained briefly on small
     networks predicts these 1-D tensors poorly for networks unlike its training set, and leaving
     them at the model's init is then better (see ``docs/init_quality.md``).
 
     Example:
         >>> PostProcess.parse("orth+noise")
-        PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False)
+        PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False, drop_norms=False)
         >>> str(PostProcess(orthogonal=True, drop_gains=True))
         'orth+nogain'
     """
@@ -62,6 +63,7 @@ class PostProcess:
     drop_classifier: bool = False
     drop_biases: bool = False
     drop_gains: bool = False
+    drop_norms: bool = False
 
     def __post_init__(self) -> None:
         if not (self.noise >= 0.0 and self.noise < float("inf")):
@@ -79,7 +81,7 @@ class PostProcess:
     @classmethod
     def parse(cls, spec: Union[str, "PostProcess", None]) -> "PostProcess":
         """Read a spec: ``"none"``, ``"orth"``, ``"noise"`` (beta 1e-5), ``"noise=1e-4"``, ``"nohead"``,
-        ``"nobias"``, ``"nogain"``, or parts joined by ``+`` (``"orth+noise"``).
+        ``"nobias"``, ``"nogain"``, ``"nonorm"``, or parts joined by ``+`` (``"orth+noise"``).
 
         Raises:
             ValueError: an unknown or repeated part, with the accepted forms.
@@ -110,7 +112,7 @@ class PostProcess:
             if value is None:
                 raise ValueError(
                     f"unknown post-processing {part!r} in {spec!r}; use 'none' or parts joined by '+': "
-                    "orth, noise, noise=BETA, nohead, nobias, nogain (e.g. 'orth+noise')"
+                    "orth, noise, noise=BETA, nohead, nobias, nogain, nonorm (e.g. 'orth+noise')"
                 )
             if key in values:
                 raise ValueError(f"post-processing {spec!r} names {part!r} twice")
@@ -199,7 +201,7 @@ def postprocess(
             on every device.
 
     Returns:
-        A new dict with the same keys, less those dropped (``nohead``, ``nobias``, ``nogain``);
+        A new dict with the same keys, less those dropped (``nohead``, ``nobias``, ``nogain``, ``nonorm``);
         tensors that were not changed are the same objects.
         Weight matrices are orthogonalized (position embeddings, shaped ``(1, tokens, dim)``,
         and the classifier are not); each tensor keeps its dtype and device.
@@ -227,7 +229,8 @@ def postprocess(
                 del result[name]
             continue
         is_norm = w.dim() == 1 and (norms is None or name in norms)
-        if (pp.drop_gains and name in gains) or (pp.drop_biases and w.dim() == 1 and not is_norm):
+        dropped = (pp.drop_gains and name in gains) or (pp.drop_norms and w.dim() == 1 and is_norm)
+        if dropped or (pp.drop_biases and w.dim() == 1 and not is_norm):
             del result[name]
             continue
         is_matrix = w.dim() >= 2 and not (w.dim() == 3 and w.shape[0] == 1)  # not a position embedding

@@ -47,7 +47,7 @@ def test_spec_parsing_round_trips_and_rejects_bad_parts() -> None:
     assert PostProcess.parse("orth+noise") == PostProcess(orthogonal=True, noise=1e-5)
     assert PostProcess.parse("noise=1e-3").noise == 1e-3
     assert PostProcess.parse(None).is_identity and PostProcess.parse("none").is_identity
-    for spec in ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain"):
+    for spec in ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain", "orth+nohead+nonorm"):
         assert str(PostProcess.parse(spec)) == spec
         assert PostProcess.parse(str(PostProcess.parse(spec))) == PostProcess.parse(spec)
     with pytest.raises(ValueError, match="unknown post-processing 'orthh'"):
@@ -187,6 +187,16 @@ def test_drops_leave_tensors_at_the_models_init_and_say_why(ghn3: GHN) -> None:
             assert "post-processing" in report.left_alone[name]
     assert not torch.equal(model.conv1.weight, before["conv1.weight"])
     assert not torch.equal(model.bn1.bias, before["bn1.bias"]), "norm biases are still written"
+
+
+def test_nonorm_leaves_norm_layers_and_orth_still_applies(ghn3: GHN) -> None:
+    torch.manual_seed(0)
+    model = WideNet()
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="orth+nonorm")
+    for name in ("bn1.weight", "bn1.bias", "bn2.weight", "bn2.bias"):
+        assert torch.equal(model.state_dict()[name], before[name]) and "post-processing" in report.left_alone[name]
+    assert _is_orthonormal(model.conv2.weight) and not torch.equal(model.conv1.bias, before["conv1.bias"])
 
 
 def test_bad_postprocess_leaves_the_model_unchanged(ghn3: GHN) -> None:

@@ -44,7 +44,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--postprocess", default="default",
         help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
-        "nobias, nogain joined by '+'",
+        "nobias, nogain, nonorm joined by '+'",
     )
     p.add_argument("--save", default=None, help="write the initialized state dict here (torch.save)")
     p.set_defaults(func=_cmd_apply)

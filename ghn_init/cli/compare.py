@@ -67,7 +67,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--inits", default="default,orthogonal,ghn:bundled",
         help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
-        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain joined by '+'; default: the GHN's own)",
+        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm joined by '+'; default: the GHN's own)",
     )
     p.add_argument("--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]")
     p.add_argument("--download", action="store_true", help="let torchvision download a torchvision:NAME dataset")
