@@ -14,6 +14,10 @@ from typing import Sequence
 
 import torch
 
+# Below this many elements, one ``repeat`` and a view cost less than the block copies of :func:`_tile_dim`
+# (PyTorch's per-call overhead dominates); the writer then copies the small result once.
+SMALL = 1 << 15
+
 
 def _tile_dim(w: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """``w`` repeated along ``dim`` and cut to ``size`` there, as one new contiguous tensor."""
@@ -38,9 +42,10 @@ def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
             larger than ``w`` is left as it is; trailing dimensions without a size are kept).
 
     Returns:
-        ``w`` itself when nothing is tiled; otherwise a new contiguous tensor equal to
-        ``w.repeat(r0, r1, ...)[: sizes[0], : sizes[1], ...]`` with ``r_i = ceil(sizes[i] / w.shape[i])``.
-        When ``w`` needs a gradient (GHN training), that very ``repeat`` expression is used.
+        ``w`` itself when nothing is tiled; otherwise a tensor equal to
+        ``w.repeat(r0, r1, ...)[: sizes[0], : sizes[1], ...]`` with ``r_i = ceil(sizes[i] / w.shape[i])``:
+        a new contiguous tensor of exactly that size, or, for results under ``SMALL`` elements and when
+        ``w`` needs a gradient (GHN training), that very ``repeat`` expression.
 
     Example:
         >>> w = torch.arange(6.0).view(2, 3)
@@ -50,7 +55,8 @@ def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     dims = [d for d, size in enumerate(sizes) if size > w.shape[d]]
     if not dims:
         return w
-    if w.requires_grad and torch.is_grad_enabled():
+    numel = math.prod(max(sizes[d], w.shape[d]) if d < len(sizes) else w.shape[d] for d in range(w.dim()))
+    if numel < SMALL or (w.requires_grad and torch.is_grad_enabled()):
         reps = [math.ceil(sizes[d] / w.shape[d]) if d in dims else 1 for d in range(w.dim())]
         return w.repeat(reps)[tuple(slice(0, sizes[d]) if d in dims else slice(None) for d in range(w.dim()))]
     for d in sorted(dims, reverse=True):  # the last dimension first: every copy then writes the least
