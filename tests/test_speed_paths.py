@@ -29,6 +29,8 @@ class _Acts(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8, bias=False, padding_mode="reflect")
+        self.same = nn.Conv2d(8, 8, (3, 1), padding="same")
         self.se1, self.se2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
         self.lin = nn.Linear(8, 8)
         self.lin_nobias = nn.Linear(8, 8, bias=False)
@@ -36,6 +38,7 @@ class _Acts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.hardswish(self.conv(x), inplace=True)
+        x = self.same(self.dw(x))
         s = F.hardsigmoid(self.se2(F.relu(self.se1(x.mean((2, 3), keepdim=True)))))
         x = x * s
         x = F.relu6(x, inplace=True)[:, :, 1:]  # in-place, then a view
@@ -66,7 +69,7 @@ def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.
     size = (3, 32, 32)
     if name == "acts":
         model: nn.Module = _Acts()
-        size = (3, 8, 8)
+        size = (3, 12, 12)
     elif name == "mobilenet_v3_small":
         model = torchvision.models.mobilenet_v3_small()
     elif name == "tiny_vit":
@@ -89,6 +92,8 @@ def test_stand_in_names_match_pytorch() -> None:
     x = torch.empty(2, 4, device="meta", requires_grad=True).clone()
     w = torch.empty(3, 4, device="meta", requires_grad=True)
     b = torch.empty(3, device="meta", requires_grad=True)
+    x4 = torch.empty(2, 4, 9, 7, device="meta", requires_grad=True).clone()
+    w4 = torch.empty(6, 2, 3, 3, device="meta", requires_grad=True)
     cases = [
         (F.hardswish, (x,), {}),
         (F.hardsigmoid, (x.clone(),), {"inplace": True}),
@@ -96,13 +101,16 @@ def test_stand_in_names_match_pytorch() -> None:
         (F.gelu, (x,), {"approximate": "tanh"}),
         (torch.roll, (x, 1, 0), {}),
         (F.linear, (x, w, b), {}),
+        (F.conv2d, (x4, w4, None, 2, 1, 1, 2), {}),
+        (F.conv2d, (x4, w4), {"padding": "same", "dilation": 2, "groups": 2}),
+        (F.conv2d, (x4, w4[:4], b[:1].expand(4).contiguous()), {"stride": (2, 1), "padding": "valid", "groups": 2}),
     ]
     for func, args, kwargs in cases:
         fast = meta_stand_in(func, args, kwargs)
         real = func(*args, **kwargs)
         assert fast is not None, func
         assert type(fast.grad_fn).__name__ == type(real.grad_fn).__name__
-        assert fast.shape == real.shape
+        assert fast.shape == real.shape and fast.stride() == real.stride()
 
 
 def test_stand_ins_only_on_meta_tensors_with_grad() -> None:

@@ -4,7 +4,7 @@ On meta tensors PyTorch has no C++ kernel for many operations: it runs Python de
 fraction of a millisecond to a few milliseconds per call. Activations such as hardswish and
 hardsigmoid made up most of the recording time of MobileNet-V3, and ``linear`` with a bias (whose
 ``addmm`` is decomposed into elementwise Python ops) and ``roll`` a large part of that of ConvNeXt,
-Swin and ViT. Nothing is computed on meta tensors anyway, so a stand-in only has to leave the same
+Swin and ViT; shape checks of ``conv2d`` add up in CNNs with hundreds of convolutions. Nothing is computed on meta tensors anyway, so a stand-in only has to leave the same
 autograd graph behind:
 
 - the same nodes with the same names (the graph builder reads names such as ``HardswishBackward0``;
@@ -13,6 +13,9 @@ autograd graph behind:
 - the same inputs in the same order, and the same in-place history for ``inplace=True`` (the input
   is marked dirty, as the real in-place kernel does),
 - outputs of the same shape.
+
+A 2-D convolution is one node (``ConvolutionBackward0``) over input, weight and bias; its output
+shape is computed here instead of by PyTorch's Python meta function.
 
 ``linear`` is rebuilt from the same steps PyTorch's own ``linear`` takes (``addmm`` for 2-D input;
 a flattening view, ``addmm`` and a view back for contiguous input; ``matmul`` then an in-place bias
@@ -119,6 +122,43 @@ def _linear(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     return _add_bias_(torch.matmul(x, w.t()), b)
 
 
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _conv2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    bound = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    x, w, b = bound["input"], bound["weight"], bound["bias"]
+    if not (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and w.is_meta):
+        return None
+    if b is not None and not (isinstance(b, torch.Tensor) and b.is_meta and b.dim() == 1 and b.shape[0] == w.shape[0]):
+        return None
+    groups = int(bound["groups"])
+    if x.dim() != 4 or w.dim() != 4 or groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None  # unbatched or malformed calls: PyTorch handles (or rejects) them
+    stride, dilation, padding = _pair(bound["stride"]), _pair(bound["dilation"]), bound["padding"]
+    size = []
+    for i in range(2):
+        span = dilation[i] * (w.shape[2 + i] - 1) + 1
+        if padding == "same":
+            size.append(x.shape[2 + i])
+            continue
+        pad = 0 if padding == "valid" else _pair(padding)[i]
+        n = (x.shape[2 + i] + 2 * pad - span) // stride[i] + 1
+        if n < 1:
+            return None  # PyTorch raises its own error for a kernel larger than the padded input
+        size.append(n)
+    cls = _stand_in(
+        "conv2d",
+        lambda: F.conv2d(_meta(1, 1, 1, 1), _meta(1, 1, 1, 1), _meta(1)),
+        lambda ctx, x, w, b, shape: x.new_empty(shape),  # meta convolutions return contiguous outputs
+    )
+    return cls.apply(x, w, b, (x.shape[0], w.shape[0], *size))
+
+
 def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     """The stand-in result of ``func(*args, **kwargs)`` on meta tensors, or None to run the real call.
 
@@ -141,4 +181,6 @@ def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Option
         return _unary(func, args, kwargs) if args[0].requires_grad else None
     if func is F.linear:
         return _linear(args, kwargs)
+    if func is F.conv2d:
+        return _conv2d(args, kwargs)
     return None
