@@ -202,3 +202,52 @@ def test_cropped_decoder_matches_full_decoder(shape: tuple[int, ...], classifier
         full = _full_decode(dec, x, shape, classifier)
     assert fast.shape == full.shape
     torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- graph and GHN internals
+
+
+def _bfs_reference(n: int, edges: list[tuple[int, int]], cutoff: int) -> torch.Tensor:
+    succ: list[set[int]] = [set() for _ in range(n)]
+    for s, d in edges:
+        if s != d:
+            succ[s].add(d)
+    out = torch.zeros(n, n, dtype=torch.int16)
+    for src in range(n):
+        frontier, seen = [src], {src}
+        for depth in range(1, cutoff + 1):
+            frontier = [v for u in frontier for v in sorted(succ[u]) if v not in seen]
+            frontier = list(dict.fromkeys(frontier))
+            seen.update(frontier)
+            for v in frontier:
+                out[src, v] = depth
+    return out
+
+
+@pytest.mark.parametrize("seed, n, m, cutoff", [(0, 30, 60, 50), (1, 50, 120, 3), (2, 12, 40, 1), (3, 1, 0, 50)])
+def test_distance_matrix_matches_breadth_first_search(seed: int, n: int, m: int, cutoff: int) -> None:
+    from ghn_init.graph.graph import distance_matrix
+
+    g = torch.Generator().manual_seed(seed)
+    edges = [tuple(e) for e in torch.randint(0, n, (m, 2), generator=g).tolist()]  # with loops and repeats
+    edges += [(i, i + 1) for i in range(n - 1)]  # a long chain: paths longer than small cutoffs
+    got = distance_matrix(n, edges, cutoff)
+    assert got.dtype == torch.int16
+    assert torch.equal(got, _bfs_reference(n, edges, cutoff))
+
+
+def test_edge_bias_matches_unique_over_all_pairs() -> None:
+    from ghn_init.networks.graphormer import MAX_EDGE_VALUE, EdgeAwareAttention
+
+    torch.manual_seed(0)
+    attn = EdgeAwareAttention(16, 2, embeds_edges=True).eval()
+    edges = torch.randint(0, 51, (2, 9, 9))
+    edges[0, :3] = 0
+    fw, bw = edges + 2, edges.transpose(1, 2) + 2
+    values, inverse = torch.unique(fw * MAX_EDGE_VALUE + bw, return_inverse=True)
+    table = torch.cat(
+        (attn.edge_embed.embed(values // MAX_EDGE_VALUE), attn.edge_embed.embed(values % MAX_EDGE_VALUE)), -1
+    )
+    expected = attn.proj_e(table)[inverse].permute(0, 3, 1, 2)
+    with torch.no_grad():
+        assert torch.equal(attn.edge_bias(edges), expected.detach())
