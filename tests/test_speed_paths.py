@@ -39,12 +39,15 @@ class _Acts(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.hardswish(self.conv(x), inplace=True)
         x = self.same(self.dw(x))
+        x = x + F.adaptive_avg_pool2d(x, (3, 3)).sum() + nn.AdaptiveAvgPool2d((1, None))(x)
         s = F.hardsigmoid(self.se2(F.relu(self.se1(x.mean((2, 3), keepdim=True)))))
         x = x * s
         x = F.relu6(x, inplace=True)[:, :, 1:]  # in-place, then a view
         F.relu(x[:, :4], inplace=True)  # in-place on a view: the base's history changes
         x = F.hardtanh(x, -2.0, 2.0) + F.leaky_relu(x, 0.1) + F.elu(x) + F.mish(x)
         x = torch.roll(x, shifts=(1, 1), dims=(2, 3))
+        x = x.contiguous() * 0.5 + 1  # with Python numbers
+        x += x.mean(1, keepdim=True)  # in place, broadcast
         t = x.permute(0, 2, 3, 1)  # non-contiguous 4-D input: matmul + in-place bias add
         t = F.gelu(self.lin(t)) + self.lin_nobias(t)
         t = self.lin(t.contiguous())  # contiguous 4-D input: flattening view + addmm + view
@@ -101,6 +104,12 @@ def test_stand_in_names_match_pytorch() -> None:
         (F.gelu, (x,), {"approximate": "tanh"}),
         (torch.roll, (x, 1, 0), {}),
         (F.linear, (x, w, b), {}),
+        (torch.add, (x, b[:1]), {"alpha": 2}),
+        (torch.Tensor.mul, (x, 3), {}),
+        (torch.Tensor.add_, (x.clone(), b[:1]), {}),
+        (torch.Tensor.mul_, (x.detach().clone(), x), {}),
+        (F.adaptive_avg_pool2d, (x4, 1), {}),
+        (F.adaptive_avg_pool2d, (x4, (3, None)), {}),
         (F.conv2d, (x4, w4, None, 2, 1, 1, 2), {}),
         (F.conv2d, (x4, w4), {"padding": "same", "dilation": 2, "groups": 2}),
         (F.conv2d, (x4, w4[:4], b[:1].expand(4).contiguous()), {"stride": (2, 1), "padding": "valid", "groups": 2}),
@@ -118,7 +127,9 @@ def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
     meta = torch.empty(2, 3, device="meta", requires_grad=True)
     assert meta_stand_in(F.hardswish, (cpu,), {}) is None  # real tensors compute for real
     assert meta_stand_in(F.linear, (meta, torch.empty(4, 3, device="meta")), {}) is None  # no bias: matmul
-    assert meta_stand_in(torch.add, (meta, meta), {}) is None  # not a stand-in op
+    assert meta_stand_in(torch.sub, (meta, meta), {}) is None  # not a stand-in op
+    assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}) is None  # non-contiguous: layout rules differ
+    assert meta_stand_in(torch.add, (meta.detach(), 1), {}) is None  # nothing requires grad
     with torch.no_grad():
         assert meta_stand_in(F.hardswish, (meta,), {}) is None  # nothing would be recorded
 

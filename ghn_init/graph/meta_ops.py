@@ -14,6 +14,11 @@ autograd graph behind:
   is marked dirty, as the real in-place kernel does),
 - outputs of the same shape.
 
+``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors are one node each; the
+output is contiguous with the broadcast shape and the promoted dtype, as PyTorch's own is.
+
+Adaptive average pooling is one node (a mean for a 1x1 output, a pooling kernel otherwise).
+
 A 2-D convolution is one node (``ConvolutionBackward0``) over input, weight and bias; its output
 shape is computed here instead of by PyTorch's Python meta function.
 
@@ -122,6 +127,70 @@ def _linear(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     return _add_bias_(torch.matmul(x, w.t()), b)
 
 
+# binary elementwise ops: function -> (probe operation, in place)
+_BINARY: dict[Callable[..., Any], tuple[Callable[..., Any], bool]] = {
+    torch.Tensor.add: (torch.add, False),
+    torch.add: (torch.add, False),
+    torch.Tensor.mul: (torch.mul, False),
+    torch.mul: (torch.mul, False),
+    torch.Tensor.add_: (torch.Tensor.add_, True),
+    torch.Tensor.mul_: (torch.Tensor.mul_, True),
+}
+
+
+def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    """``a + b`` / ``a * b`` (and their in-place forms) on contiguous meta tensors or Python numbers."""
+    if len(args) != 2 or set(kwargs) - {"alpha"}:
+        return None  # ``out=`` and other rare forms run for real
+    a, b = args
+    tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
+    if not all(t.is_meta and t.is_contiguous() for t in tensors) or not all(
+        isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)
+    ):
+        return None
+    if not any(t.requires_grad for t in tensors):
+        return None  # nothing is recorded: let PyTorch do it
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    dtype = torch.result_type(a, b)
+    probe_op, inplace = _BINARY[func]
+    if inplace:
+        if shape != a.shape or not torch.can_cast(dtype, a.dtype):
+            return None  # PyTorch raises its own error
+
+        def forward(ctx: Any, x: torch.Tensor, y: Any) -> torch.Tensor:
+            ctx.mark_dirty(x)
+            return x
+
+        cls = _stand_in((probe_op, True), lambda: probe_op(_meta(1), _meta(1)), forward)
+        return cls.apply(a, b)
+    cls = _stand_in(
+        (probe_op, False),
+        lambda: probe_op(_meta(1), _meta(1)),
+        lambda ctx, x, y, shape, dtype: torch.empty(shape, dtype=dtype, device="meta"),
+    )
+    return cls.apply(a, b, shape, dtype)
+
+
+def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    bound = dict(zip(("input", "output_size"), args))
+    bound.update(kwargs)
+    x, size = bound.get("input"), bound.get("output_size")
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_contiguous() and x.requires_grad):
+        return None
+    size = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
+    if size is None or len(size) != 2:
+        return None
+    size = tuple(int(x.shape[2 + i]) if v is None else int(v) for i, v in enumerate(size))
+    # PyTorch takes a mean for a 1x1 output (MeanBackward1) and a pooling kernel otherwise: one class each
+    key = ("adaptive_avg_pool2d", size == (1, 1))
+    cls = _stand_in(
+        key,
+        lambda: F.adaptive_avg_pool2d(_meta(1, 1, 2, 2), 1 if size == (1, 1) else 2),
+        lambda ctx, t, shape: t.new_empty(shape),
+    )
+    return cls.apply(x, (*x.shape[:2], *size))
+
+
 def _pair(v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
@@ -183,4 +252,8 @@ def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Option
         return _linear(args, kwargs)
     if func is F.conv2d:
         return _conv2d(args, kwargs)
+    if func in _BINARY:
+        return _binary(func, args, kwargs)
+    if func is F.adaptive_avg_pool2d:
+        return _adaptive_avg_pool2d(args, kwargs)
     return None
