@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union, overload
+from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
 import torch.nn as nn
@@ -95,6 +95,8 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
 
@@ -105,6 +107,9 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.
@@ -131,7 +136,13 @@ def predict(
     graphs: list[Graph] = []
     plans: list[Plan] = []
     for m in models:
-        graph = trace(m, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff)
+        graph = trace(
+            m,
+            input_size,
+            example_inputs=example_inputs,
+            example_kwargs=example_kwargs,
+            virtual_edge_cutoff=net.virtual_edge_cutoff,
+        )
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
@@ -181,6 +192,8 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -194,6 +207,9 @@ def apply(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError`, before writing anything, if a trainable tensor is not predicted.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -209,7 +225,15 @@ def apply(
         >>> report.fraction_predicted
         1.0
     """
-    predictions = predict(model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size)
+    predictions = predict(
+        model,
+        ghn,
+        predict_classifier=predict_classifier,
+        strict=strict,
+        input_size=input_size,
+        example_inputs=example_inputs,
+        example_kwargs=example_kwargs,
+    )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]
     return write(predictions)

@@ -18,10 +18,10 @@ import math
 from typing import Callable, Optional
 
 import torch.nn as nn
-import torchvision
 
 from .autograd_trace import RawGraph, RawNode
 from .graph import Graph, Node
+from .libraries import is_torchvision
 from .primitives import OP_PRIMITIVES, module_rule, op_primitive
 
 
@@ -302,7 +302,7 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
     reducer.reduce(first=True)
     reducer.fix_weight_edges()
     reducer.fix_softmax_edges()
-    if isinstance(model, torchvision.models.SwinTransformer):
+    if is_torchvision(model, "SwinTransformer"):
         reducer.fix_swin_edges()
     reducer.reduce(first=False)
 
@@ -324,9 +324,9 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
     nodes = [nodes[i] for i in order]
     edges = {(position[s], position[d]) for s, d in edges}
 
-    if isinstance(model, torchvision.models.VisionTransformer):
+    if is_torchvision(model, "VisionTransformer"):
         nodes, edges = _split_position_embedding(nodes, edges)
-    if isinstance(model, torchvision.models.SqueezeNet):
+    if is_torchvision(model, "SqueezeNet"):
         nodes = _pool_before_classifier(nodes)
 
     graph_nodes = []
@@ -357,9 +357,8 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
 
 def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]]):
     """torchvision ViT: the position embedding feeds a new sum node that takes over its edges."""
-    encoder = torchvision.models.vision_transformer.Encoder
     for i, node in enumerate(nodes):
-        if isinstance(node.module, encoder):
+        if is_torchvision(node.module, "vision_transformer.Encoder"):
             shift = lambda k: k + 1 if k >= i else k  # noqa: E731 - a new node is inserted at i
             edges = {(shift(s), shift(d)) for s, d in edges}
             edges.add((i, i + 1))

@@ -6,36 +6,24 @@ stem conv has one input channel and the patch embedding knows its image size. So
 from the layers first (:func:`infer_input_size`), and forwards that take more than one image batch
 (RAFT's two frames) get one batch per required positional argument (:func:`default_inputs`).
 
-torchvision and timm are never imported here: a model can only be one of theirs if its library is
-already imported, so their classes are looked up in ``sys.modules``.
+torchvision and timm are never imported here (see :mod:`.libraries`).
 """
 
 from __future__ import annotations
 
 import inspect
-import sys
 from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from .libraries import is_torchvision
 
 __all__ = ["infer_input_size", "default_inputs", "prepare"]
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_FRAMES = 16  # torchvision's video models are trained on 16-frame clips
 INCEPTION_IMAGE_SIZE = 299
-
-
-def _torchvision_class(path: str) -> Optional[type]:
-    """``torchvision.models.<path>`` if torchvision is imported (else no model can be an instance of it)."""
-    obj: Any = sys.modules.get("torchvision")
-    if obj is None:
-        return None
-    for part in ("models", *path.split(".")):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if isinstance(obj, type) else None
 
 
 def _pair(v: Any) -> Optional[tuple[int, int]]:
@@ -74,11 +62,9 @@ def _image_size(model: nn.Module) -> Optional[tuple[int, int]]:
         size = _pair(getattr(patch_embed, "img_size", None))
         if size is not None:
             return size
-    vit = _torchvision_class("VisionTransformer")
-    if vit is not None and isinstance(model, vit):
+    if is_torchvision(model, "VisionTransformer"):
         return _pair(getattr(model, "image_size", None))
-    inception = _torchvision_class("Inception3")
-    if inception is not None and isinstance(model, inception):
+    if is_torchvision(model, "Inception3"):
         return (INCEPTION_IMAGE_SIZE, INCEPTION_IMAGE_SIZE)
     return None
 
