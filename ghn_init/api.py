@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .decode import decode
 from .errors import StrictError
-from .graph import Graph, trace
+from .graph import Graph, trace, unwrap
 from .hub import GHNSource, load_ghn
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
@@ -129,6 +129,7 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
@@ -164,7 +165,7 @@ def predict(
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, r, seconds=seconds))
+        Prediction(m, g, p, r, build_report(m, net, g, r, seconds=seconds, plan=p, predict_classifier=predict_classifier))
         for m, g, p, r in zip(models, graphs, plans, results)
     ]
     if strict:

@@ -14,7 +14,7 @@ from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
 from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
 
-__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size"]
+__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size", "unwrap"]
 
 logger = logging.getLogger("ghn_init")
 
@@ -55,6 +55,28 @@ def _record_autograd(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> t
     return None, errors  # type: ignore[return-value]
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model a ``torch.compile`` wrapper holds (``_orig_mod``), else ``model``: same parameters, no compiling.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = nn.Linear(2, 2)
+        >>> unwrap(torch.compile(m)) is m
+        True
+    """
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _parameters_of(model: nn.Module, module_ids: set[int]) -> frozenset[str]:
+    """Names of the parameters held directly by the modules in ``module_ids`` (every name of a shared one)."""
+    names = []
+    for module_name, m in model.named_modules(remove_duplicate=False):
+        if id(m) in module_ids:
+            names.extend(f"{module_name}.{a}" if module_name else a for a, t in m._parameters.items() if t is not None)
+    return frozenset(names)
+
+
 def trace(
     model: nn.Module,
     input_size: Optional[Sequence[int]] = None,
@@ -69,7 +91,8 @@ def trace(
     run on meta tensors are recorded with one real forward pass on copies of their tensors, on their own
     device (a warning is logged on the ``"ghn_init"`` logger). ``Graph.tracer`` says which was used.
     Recording never changes the model: its tensors, buffers, attributes and train/eval modes are as before,
-    whether recording succeeds or fails. It also works inside ``torch.inference_mode()``.
+    whether recording succeeds or fails. It also works inside ``torch.inference_mode()``. A
+    ``torch.compile``'d model is recorded through the module it wraps (tensor names without ``_orig_mod.``).
 
     Args:
         model: the model.
@@ -99,6 +122,7 @@ def trace(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
     if example_inputs is not None and not isinstance(example_inputs, (tuple, list)):
@@ -126,6 +150,7 @@ def trace(
             attempts=errors,
         )
     graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
+    graph.executed = _parameters_of(model, raw.ran)
     if raw.tracer == "autograd-forward":
         graph.notes.append("recorded with a real forward pass: " + errors[0])
     return graph

@@ -48,6 +48,7 @@ class RawGraph:
     nodes: list[RawNode]
     edges: set[tuple[int, int]] = field(default_factory=set)
     tracer: str = "autograd-meta"
+    ran: set[int] = field(default_factory=set)  # id() of every module the forward pass called
 
 
 class _FusedAttention(torch.autograd.Function):
@@ -276,7 +277,7 @@ def _outputs(out: Any) -> list[torch.Tensor]:
             stack[:0] = list(o.values())
         elif isinstance(o, (list, tuple)):
             stack[:0] = list(o)
-        elif hasattr(o, "logits") and isinstance(getattr(o, "logits"), torch.Tensor):
+        elif hasattr(o, "logits") and isinstance(o.logits, torch.Tensor):
             found.append(o.logits)
     return found
 
@@ -315,7 +316,9 @@ def record(
             args = (torch.zeros(2, *input_size),)
         call_args, call_kwargs = prepare(args, kwargs or {}, device)
         subs, back = _substitutes(model, meta)
+        ran: set[int] = set()
         with eval_mode(model), torch.enable_grad(), substituted(model, subs):
+            _watch_calls(model, ran)  # the hooks go with the rest of the recording state on exit
             attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
             with attention:
                 out = model(*call_args, **call_kwargs)
@@ -323,7 +326,21 @@ def record(
         leaf_names = {sub_id: owners[orig_id] for sub_id, orig_id in back.items() if orig_id in owners}
         graph = read_autograd(roots, leaf_names)
     graph.tracer = "autograd-meta" if meta else "autograd-forward"
+    graph.ran = ran
     return graph
+
+
+def _watch_calls(model: nn.Module, ran: set[int]) -> None:
+    """Add ``id(module)`` to ``ran`` whenever a module of ``model`` is called (forward pre-hooks)."""
+
+    def hook(module: nn.Module, args: Any) -> None:
+        ran.add(id(module))
+
+    for m in model.modules():
+        try:
+            m.register_forward_pre_hook(hook)
+        except (RuntimeError, TypeError, AttributeError):  # e.g. TorchScript modules
+            pass
 
 
 def read_autograd(roots: list[Any], leaf_names: dict[int, tuple[str, nn.Module]]) -> RawGraph:
