@@ -265,7 +265,7 @@ def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[Non
             state.check()
 
 
-def _outputs(out: Any) -> list[torch.Tensor]:
+def output_tensors(out: Any) -> list[torch.Tensor]:
     """Every tensor in a model's output: nested tuples, lists and dicts (detection outputs), ``.logits``."""
     found: list[torch.Tensor] = []
     stack = [out]
@@ -322,7 +322,7 @@ def record(
             attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
             with attention:
                 out = model(*call_args, **call_kwargs)
-        roots = [o.grad_fn for o in _outputs(out) if o.grad_fn is not None]
+        roots = [o.grad_fn for o in output_tensors(out) if o.grad_fn is not None]
         leaf_names = {sub_id: owners[orig_id] for sub_id, orig_id in back.items() if orig_id in owners}
         graph = read_autograd(roots, leaf_names)
     graph.tracer = "autograd-meta" if meta else "autograd-forward"
