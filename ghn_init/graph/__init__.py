@@ -45,7 +45,7 @@ def _record_autograd(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> t
             if meta:
                 logger.warning(
                     "%s cannot be recorded on meta tensors (%s: %s); falling back to one real forward pass",
-                    type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "",
+                    type(model).__name__, type(e).__name__, (str(e).splitlines() or [""])[0][:160],
                 )
             continue
         if not raw.nodes:
