@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -128,3 +129,17 @@ def test_to_dict_is_json_and_complete():
     assert d["model"] == "Sequential" and d["fraction_predicted"] == report.fraction_predicted
     assert d["left_alone"] == report.left_alone and d["predicted"] == report.predicted
     assert set(d) >= {"ghn", "tracer", "nodes", "seconds", "notes", "numel_total", "suspect_buffers"}
+
+
+def test_fine_tuning_drops_the_base_name(tmp_path):
+    from ghn_init.train.trainer import Trainer
+
+    from .test_train import _tiny_config
+
+    # only the initial-GHN step of a fine-tuning run (building a whole Trainer takes seconds)
+    fake_trainer = SimpleNamespace(config=_tiny_config(tmp_path, init_from="bundled"))
+    ghn = Trainer._initial_ghn(fake_trainer)
+    extra = ghn.config.extra
+    assert extra.get("fine_tuned_from") == "bundled" and "name" not in extra and "source" not in extra
+    assert ghn_name(ghn).endswith("(fine-tuned from bundled)")
+    assert ghn_init.load_ghn("bundled").config.extra.get("name") == "bundled"  # the cached base is untouched
