@@ -214,3 +214,12 @@ def test_failed_recording_leaves_model_unchanged():
     assert len(info.value.attempts) == 2
     _assert_unchanged(model, snap)
     assert model.cache == {} and not hasattr(model, "last")
+
+
+def test_lazy_modules_get_a_clear_message():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(TraceError, match="run the model once"):
+        ghn_init.trace(model, (3, 8, 8))
+    assert isinstance(model[2], nn.LazyLinear)
+    model(torch.zeros(1, 3, 8, 8))
+    assert ghn_init.apply(model, tiny_ghn("ghn3"), input_size=(3, 8, 8)).fraction_predicted == 1.0

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Mapping, Optional, Sequence
 
 import torch.nn as nn
+from torch.nn.parameter import is_lazy
 
 from ..errors import TraceError
 from .autograd_trace import RawGraph, record
@@ -112,7 +113,8 @@ def trace(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: the model has no parameters.
-        TraceError: neither way of recording worked (``.attempts`` lists why).
+        TraceError: neither way of recording worked (``.attempts`` lists why), or the model still has
+            uninitialized lazy modules.
 
     Example:
         >>> import ghn_init, torchvision
@@ -125,6 +127,13 @@ def trace(
     model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
+    lazy = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:
+        raise TraceError(
+            f"{type(model).__name__} has uninitialized lazy tensors ({', '.join(lazy[:3])}): run the model once "
+            "on a real input so that its lazy modules (LazyLinear, LazyConv2d, ...) get their shapes, then retry",
+            model=type(model).__name__,
+        )
     if example_inputs is not None and not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     if example_inputs is not None or example_kwargs is not None:
