@@ -103,6 +103,8 @@ def test_example_inputs_and_kwargs():
     report = ghn_init.apply(model, tiny_ghn("ghn3"), example_kwargs=kwargs)
     assert report.fraction_predicted == 1.0
     assert torch.equal(x, torch.ones(1, 3, 16, 16))  # the caller's inputs are never written
+    one = ghn_init.trace(model.conv, example_inputs=torch.zeros(1, 3, 8, 8))  # a lone tensor is one argument
+    assert [n.name for n in one.nodes if n.is_param] == ["weight", "bias"]
     two = ghn_init.trace(_TwoImages(), example_inputs=(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)))
     assert {"a.weight", "b.weight"} <= {n.name for n in two.nodes}
 
