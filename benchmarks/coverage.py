@@ -410,6 +410,11 @@ initialization and is listed in `Report.left_alone` with the reason:
 | `in the graph, but the published GHN writes no tensor for it` | parameters whose node exists but that the published layout cannot decode (e.g. 5-D weights) | the decoders only produce 1-D..4-D tensors. |
 | `norm bias of a weight the GHN does not predict` | the bias of a norm layer whose weight is left alone | norm weight and bias are decoded together, from the weight's node. |
 | `not used by the forward pass in eval mode (e.g. an auxiliary head): no graph node` | parameters the recorded forward pass never touched (GoogLeNet/Inception-v3 auxiliary heads, unused branches) | there is no graph node to predict them from. |
+| `its layer ran, but no gradient path leads from it to the outputs in eval mode (detached or discrete: ...)` | detection models' region-proposal heads (their proposals are detached before the box heads), argmax/top-k branches | the graph is read off autograd from the outputs, so a layer reached only through `detach()` or a discrete op has no node. |
+| `in the graph as 'stem.weight': the published builder cuts names at 'stem'/'pos_enc' ...` | timm's `conv_stem.weight` (EfficientNet, MobileNet-V3, ...) | the published builder renames parameters to their DeepNets-1M suffix and finds no tensor under the new name; kept for fidelity to the published GHNs. |
+| `'X' of Layer: the GHN predicts only a layer's weight and bias` | extra parameters of a layer in the vocabulary (a gain on a conv subclass) | the GHN decodes one weight (and bias) per node. |
+| `parametrized tensor (...)` / `weight_g of a weight computed by a hook (...)` | `weight_norm` / `spectral_norm` parts (`original0`, `weight_g`, `weight_v`, `weight_orig`) | the GHN predicts a layer's weight, not the parts it is computed from. |
+| `classifier kept at its default init (predict_classifier=False)` | the last layer, on request | — |
 
 Parameters that do have a node keep the published behaviour exactly (verified node-for-node and
 value-for-value on 40 reference models by `tests/test_fixtures.py`); tied weights are written once
