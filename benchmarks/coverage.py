@@ -106,35 +106,10 @@ def _group_left_alone(left_alone: dict[str, str]) -> str:
     return " | ".join(parts)
 
 
-def dry_decode(ghn, graph, p) -> dict:
-    """Decode every tensor with the checks of a write (shape, finiteness), keeping none of them.
-
-    Returns {name: (slot, None)}, enough for the report. Memory: one predicted tensor at a time.
-    """
-    import torch
-
-    from ghn_init.decode import decode
-
-    seen: dict = {}
-
-    def check(_: int, slot, value) -> None:
-        if tuple(value.shape) != tuple(slot.shape):
-            raise RuntimeError(f"cannot write {slot.name}: predicted shape {tuple(value.shape)}, model tensor {slot.shape}")
-        if not torch.isfinite(value).all():
-            raise FloatingPointError(f"the GHN predicted non-finite values for {slot.name}")
-        seen[slot.name] = (slot, None)
-
-    with torch.no_grad():
-        decode(ghn, [graph], [p], sink=check)
-    return seen
-
-
 def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     """Build ``name``, apply the GHN (or decode without writing for huge models), describe what happened."""
     import ghn_init
     from ghn_init.graph import default_input_size
-    from ghn_init.planning import plan
-    from ghn_init.report import build_report
 
     row: dict[str, Any] = {"source": source_of(name), "model": name, "mode": "write"}
     t0 = time.perf_counter()
@@ -154,14 +129,8 @@ def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     t1 = time.perf_counter()
     row["seconds_build"] = t1 - t0
     row["input_size"] = "x".join(map(str, default_input_size(model)))
-    if row["mode"] == "meta":
-        t = time.perf_counter()
-        graph = ghn_init.trace(model, virtual_edge_cutoff=ghn.virtual_edge_cutoff)
-        p = plan(graph, model, ghn.config.max_shape)
-        t2 = time.perf_counter()
-        result = dry_decode(ghn, graph, p)
-        t3 = time.perf_counter()
-        report = build_report(model, ghn, graph, result, seconds={"trace": t2 - t, "predict": t3 - t2, "write": 0.0})
+    if row["mode"] == "meta":  # a dry run: every tensor predicted and checked, one at a time, none written
+        report = ghn_init.predict(model, ghn, dry_run=True).report
     else:
         report = ghn_init.apply(model, ghn)
     row.update(

@@ -16,13 +16,12 @@ from typing import Optional, Sequence, Union, overload
 import torch
 import torch.nn as nn
 
-from .decode import decode
 from .errors import StrictError
 from .graph import Graph, trace
 from .hub import GHNSource, load_ghn
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
-from .writing import write_tensors
+from .writing import check_fits, write_tensors
 
 
 @dataclass
@@ -35,6 +34,8 @@ class Prediction:
         plan: which node predicts which tensor.
         tensors: {tensor name: (slot, predicted value)}, values in the GHN's dtype and device.
         report: what :meth:`write` will write and what stays at default init, with reasons.
+        dry_run: made by ``predict(..., dry_run=True)``: every tensor was predicted and checked, none kept
+            (``tensors`` is empty and :meth:`write` refuses).
     """
 
     model: nn.Module
@@ -42,6 +43,7 @@ class Prediction:
     plan: Plan
     tensors: dict[str, tuple[Slot, torch.Tensor]]
     report: Report
+    dry_run: bool = False
 
     def write(self) -> Report:
         """Write the predicted tensors into the model in place, all or nothing (see :func:`write`)."""
@@ -70,6 +72,9 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         >>> ghn_init.write([p])[0].fraction_predicted
         1.0
     """
+    for p in predictions:
+        if p.dry_run:
+            raise ValueError("a dry-run prediction keeps no tensors to write; call predict() without dry_run=True")
     start = time.perf_counter()
     write_tensors([p.tensors for p in predictions])
     seconds = (time.perf_counter() - start) / max(len(predictions), 1)
@@ -95,6 +100,7 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    dry_run: bool = False,
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
 
@@ -105,6 +111,9 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
+            tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
+            The report is complete; the prediction cannot be written.
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.
@@ -139,22 +148,30 @@ def predict(
     device = _model_device(models[0])
     if any(_model_device(m) != device for m in models):
         raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if next(net.parameters()).device != device:
+    if not dry_run and next(net.parameters()).device != device:
         net = net.to(device)
+    slots = [p.slots(predict_classifier) for p in plans]
+    checked: list[dict[str, tuple[Slot, None]]] = [{} for _ in models]
+
+    def check(b: int, name: str, value: torch.Tensor) -> None:
+        check_fits(name, slots[b][name], value)
+        checked[b][name] = (slots[b][name], None)
+
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            results = decode(net, graphs, plans, predict_classifier=predict_classifier)
+            tensors = net(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
     finally:
         net.train(was_training)
+    results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
     predicted_at = time.perf_counter()
 
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, r, seconds=seconds))
-        for m, g, p, r in zip(models, graphs, plans, results)
+        Prediction(m, g, p, r, build_report(m, net, g, c if dry_run else r, seconds=seconds), dry_run)
+        for m, g, p, r, c in zip(models, graphs, plans, results, checked)
     ]
     if strict:
         for pred in predictions:

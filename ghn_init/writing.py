@@ -23,6 +23,22 @@ def _prepared(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return value if same else torch.empty_like(target).copy_(value)
 
 
+def check_fits(name: str, slot: Slot, value: torch.Tensor) -> torch.Tensor:
+    """The model tensor ``slot`` refers to, after checking that ``value`` has its shape.
+
+    Raises:
+        WriteError: the slot holds no tensor, or one of another shape.
+    """
+    target = getattr(slot.module, slot.attr)
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != tuple(value.shape):
+        raise WriteError(
+            f"cannot write {name}: predicted shape {tuple(value.shape)}, model tensor "
+            f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}",
+            name=name,
+        )
+    return target
+
+
 def _swap(target: torch.Tensor, data: torch.Tensor) -> None:
     target.data = data
 
@@ -37,13 +53,7 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
     prepared = []
     for result in results:
         for name, (slot, value) in result.items():
-            target = getattr(slot.module, slot.attr)
-            if not isinstance(target, torch.Tensor) or tuple(target.shape) != tuple(value.shape):
-                raise WriteError(
-                    f"cannot write {name}: predicted shape {tuple(value.shape)}, model tensor "
-                    f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}",
-                    name=name,
-                )
+            target = check_fits(name, slot, value)
             prepared.append((target, _prepared(target, value)))
     previous: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:

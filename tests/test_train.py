@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 import ghn_init
 from ghn_init.cli import main as cli_main
-from ghn_init.decode import decode
 from ghn_init.hub import BUNDLED_DIR
 from ghn_init.train import TrainConfig, Trainer
 from ghn_init.train.data import EpochOrder
@@ -48,11 +47,9 @@ def _pool_loss(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> 
     """Mean loss of every pool architecture with predicted parameters on one batch."""
     archs = [trainer.pool[i] for i in range(len(trainer.pool))]
     with torch.no_grad():
-        results = decode(trainer.ghn, [a.graph for a in archs], [a.plan for a in archs])
+        results = trainer.ghn([a.graph for a in archs], [a.plan for a in archs])
         losses = [
-            F.cross_entropy(
-                torch.func.functional_call(a.model, {n: t for n, (_, t) in r.items()}, (images,), strict=False), labels
-            )
+            F.cross_entropy(torch.func.functional_call(a.model, r, (images,), strict=False), labels)
             for a, r in zip(archs, results)
         ]
     return torch.stack(losses).mean().item()

@@ -14,12 +14,13 @@ predicts well (and only reproduces the published numbers) on graphs made the sam
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch.nn as nn
 import torchvision
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
+from ..shapes import token_map_shape
 from .autograd_trace import RawGraph, RawNode
 from .graph import Graph, Node
 from .primitives import OP_PRIMITIVES, module_rule, op_primitive
@@ -278,9 +279,9 @@ def _node_shape(node: RawNode, primitive: str, index: int, n_nodes: int) -> Opti
         shape = None
     if shape is None:
         return None
-    if len(shape) == 3 and shape[0] == 1 and min(shape[1:]) > 1:  # tokens [1, 197, 768] -> [1, 768, 14, 14]
-        side = int(math.floor(shape[1] ** 0.5))
-        return (1, shape[2], side, side)
+    tokens = token_map_shape(shape)  # tokens [1, 197, 768] -> [1, 768, 14, 14]
+    if tokens is not None:
+        return tokens
     if len(shape) == 4 and index == n_nodes - 2 and max(shape[2:]) == 1:  # a 1x1 conv classifier
         return shape[:2]
     return tuple(shape)
@@ -295,7 +296,7 @@ def _published_name(name: str) -> str:
     return name
 
 
-def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
+def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = VIRTUAL_EDGE_CUTOFF) -> Graph:
     """Apply the published reduction rules to ``raw`` and return the GHN graph of ``model``."""
     module_names = {id(m): name for name, m in model.named_modules()}
     reducer = _Reducer(list(raw.nodes), _Adjacency(len(raw.nodes), raw.edges))

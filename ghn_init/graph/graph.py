@@ -8,9 +8,8 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from .primitives import PRIMITIVE_INDEX
-
-VIRTUAL_EDGE_CUTOFF = 50
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from ..constants import CONFIG_NAME, WEIGHTS_NAME
 from ..errors import UnknownGHNError
 from ..networks import GHN
 from .checkpoints import CheckpointError, load_file
@@ -148,7 +149,7 @@ def _fetch_config_next_to(file: HubFile, weights: Path) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     snapshot_commit = weights.parents[len(Path(file.filename).parts) - 1].name
-    config = file.sibling("config.json", revision=snapshot_commit)
+    config = file.sibling(CONFIG_NAME, revision=snapshot_commit)
     if try_to_load_from_cache(config.repo_id, config.filename, revision=config.revision) is not None:
         return  # cached, or cached as absent
     try:
@@ -163,7 +164,7 @@ def _hub_key(file: HubFile) -> str:
 
 def _fingerprint(path: Path) -> str:
     """Changes when the file (or a folder's weights/config) is rewritten, so a stale GHN is not reused."""
-    files = [path / "model.safetensors", path / "config.json"] if path.is_dir() else [path]
+    files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if path.is_dir() else [path]
     return ",".join(str(f.stat().st_mtime_ns) for f in files if f.exists())
 
 

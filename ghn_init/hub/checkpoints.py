@@ -10,13 +10,13 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..errors import CheckpointError
 from ..networks import GHN, GHNConfig
 from .safe_pickle import UnsafeCheckpointError, load_pickle
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
+__all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "ghn_from_state_dict", "load_file", "save_folder"]
+
 FORMAT_VERSION = 1
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..constants import HF_SCHEME, WEIGHTS_NAME
 from ..errors import CorruptDownloadError, HubDownloadError, HubFileNotFoundError
 
-HF_SCHEME = "hf://"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -58,7 +58,7 @@ def parse_hf_url(url: str) -> HubFile:
             f"cannot read {url!r}: expected hf://owner/repo/path/in/repo[@revision], "
             "e.g. hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt or hf://owner/repo@v1 for a converted GHN"
         )
-    filename = "/".join(parts[2:]) or "model.safetensors"
+    filename = "/".join(parts[2:]) or WEIGHTS_NAME
     return HubFile(f"{parts[0]}/{parts[1]}", filename, revision)
 
 

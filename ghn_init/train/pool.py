@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..graph import Graph, trace
-from ..planning import Target, plan
+from ..planning import Plan, plan
 from .archs import SHRINKABLE_TORCHVISION, build_model, sample_arch, shrink_torchvision
 
 TORCHVISION_WIDTHS = (0.25, 0.35, 0.5, 0.75)
@@ -28,7 +28,7 @@ class PooledArch:
     description: str
     model: nn.Module
     graph: Graph
-    plan: tuple[list[Target], list[Optional[tuple[int, ...]]]]
+    plan: Plan
 
 
 class ArchitecturePool:

@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -24,16 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..decode import decode
-from ..graph import Graph
+from ..constants import CHECKPOINT_NAME, METRICS_NAME
 from ..networks import GHN, GHNConfig
-from ..planning import Target
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .pool import ArchitecturePool
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_VERSION = 1
 RECENT_LOSS_WINDOW = 100  # steps averaged into the reported training loss
 # Settings that may differ between a run and its resumption without changing the result.
@@ -122,26 +118,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class Predictor(nn.Module):
-    """``forward`` = GHN decoding, so DistributedDataParallel sees (and syncs) every GHN call."""
-
-    def __init__(self, ghn: GHN) -> None:
-        super().__init__()
-        self.ghn = ghn
-
-    def forward(
-        self, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
-    ) -> list[dict[str, torch.Tensor]]:
-        return predicted_params(self.ghn, graphs, plans)
-
-
-def predicted_params(
-    ghn: GHN, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
-) -> list[dict[str, torch.Tensor]]:
-    """Per graph, {tensor name: predicted tensor}, ready for ``torch.func.functional_call``."""
-    return [{name: tensor for name, (_, tensor) in result.items()} for result in decode(ghn, graphs, plans)]
-
-
 def _distributed_context() -> tuple[int, int, int]:
     """(rank, world size, local rank); joins the process group torchrun describes in the environment."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -201,10 +177,11 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # the GHN's initialisation is the same on every rank
         self.ghn = self._initial_ghn().to(self.device).train()
-        self.model: nn.Module = Predictor(self.ghn)
+        # GHN.forward decodes, so DistributedDataParallel sees (and syncs) every GHN call
+        self.model: nn.Module = self.ghn
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                self.model,
+                self.ghn,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # a meta-batch rarely uses every shape embedding
             )
@@ -376,7 +353,7 @@ class Trainer:
         losses, accuracies = [], []
         for start in range(0, len(archs), self.config.meta_batch):
             chunk = archs[start : start + self.config.meta_batch]
-            predicted = predicted_params(self.ghn, [a.graph for a in chunk], [a.plan for a in chunk])
+            predicted = self.ghn([a.graph for a in chunk], [a.plan for a in chunk])
             for arch, params in zip(chunk, predicted):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False).float()
                 losses.append(F.cross_entropy(logits, labels).item())
@@ -536,4 +513,4 @@ def train(config: Optional[TrainConfig] = None, **settings: Any) -> Path:
     return trainer.export()
 
 
-__all__ = ["TrainConfig", "Trainer", "train", "lr_factor", "Predictor"]
+__all__ = ["TrainConfig", "Trainer", "train", "lr_factor"]
