@@ -221,10 +221,9 @@ def cached_path(entry: RegistryEntry, revision: Optional[str] = None) -> Optiona
     """Where the cache holds ``entry``'s file for ``revision`` (default: the entry's), without any network call."""
     if entry.repo_id is None:
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from .download import HubFile, cached_file
 
-    found = try_to_load_from_cache(entry.repo_id, entry.filename, revision=revision or entry.revision)
-    return Path(found) if isinstance(found, str) else None
+    return cached_file(HubFile(entry.repo_id, entry.filename, revision or entry.revision))
 
 
 def list_ghns() -> list[GHNInfo]:
