@@ -31,7 +31,7 @@ from ghn_init.hub.download import HubFile, HubFileNotFoundError, parse_hf_url
 from ghn_init.hub.registry import GHN3_REPO, REGISTRY
 from ghn_init.verify import MODEL_SEED, param_norm, published_norms
 
-from .conftest import REPO, fixtures_dir, tiny_ghn
+from .conftest import REPO, published_checkpoint, tiny_ghn, tiny_published_ghn
 
 LFS_SUFFIXES = (".pt", ".safetensors", ".joblib")
 
@@ -162,8 +162,21 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
 
 
 @pytest.fixture(scope="module")
-def ghn3_t_bytes() -> bytes:
-    return (fixtures_dir() / "ghn3_t_random.joblib").read_bytes()
+def published_ghn3():
+    """The GHN the fake Hub serves as ``ghn3tm8.pt``: tiny, random, in the published GHN-3 file layout."""
+    return tiny_published_ghn("ghn3")
+
+
+@pytest.fixture(scope="module")
+def ghn3_t_bytes(published_ghn3) -> bytes:
+    return published_checkpoint(published_ghn3, "ghn3")
+
+
+@pytest.fixture
+def ghn3_t_file(tmp_path: Path, ghn3_t_bytes: bytes) -> Path:
+    path = tmp_path / "ghn3tm8.pt"
+    path.write_bytes(ghn3_t_bytes)
+    return path
 
 
 def predicted_state(ghn, name: str = "squeezenet1_1") -> dict[str, torch.Tensor]:
@@ -222,11 +235,14 @@ def test_revision_is_rejected_where_it_cannot_apply(tmp_path: Path) -> None:
 # -- downloading ---------------------------------------------------------------------------------------
 
 
-def test_cold_download_predicts_like_the_file_on_disk(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
+def test_cold_download_predicts_like_the_file_on_disk(
+    hub: FakeHub, ghn3_t_bytes: bytes, ghn3_t_file: Path, published_ghn3
+) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
     downloaded = load_ghn("hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt")
-    from_disk = load_file(fixtures_dir() / "ghn3_t_random.joblib")
+    from_disk = load_file(ghn3_t_file)
     assert_same_tensors(downloaded.state_dict(), from_disk.state_dict())
+    assert_same_tensors(downloaded.state_dict(), published_ghn3.state_dict())
     assert_same_tensors(predicted_state(downloaded, "resnet18"), predicted_state(from_disk, "resnet18"))
     assert downloaded.config.extra["source"] == "hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt"
     assert ("GET", f"/cdn/{hashlib.sha256(ghn3_t_bytes).hexdigest()}") in hub.requests
@@ -294,7 +310,7 @@ def test_missing_file_and_revision_are_named(hub: FakeHub, ghn3_t_bytes: bytes) 
         load_ghn("hf://nobody/nothing/ghn.pt")
 
 
-def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
+def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes, published_ghn3) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
     flipped = bytearray(ghn3_t_bytes)
     flipped[len(flipped) // 2] ^= 0xFF  # same size, so only the sha256 can tell
@@ -303,7 +319,7 @@ def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_by
         load_ghn("ghn3-t-m8")
     assert ghn_init.hub.registry.cached_path(REGISTRY["ghn3-t-m8"]) is None
     hub.corrupt(ghn3_t_bytes, ghn3_t_bytes)
-    assert_same_tensors(load_ghn("ghn3-t-m8").state_dict(), load_file(fixtures_dir() / "ghn3_t_random.joblib").state_dict())
+    assert_same_tensors(load_ghn("ghn3-t-m8").state_dict(), published_ghn3.state_dict())
 
 
 def test_truncated_file_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
@@ -312,7 +328,7 @@ def test_truncated_file_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes:
     with pytest.raises(CheckpointError, match="'ghn3tm8.pt' from the Hub repo 'mirror/ghn3'.*cached copy was removed"):
         load_ghn("hf://mirror/ghn3/ghn3tm8.pt")
     hub.add("mirror/ghn3", "ghn3tm8.pt", ghn3_t_bytes, lfs=False)
-    assert load_ghn("hf://mirror/ghn3/ghn3tm8.pt").config.hid == 64
+    assert load_ghn("hf://mirror/ghn3/ghn3tm8.pt").config.hid == 16
 
 
 def test_incomplete_transfer_is_not_cached(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
@@ -321,7 +337,7 @@ def test_incomplete_transfer_is_not_cached(hub: FakeHub, ghn3_t_bytes: bytes) ->
     with pytest.raises(HubDownloadError, match="ghn3tm8.pt"):
         load_ghn("ghn3-t-m8")
     hub.corrupt(ghn3_t_bytes, ghn3_t_bytes)
-    assert load_ghn("ghn3-t-m8").config.layers == 3
+    assert load_ghn("ghn3-t-m8").config.layers == 1
 
 
 def test_revisions_serve_their_own_weights(hub: FakeHub, tmp_path: Path) -> None:
@@ -340,16 +356,19 @@ def test_revisions_serve_their_own_weights(hub: FakeHub, tmp_path: Path) -> None
 # -- converting ----------------------------------------------------------------------------------------
 
 
-def test_convert_round_trip_keeps_weights_and_predictions(tmp_path: Path) -> None:
-    pickled = load_file(fixtures_dir() / "ghn3_t_random.joblib")
-    folder = convert(fixtures_dir() / "ghn3_t_random.joblib", tmp_path / "ghn3-t")
+def test_convert_round_trip_keeps_weights_and_predictions(tmp_path: Path, ghn3_t_file: Path) -> None:
+    pickled = load_file(ghn3_t_file)
+    folder = convert(ghn3_t_file, tmp_path / "ghn3-t")
     converted = load_ghn(folder)
     assert_same_tensors(converted.state_dict(), pickled.state_dict())
     assert converted.config.to_dict() | {"extra": {}} == pickled.config.to_dict() | {"extra": {}}
     assert_same_tensors(predicted_state(converted), predicted_state(pickled))
 
-    ghn2 = load_file(fixtures_dir() / "ghn2_random.pt")
-    ghn2_converted = load_ghn(convert(fixtures_dir() / "ghn2_random.pt", tmp_path / "ghn2"))
+    ghn2_file = tmp_path / "ghn2.pt"
+    ghn2_file.write_bytes(published_checkpoint(tiny_published_ghn("ghn2"), "ppuda"))
+    ghn2 = load_file(ghn2_file)
+    assert ghn2.is_ghn2 and ghn2.config.hid == 16
+    ghn2_converted = load_ghn(convert(ghn2_file, tmp_path / "ghn2"))
     assert_same_tensors(ghn2_converted.state_dict(), ghn2.state_dict())
     assert ghn2_converted.config.to_dict() | {"extra": {}} == ghn2.config.to_dict() | {"extra": {}}
 
@@ -359,7 +378,7 @@ def test_convert_command_writes_weights_config_and_card(hub: FakeHub, ghn3_t_byt
     assert cli.main(["convert", "ghn3-t-m8", str(tmp_path / "out"), "--repo-id", "me/ghn3-t-m8"]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["format_version"] == 1 and config["source"] == "hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt"
-    assert config["ghn"]["hid"] == 64 and config["ghn"]["max_shape"] == [64, 64, 16, 16]
+    assert config["ghn"]["hid"] == 16 and config["ghn"]["max_shape"] == [16, 16, 11, 11]
     card = (tmp_path / "out" / "README.md").read_text()
     front_matter = card.split("---")[1]
     assert "license: mit" in front_matter and "library_name: ghn-init" in front_matter and "tags:" in front_matter
@@ -383,9 +402,9 @@ def test_list_shows_what_is_cached(hub: FakeHub, ghn3_t_bytes: bytes, capsys: py
 
 
 def test_verify_compares_with_the_figures_served_next_to_the_checkpoint(
-    hub: FakeHub, ghn3_t_bytes: bytes, capsys: pytest.CaptureFixture
+    hub: FakeHub, ghn3_t_bytes: bytes, published_ghn3, capsys: pytest.CaptureFixture
 ) -> None:
-    reference = load_file(fixtures_dir() / "ghn3_t_random.joblib")
+    reference = published_ghn3
     norms = {}
     for name in ("squeezenet1_1", "squeezenet1_0"):
         torch.manual_seed(MODEL_SEED)
@@ -438,7 +457,9 @@ def upload_script():
 
 def test_upload_dry_run_checks_the_folder_against_its_template(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     upload = upload_script()
-    folder = convert(fixtures_dir() / "ghn3_t_random.joblib", tmp_path / "ghn3-t-m8")
+    torch.manual_seed(0)
+    ghn3_t_layout = ghn_init.GHN(ghn_init.GHNConfig())  # the defaults are GHN-3-T/m8's config, as in its template
+    folder = convert(ghn3_t_layout, tmp_path / "ghn3-t-m8")
     assert upload.main([str(folder), "--repo-id", "me/ghn3-t-m8", "--name", "ghn3-t-m8", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would upload to me/ghn3-t-m8" in out and "dry run: nothing was uploaded" in out
