@@ -173,7 +173,12 @@ def child_main(name: str, ghn, meta_above: Optional[int], fd: int) -> None:
         except BaseException as e:  # noqa: BLE001 - every failure is a result of the sweep
             tb = traceback.extract_tb(e.__traceback__)
             where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-            row = {"source": source_of(name), "model": name, "status": type(e).__name__, "error": _one_line(f"{e}{where}")}
+            row = {
+                "source": source_of(name),
+                "model": name,
+                "status": type(e).__name__,
+                "error": _one_line(f"{e}{where}"),
+            }
         row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
         data = (json.dumps(row, default=str) + "\n").encode()
         view = memoryview(data)
@@ -364,7 +369,10 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
             continue
         lines.append(f"## Totals — {GHN_LABELS.get(g, g)}")
         lines.append("")
-        lines.append("| | ok | swept | of | >= 99% params predicted (of ok) | median params predicted | median time (ok) | median trace | median predict |")
+        lines.append(
+            "| | ok | swept | of | >= 99% params predicted (of ok) | median params predicted | median time (ok) "
+            "| median trace | median predict |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for src in ("torchvision", "timm"):
             rs = [r for r in rows.values() if r["source"] == src]
@@ -372,7 +380,7 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
                 continue
             ok = [r for r in rs if r["status"] == "ok"]
             hi = [r for r in ok if float(r["share_predicted"]) >= 0.99]
-            med = lambda k: _median([float(r[k]) for r in ok if r.get(k)])  # noqa: E731
+            med = lambda k: _median([float(r[k]) for r in ok if r.get(k)])  # noqa: E731, B023 - used right away
             lines.append(
                 f"| {src} | **{len(ok)}/{len(rs)}** | {len(rs)} | {expected.get(src, '?')} | "
                 f"{len(hi)}/{len(ok)} ({_pct(len(hi) / len(ok)) if ok else '-'}) | "
@@ -443,7 +451,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per model (default 300)")
     ap.add_argument("--workers", type=int, default=1, help="models run at the same time (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per child (default 1)")
-    ap.add_argument("--meta-above", type=float, default=None, help="build models with more parameters on meta; decode only")
+    ap.add_argument(
+        "--meta-above", type=float, default=None, help="build models with more parameters on meta; decode only"
+    )
     ap.add_argument("--out-dir", type=Path, default=REPO / "docs")
     ap.add_argument("--retry", action="store_true", help="rerun models whose last result is not ok")
     ap.add_argument("--report-only", action="store_true", help="only regenerate coverage.md from the CSVs")
@@ -486,7 +496,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.requires_grad_(False)
     meta_above = int(args.meta_above) if args.meta_above is not None else None
     try:
-        sweep(todo, ghn, csv_path, timeout=args.timeout, workers=max(1, args.workers), meta_above=meta_above, verbose=not args.quiet)
+        sweep(
+            todo,
+            ghn,
+            csv_path,
+            timeout=args.timeout,
+            workers=max(1, args.workers),
+            meta_above=meta_above,
+            verbose=not args.quiet,
+        )
     finally:
         path = write_markdown(args.out_dir, ghns, expected)
         if not args.quiet:

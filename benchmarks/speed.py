@@ -62,7 +62,7 @@ class PeakMemory:
         self.device = device
         self.mb = float("nan")
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -158,12 +158,19 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, An
     return seconds, mem.mb, out
 
 
-def measure(name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype, meta_above: Optional[float]) -> dict[str, Any]:
+def measure(
+    name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype, meta_above: Optional[float]
+) -> dict[str, Any]:
     import ghn_init
 
     n_params = count_on_meta(name)
     meta = meta_above is not None and n_params > meta_above
-    row: dict[str, Any] = {"model": name, "params": n_params, "device": device.type, "dtype": str(dtype).replace("torch.", "")}
+    row: dict[str, Any] = {
+        "model": name,
+        "params": n_params,
+        "device": device.type,
+        "dtype": str(dtype).replace("torch.", ""),
+    }
     t = time.perf_counter()
     model = build(name, meta=meta)
     if not meta:

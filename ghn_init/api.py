@@ -171,7 +171,7 @@ def predict(
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
         Prediction(m, g, p, r, build_report(m, net, g, c if dry_run else r, seconds=seconds), dry_run)
-        for m, g, p, r, c in zip(models, graphs, plans, results, checked)
+        for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
     if strict:
         for pred in predictions:

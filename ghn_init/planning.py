@@ -224,7 +224,7 @@ def decoding(
         tokens = token_map_shape(sz)  # token embeddings [1, tokens, dim], decoded as a (1, dim, side, side) map
         if tokens is not None:
             return DecoderKind.WEIGHT, tokens
-        return DecoderKind.TENSOR_3D, tuple(group_size(s, m) for s, m in zip(sz, max_shape))
+        return DecoderKind.TENSOR_3D, tuple(group_size(s, m) for s, m in zip(sz, max_shape, strict=False))
     if len(sz) == 4:
         return DecoderKind.WEIGHT, (group_size(sz[0], max_shape[0]), group_size(sz[1], max_shape[1]), sz[2], sz[3])
     return None, ()

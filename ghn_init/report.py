@@ -92,7 +92,8 @@ def build_report(
     by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
     graph_names = {n.name for n in graph.nodes if n.is_param}
     # biases of norm layers whose weight node exists but was not written
-    unwritten_norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")} - set(result)
+    norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    unwritten_norm_biases = norm_biases - set(result)
     owners = {}  # id(tensor) -> (module, every name it has: tied weights have several)
     for module_name, module in model.named_modules(remove_duplicate=False):
         for attr, t in module._parameters.items():

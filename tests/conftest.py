@@ -65,7 +65,9 @@ def published_checkpoint(ghn: GHN, layout: str = "ghn3") -> bytes:
     if layout == "ppuda":
         cfg = ghn.config
         state_dict = {
-            k: v[:, :, None, None] if k.startswith(("decoder.conv.", "decoder.class_layer_predictor.")) and v.dim() == 2 else v
+            k: v[:, :, None, None]
+            if k.startswith(("decoder.conv.", "decoder.class_layer_predictor.")) and v.dim() == 2
+            else v
             for k, v in state.items()
         }
         config = dict(

@@ -157,7 +157,9 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     fake = FakeHub()
     with serve(fake):
         monkeypatch.setattr(constants, "ENDPOINT", fake.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         yield fake
 
 
@@ -277,7 +279,9 @@ def test_offline_mode_uses_the_cache(hub: FakeHub, ghn3_t_bytes: bytes, monkeypa
     assert {i.entry.name: i.cached for i in ghn_init.list_ghns()}["ghn3-t-m8"]
 
 
-def test_offline_without_cache_says_what_is_missing_and_what_to_do(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_cache_says_what_is_missing_and_what_to_do(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     offline(monkeypatch)
     with pytest.raises(HubDownloadError) as err:
         load_ghn("ghn3-xl-m16")
@@ -292,7 +296,9 @@ def test_unreachable_hub_without_cache_is_reported(monkeypatch: pytest.MonkeyPat
 
     with serve(FakeHub()) as stopped:
         closed_url = stopped.url  # the port is closed once the server has stopped
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed_url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed_url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "ENDPOINT", closed_url)
     monkeypatch.setattr(file_download, "_DEFAULT_RETRY_ON_EXCEPTIONS", ())  # no backoff: keep the test fast
     with pytest.raises(HubDownloadError, match="could not be reached") as err:
@@ -302,7 +308,9 @@ def test_unreachable_hub_without_cache_is_reported(monkeypatch: pytest.MonkeyPat
 
 def test_missing_file_and_revision_are_named(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
-    with pytest.raises(HubFileNotFoundError, match="'ghn3xlm16.pt' from the Hub repo 'SamsungSAILMontreal/ghn3' \\(revision 'main'\\)"):
+    with pytest.raises(
+        HubFileNotFoundError, match="'ghn3xlm16.pt' from the Hub repo 'SamsungSAILMontreal/ghn3' \\(revision 'main'\\)"
+    ):
         load_ghn("ghn3-xl-m16")
     with pytest.raises(HubDownloadError, match="revision 'v9' does not exist"):
         load_ghn("ghn3-t-m8", revision="v9")

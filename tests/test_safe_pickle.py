@@ -77,7 +77,13 @@ def test_the_published_layouts_load() -> None:
     assert set(archive) >= {"state_dict", "config"}
 
 
-UNSAFE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load"), ("cloudpickle", "load")}
+UNSAFE_LOADERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("joblib", "load"),
+    ("dill", "load"),
+    ("cloudpickle", "load"),
+}
 
 
 def _unsafe_calls(source: str) -> list[str]:
@@ -110,5 +116,8 @@ def test_no_code_path_unpickles_with_code_execution() -> None:
 
 
 def test_the_scanner_sees_unsafe_calls() -> None:
-    code = "import pickle, joblib, torch\npickle.load(f)\njoblib.load(p)\ntorch.load(p)\ntorch.load(p, weights_only=True)\n"
+    code = (
+        "import pickle, joblib, torch\npickle.load(f)\njoblib.load(p)\ntorch.load(p)\n"
+        "torch.load(p, weights_only=True)\n"
+    )
     assert len(_unsafe_calls(code)) == 3

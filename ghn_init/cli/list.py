@@ -20,11 +20,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if e.on_hub and e.revision != "main":
             where += f"@{e.revision}"
         state = "yes" if info.cached else ("-" if e.on_hub else "n/a")
-        rows.append((e.name + (" (default)" if e.name == DEFAULT_GHN else ""), e.size, state, e.results_key or "-", where))
+        rows.append(
+            (e.name + (" (default)" if e.name == DEFAULT_GHN else ""), e.size, state, e.results_key or "-", where)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-    print("\nuse one with `ghn-init apply MODEL --ghn NAME` or ghn_init.apply(model, ghn=NAME); ghn='bundled' needs no download")
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(
+        "\nuse one with `ghn-init apply MODEL --ghn NAME` or ghn_init.apply(model, ghn=NAME); "
+        "ghn='bundled' needs no download"
+    )
     return 0
 
 

@@ -38,8 +38,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "verify", help="compare predicted parameter norms of torchvision models with the published GHN-3 figures"
     )
     p.add_argument("--ghn", default=None, help=f"registry name with published figures (default {DEFAULT_GHN})")
-    p.add_argument("--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument(
+        "--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})"
+    )
     p.add_argument("--revision", default=None, help="Hub revision of the GHN checkpoint")
-    p.add_argument("--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn")
+    p.add_argument(
+        "--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn"
+    )
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest absolute difference accepted")
     p.set_defaults(func=_cmd_verify)

@@ -90,7 +90,7 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
         names, pos = ("input", "num_groups", "weight", "bias"), (0, 2, 3)
     else:
         return None
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     bound.update({k: v for k, v in kwargs.items() if k in names})
     x, w, b = (bound.get(names[i]) for i in pos)
     if not isinstance(x, torch.Tensor) or not all(t is None or isinstance(t, torch.Tensor) for t in (w, b)):

@@ -50,7 +50,7 @@ class _Adjacency:
                 if s != d:
                     self.add(s, d)
 
-    def keep(self, kept: list[int]) -> "_Adjacency":
+    def keep(self, kept: list[int]) -> _Adjacency:
         new_index = {old: new for new, old in enumerate(kept)}
         edges = {(new_index[s], new_index[d]) for s in kept for d in self.succ[s] if d in new_index}
         return _Adjacency(len(kept), edges)
@@ -361,7 +361,7 @@ def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]])
     encoder = torchvision.models.vision_transformer.Encoder
     for i, node in enumerate(nodes):
         if isinstance(node.module, encoder):
-            shift = lambda k: k + 1 if k >= i else k  # noqa: E731 - a new node is inserted at i
+            shift = lambda k: k + 1 if k >= i else k  # noqa: E731, B023 - used right away; a new node is inserted at i
             edges = {(shift(s), shift(d)) for s, d in edges}
             edges.add((i, i + 1))
             nodes = nodes[: i + 1] + [RawNode("AddBackward0")] + nodes[i + 1 :]

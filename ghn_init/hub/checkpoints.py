@@ -63,7 +63,9 @@ def load_file(path: Union[str, Path]) -> GHN:
     except UnsafeCheckpointError:
         raise
     except (EOFError, ValueError, pickle.UnpicklingError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and download it again") from e
+        raise CheckpointError(
+            f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and download it again"
+        ) from e
     return _from_pickle_payload(obj, str(path))
 
 

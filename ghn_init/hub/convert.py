@@ -86,11 +86,15 @@ def convert(
     return dst
 
 
-def describe_source(src: Union[str, Path, GHN], ghn: GHN, entry: Optional[RegistryEntry], revision: Optional[str]) -> str:
+def describe_source(
+    src: Union[str, Path, GHN], ghn: GHN, entry: Optional[RegistryEntry], revision: Optional[str]
+) -> str:
     """Where the weights came from, without local paths (they mean nothing on the Hub)."""
     if entry is not None:
         return f"{entry.hf_url}@{revision or entry.revision}".removesuffix("@main")
-    text = str(ghn.config.extra.get("source") or ghn.config.extra.get("name") or "") if isinstance(src, GHN) else str(src)
+    text = (
+        str(ghn.config.extra.get("source") or ghn.config.extra.get("name") or "") if isinstance(src, GHN) else str(src)
+    )
     if text.startswith(HF_SCHEME):
         return text + (f"@{revision}" if revision and "@" not in text else "")
     if text == "bundled":
@@ -102,7 +106,9 @@ def registry_notes(entry: RegistryEntry) -> list[str]:
     """Facts about a published GHN for its model card: the original file, its size and hash, what verify checks."""
     return [
         f"Original file: [{entry.filename}]({entry.upstream_url}) in `{entry.repo_id}`, {entry.file_format} format, "
-        f"{entry.size}" + (f", sha256 `{entry.sha256}`" if entry.sha256 else "") + f"; revision: {entry.revision_note}.",
+        f"{entry.size}"
+        + (f", sha256 `{entry.sha256}`" if entry.sha256 else "")
+        + f"; revision: {entry.revision_note}.",
         f"Parameters: {entry.parameters}. Trained on {entry.trained_on}.",
         f"`ghn-init verify --ghn {entry.name}` checks its predictions against the `{entry.results_key}-paramnorm` "
         "figures the authors publish in `ghn3_results.jsonl`."
@@ -126,9 +132,13 @@ def model_card(
     """A Hugging Face model card for a converted GHN; ``config=None`` points readers to ``config.json`` instead."""
     repo = repo_id or REPO_PLACEHOLDER
     if config is None:
-        configuration = "The hyperparameters are in `config.json`, read from the checkpoint's tensor shapes at conversion."
+        configuration = (
+            "The hyperparameters are in `config.json`, read from the checkpoint's tensor shapes at conversion."
+        )
     else:
-        rows = "\n".join(f"| `{name}` | {_cell(config.get(name))} | {meaning} |" for name, meaning in _FIELD_NOTES.items())
+        rows = "\n".join(
+            f"| `{name}` | {_cell(config.get(name))} | {meaning} |" for name, meaning in _FIELD_NOTES.items()
+        )
         configuration = f"| field | value | meaning |\n|---|---|---|\n{rows}"
     extra_notes = "".join(f"- {note}\n" for note in notes)
     body = f"""# {title}

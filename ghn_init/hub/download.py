@@ -39,7 +39,7 @@ class HubFile:
     def describe(self) -> str:
         return f"{self.filename!r} from the Hub repo {self.repo_id!r} (revision {self.revision!r})"
 
-    def sibling(self, filename: str, revision: Optional[str] = None) -> "HubFile":
+    def sibling(self, filename: str, revision: Optional[str] = None) -> HubFile:
         """A file in the same repo folder, e.g. the ``config.json`` next to ``model.safetensors``."""
         folder = self.filename.rpartition("/")[0]
         return HubFile(self.repo_id, f"{folder}/{filename}" if folder else filename, revision or self.revision)
@@ -121,7 +121,9 @@ def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
     except HfHubHTTPError as e:
         raise HubDownloadError(f"the Hub refused {file.describe()}: {e}", file=file) from e
     except OSError as e:  # huggingface_hub's size check ("Consistency check failed") and disk errors
-        raise HubDownloadError(f"downloading {file.describe()} failed: {e}. Run the same call again to retry.", file=file) from e
+        raise HubDownloadError(
+            f"downloading {file.describe()} failed: {e}. Run the same call again to retry.", file=file
+        ) from e
     if before is None or os.path.realpath(before) != os.path.realpath(path):
         verify_lfs_hash(path, file)
     return path

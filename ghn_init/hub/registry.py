@@ -214,7 +214,11 @@ class GHNInfo:
         return self.cached_path is not None
 
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self.entry), "cached": self.cached, "cached_path": str(self.cached_path) if self.cached_path else None}
+        return {
+            **asdict(self.entry),
+            "cached": self.cached,
+            "cached_path": str(self.cached_path) if self.cached_path else None,
+        }
 
 
 def cached_path(entry: RegistryEntry, revision: Optional[str] = None) -> Optional[Path]:

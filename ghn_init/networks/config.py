@@ -40,7 +40,7 @@ class GHNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GHNConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> GHNConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -48,7 +48,7 @@ class GHNConfig:
         return cls(**dict(d))
 
     @classmethod
-    def from_ppuda(cls, d: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> "GHNConfig":
+    def from_ppuda(cls, d: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> GHNConfig:
         """The ``config`` dict stored in ppuda's GHN-2 checkpoints."""
         if d.get("hypernet", "gatedgnn") != "gatedgnn" or d.get("decoder", "conv") != "conv":
             raise ValueError(
@@ -70,7 +70,7 @@ class GHNConfig:
         )
 
     @classmethod
-    def infer(cls, state_dict: Mapping[str, torch.Tensor]) -> "GHNConfig":
+    def infer(cls, state_dict: Mapping[str, torch.Tensor]) -> GHNConfig:
         """Read the config off parameter names and shapes, as the published GHN-3 loader does."""
         keys = list(state_dict)
         if "embed.weight" not in state_dict or "decoder.conv.2.weight" not in state_dict:

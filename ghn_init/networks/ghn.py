@@ -73,15 +73,17 @@ class GHN(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed_nodes(self, graphs: Sequence[Graph], shapes: Sequence[Sequence[Optional[Sequence[int]]]]) -> list[torch.Tensor]:
+    def embed_nodes(
+        self, graphs: Sequence[Graph], shapes: Sequence[Sequence[Optional[Sequence[int]]]]
+    ) -> list[torch.Tensor]:
         """Node embeddings (N_i, hid) for each graph; ``shapes`` are the shapes the GHN is told per node."""
         device = self.embed.weight.device
         xs = []
-        for graph, node_shapes in zip(graphs, shapes):
+        for graph, node_shapes in zip(graphs, shapes, strict=True):
             x = self.embed(graph.node_types().to(device))
             xs.append(self.shape_enc(x, self.shape_enc.indices(node_shapes)))
         if self.is_ghn2:
-            xs = [self.gnn(x, graph.edge_list().to(device)) for x, graph in zip(xs, graphs)]
+            xs = [self.gnn(x, graph.edge_list().to(device)) for x, graph in zip(xs, graphs, strict=True)]
         else:
             xs = self._graphormer(xs, graphs)
         if self.config.layernorm:
@@ -95,7 +97,7 @@ class GHN(nn.Module):
         x = torch.zeros(len(xs), n, xs[0].shape[1], device=device, dtype=xs[0].dtype)
         edges = torch.zeros(len(xs), n, n, dtype=torch.long, device=device)
         valid = torch.zeros(len(xs), n, dtype=torch.bool, device=device)
-        for b, (xi, graph) in enumerate(zip(xs, graphs)):
+        for b, (xi, graph) in enumerate(zip(xs, graphs, strict=True)):
             x[b, : sizes[b]] = xi
             edges[b, : sizes[b], : sizes[b]] = graph.dense_adjacency(device)
             valid[b, : sizes[b]] = True

@@ -271,7 +271,7 @@ class Trainer:
         with autocast:
             predicted = self.model([a.graph for a in archs], [a.plan for a in archs])
             losses, correct = [], 0.0
-            for arch, params in zip(archs, predicted):
+            for arch, params in zip(archs, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False)
                 losses.append(F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing))
                 correct += (logits.argmax(1) == labels).float().mean().item()
@@ -354,7 +354,7 @@ class Trainer:
         for start in range(0, len(archs), self.config.meta_batch):
             chunk = archs[start : start + self.config.meta_batch]
             predicted = self.ghn([a.graph for a in chunk], [a.plan for a in chunk])
-            for arch, params in zip(chunk, predicted):
+            for arch, params in zip(chunk, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False).float()
                 losses.append(F.cross_entropy(logits, labels).item())
                 accuracies.append((logits.argmax(1) == labels).float().mean().item())
