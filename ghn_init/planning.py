@@ -114,8 +114,8 @@ def group_size(size: int, limit: int) -> int:
     decoder's ``limit`` go to the limit.
 
     Example:
-        >>> [group_size(n, 64) for n in (3, 8, 24, 40, 200)]
-        [4, 8, 32, 64, 64]
+        >>> [group_size(n, 64) for n in (3, 8, 12, 24, 31, 200)]
+        [4, 8, 16, 64, 31, 64]
     """
     n = min(size, limit)
     if n % 3 == 0:
@@ -207,10 +207,10 @@ def decoding(
         last_bias: the tensor is the bias of the model's last layer.
 
     Example:
-        >>> decoding((96, 24, 3, 3), (64, 64, 16, 16))
-        (<DecoderKind.WEIGHT: 'weight'>, (64, 32, 3, 3))
+        >>> decoding((96, 12, 3, 3), (64, 64, 16, 16))
+        (<DecoderKind.WEIGHT: 'weight'>, (64, 16, 3, 3))
         >>> decoding((10, 512), (64, 64, 16, 16), last_weight=True)
-        (<DecoderKind.CLASSIFIER: 'classifier'>, (64, 64))
+        (<DecoderKind.CLASSIFIER: 'classifier'>, (10, 64))
     """
     sz = tuple(sz)
     if len(sz) == 1:
