@@ -152,7 +152,7 @@ class _Reducer:
         Example (an SE block, recorded from the output back)::
 
             conv.weight -> Mean -> se.fc1.weight -> Relu -> se.fc2.weight -> Sigmoid -> Mul
-                 \______________________________________________________________/
+            conv.weight -----------------------------------------------------------------> Mul
             list: [Mul, Sigmoid, se.fc2.weight, Relu, se.fc1.weight, Mean, conv.weight]
 
         The ``Mul`` pass keeps ``Mul`` (``Sigmoid`` is right after it); the pass over unsupported
