@@ -20,6 +20,7 @@ from .decode import decode
 from .errors import StrictError
 from .graph import Graph, trace
 from .hub import GHNSource, load_ghn
+from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
 from .writing import write_tensors
@@ -62,7 +63,9 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         The reports, with the write time filled in.
 
     Raises:
-        WriteError: a predicted tensor does not fit its target; nothing was written.
+        WriteError: a predicted tensor does not fit its target, or a swap failed; nothing was written.
+        PredictionError: predicted values are not finite in their target's dtype (e.g. float16 overflow,
+            ``.names`` lists them); nothing was written.
 
     Example:
         >>> import ghn_init, torchvision
@@ -113,6 +116,7 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
+        ValueError: the models are on different devices, or on the meta device.
 
     Example:
         >>> import ghn_init, torchvision
@@ -139,15 +143,15 @@ def predict(
     device = _model_device(models[0])
     if any(_model_device(m) != device for m in models):
         raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if next(net.parameters()).device != device:
-        net = net.to(device)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            results = decode(net, graphs, plans, predict_classifier=predict_classifier)
-    finally:
-        net.train(was_training)
+    if device.type == "meta":
+        raise ValueError(
+            "the model's parameters are on the meta device (no storage to write into); "
+            "materialize it first, e.g. model.to_empty(device='cpu'), then call again"
+        )
+    # an eval-mode copy on the model's device: the (shared) GHN itself is never moved or mode-switched
+    runner = inference_copy(net, device)
+    with torch.no_grad():
+        results = decode(runner, graphs, plans, predict_classifier=predict_classifier)
     predicted_at = time.perf_counter()
 
     n = len(models)
