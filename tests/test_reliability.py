@@ -82,9 +82,11 @@ def test_load_ghn_on_meta_returns_a_copy_and_later_applies_work() -> None:
     assert all(not p.is_meta and torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_a_shared_ghn_moved_to_meta_in_place_is_loaded_again() -> None:
+def test_a_shared_ghn_moved_to_meta_in_place_is_loaded_again(caplog: pytest.LogCaptureFixture) -> None:
     ghn_init.load_ghn("bundled").to("meta")  # a user breaking the sharing rule
-    ghn = ghn_init.load_ghn("bundled")
+    with caplog.at_level("WARNING", logger="ghn_init"):
+        ghn = ghn_init.load_ghn("bundled")
+    assert "moved to the meta device in place" in caplog.text
     assert not ghn.embed.weight.is_meta
     assert ghn_init.apply(small_net(), "bundled").fraction_predicted == 1.0
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import UnknownGHNError
+from ..log import logger
 from ..networks import GHN
 from .checkpoints import CheckpointError, check_sha256, load_file
 from .copies import inference_copy
@@ -145,7 +146,12 @@ def load_ghn(
     with _LOCK:
         ghn = _CACHE.get(resolved.key)
         if ghn is not None and _without_storage(ghn):
-            ghn = None  # someone moved the shared GHN to the meta device in place: load it again
+            logger.warning(
+                "the shared GHN loaded from %s was moved to the meta device in place; loading it again "
+                "(pass device= to load_ghn, or copy.deepcopy the GHN, instead of moving the shared one)",
+                resolved.key[0],
+            )
+            ghn = None
         if ghn is None or (sha256 is not None and (resolved.key, sha256) not in _VERIFIED):
             path = resolved.locate()
             if sha256 is not None:

@@ -21,6 +21,7 @@ from typing import Union
 
 import torch
 
+from ..log import logger
 from ..networks import GHN, GHNConfig
 
 _LOCK = threading.Lock()
@@ -78,6 +79,8 @@ def inference_copy(ghn: GHN, device: Union[str, torch.device, None] = None) -> G
         cached = _COPIES.get(ghn, {}).get(target)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
+    if target != own:
+        logger.debug("copying the GHN (%s) from %s to %s", ghn.config.extra.get("name", ghn.config.kind), own, target)
     copy = _build(ghn, target)  # outside the lock: copying a large GHN to a GPU takes a while
     with _LOCK:
         _COPIES.setdefault(ghn, {})[target] = (fingerprint, copy)
