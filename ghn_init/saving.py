@@ -131,7 +131,9 @@ def check_save_path(path: Union[str, Path]) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise IsADirectoryError(f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}")
+        raise IsADirectoryError(
+            f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):

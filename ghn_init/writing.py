@@ -71,9 +71,13 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
             try:
                 data = _prepared(target, value)
             except (RuntimeError, TypeError) as e:
-                raise WriteError(f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name) from e
+                raise WriteError(
+                    f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name
+                ) from e
             prepared.append((name, target, data))
-    not_finite = [name for name, _, data in prepared if data.is_floating_point() and not bool(torch.isfinite(data).all())]
+    not_finite = [
+        name for name, _, data in prepared if data.is_floating_point() and not bool(torch.isfinite(data).all())
+    ]
     if not_finite:
         dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in prepared if n in set(not_finite)})
         shown = ", ".join(not_finite[:5]) + (f", ... (+{len(not_finite) - 5})" if len(not_finite) > 5 else "")
@@ -100,7 +104,9 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                     f"restored: {', '.join(failed[:5])}; the model is partly written",
                     name=name,
                 ) from e
-            raise WriteError(f"writing {name} failed ({type(e).__name__}: {e}); the model was left as it was", name=name) from e
+            raise WriteError(
+                f"writing {name} failed ({type(e).__name__}: {e}); the model was left as it was", name=name
+            ) from e
         swapped.append((name, target, old))
 
 

@@ -116,9 +116,7 @@ def bad_invocations(tmp: Path) -> list[list[str]]:
     ]
 
 
-def test_no_bad_invocation_prints_a_traceback(
-    offline_hub: None, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_no_bad_invocation_prints_a_traceback(offline_hub: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     invocations = bad_invocations(tmp_path)
     assert len(invocations) >= 40
     failures = []
@@ -152,7 +150,11 @@ def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture) -> None:
 def test_the_installed_entry_point_prints_one_line_too() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "ghn_init", "apply", "no_such_model"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "ghn_init", "apply", "no_such_model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "no_such_model" in done.stderr

@@ -55,7 +55,9 @@ def test_a_pickle_whose_tail_looks_like_a_zip_end_record_still_loads(tmp_path: P
 def test_a_joblib_style_ghn_with_zip_like_bytes_loads(tmp_path: Path) -> None:
     ghn = inferable_ghn()
     state = {k: v.clone() for k, v in ghn.state_dict().items()}
-    state["embed.weight"].view(-1)[-6:] = torch.frombuffer(bytearray(b"PK\x05\x06" + bytes(20)), dtype=torch.float32)[:6]
+    state["embed.weight"].view(-1)[-6:] = torch.frombuffer(bytearray(b"PK\x05\x06" + bytes(20)), dtype=torch.float32)[
+        :6
+    ]
     path = tmp_path / "ghn.pt"
     path.write_bytes(pickle.dumps(state, protocol=4))
     loaded = load_file(path)
@@ -188,12 +190,16 @@ def test_list_ghns_takes_a_pattern_and_has_flat_attributes() -> None:
     assert "ghn3-t-m8" in names and len(names) == len(set(names))
     ghn3 = ghn_init.list_ghns("ghn3*")
     assert ghn3 and all(info.name.startswith("ghn3") and info.kind == "ghn3" for info in ghn3)
-    assert [i.name for i in ghn_init.list_ghns(["ghn2-*", "ghn3-t-m8"])] == ["ghn3-t-m8", "ghn2-imagenet", "ghn2-cifar10"]
+    assert [i.name for i in ghn_init.list_ghns(["ghn2-*", "ghn3-t-m8"])] == [
+        "ghn3-t-m8",
+        "ghn2-imagenet",
+        "ghn2-cifar10",
+    ]
     assert ghn_init.list_ghns("nothing*") == []
     info = ghn_init.list_ghns("ghn3-t-m8")[0]
     assert info.size == info.entry.size and info.hf_url == info.entry.hf_url
     assert isinstance(info.cached, bool) and "name" in dir(info)
     with pytest.raises(AttributeError):
-        info.no_such_field
+        getattr(info, "no_such_field")  # noqa: B009
     with pytest.raises(TypeError, match="pattern"):
         ghn_init.list_ghns(3)

@@ -38,7 +38,7 @@ def test_the_file_is_safetensors_with_every_key_and_the_report(tmp_path: Path) -
     assert loaded.keys() == model.state_dict().keys()
     fresh = TiedNet()
     fresh.load_state_dict(loaded, strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True))
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == "pt" and meta["note"] == "x" and meta["ghn_init_version"] == ghn_init.__version__

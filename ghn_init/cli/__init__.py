@@ -52,7 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ghn-init",
         description="Initialize PyTorch models with parameters predicted by a Graph HyperNetwork.",
-        epilog="exit codes: 0 ok, 1 a check failed (verify), 2 bad input or an error, 3 internal error, 130 interrupted",
+        epilog="exit codes: 0 ok, 1 a check failed (verify), 2 bad input or an error, 3 internal error, "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"ghn-init {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -35,11 +35,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None, help="classes of the model's classifier")
     p.add_argument("--in-chans", type=positive_int, default=None, help="input channels (timm models)")
     p.add_argument(
-        "--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
+        "--input-size",
+        type=positive_int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        default=None,
         help="input size to record the model with (default: read from the model)",
     )
     p.add_argument(
-        "--model-kwargs", type=json_object, default=None, metavar="JSON",
+        "--model-kwargs",
+        type=json_object,
+        default=None,
+        metavar="JSON",
         help="more constructor arguments as a JSON object, e.g. '{\"drop_rate\": 0.1}'",
     )
     p.add_argument("--seed", type=int, default=None, help="seed torch before building the model (reproducible output)")
@@ -53,7 +60,10 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..models import TIMM_PREFIX, create_model
 
     kwargs = dict(args.model_kwargs or {})
-    for flag, key, value in (("--num-classes", "num_classes", args.num_classes), ("--in-chans", "in_chans", args.in_chans)):
+    for flag, key, value in (
+        ("--num-classes", "num_classes", args.num_classes),
+        ("--in-chans", "in_chans", args.in_chans),
+    ):
         if value is None:
             continue
         if key in kwargs and kwargs[key] != value:
@@ -120,7 +130,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ghn", default=None, help="GHN source: registry name, path, hf://owner/repo/file, or 'bundled'")
     p.add_argument("--keep-classifier", action="store_true", help="leave the classification layer at default init")
     p.add_argument(
-        "--save", default=None,
+        "--save",
+        default=None,
         help="write the initialized state dict here: *.safetensors (report in the metadata), otherwise torch.save",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")

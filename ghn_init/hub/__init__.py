@@ -190,7 +190,9 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
                 raise ValueError(f"{text!r} names revision {file.revision!r} but revision={revision!r} was also given")
             file = HubFile(file.repo_id, file.filename, revision)
         return _Resolved(
-            (_hub_key(file), file.revision, cache), lambda: _download(file, None, hub), lambda p: _load_from_hub(p, file)
+            (_hub_key(file), file.revision, cache),
+            lambda: _download(file, None, hub),
+            lambda p: _load_from_hub(p, file),
         )
     if isinstance(source, str) and source in REGISTRY:
         entry = REGISTRY[source]

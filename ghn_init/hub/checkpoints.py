@@ -52,13 +52,15 @@ def _from_pickle_payload(obj: Any, origin: str) -> GHN:
         config = None
         if "config" in obj:
             if not isinstance(obj["config"], Mapping):
-                raise CheckpointError(f"{origin}: its 'config' is a {type(obj['config']).__name__}, not a dict", path=origin)
+                kind = type(obj["config"]).__name__
+                raise CheckpointError(f"{origin}: its 'config' is a {kind}, not a dict", path=origin)
             try:
                 config = GHNConfig.from_ppuda(obj["config"], state_dict)
             except CheckpointError:
                 raise
             except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise CheckpointError(f"{origin}: unreadable ppuda config ({type(e).__name__}: {e})", path=origin) from None
+                message = f"{origin}: unreadable ppuda config ({type(e).__name__}: {e})"
+                raise CheckpointError(message, path=origin) from None
     elif is_state_dict(obj):
         state_dict, config = obj, None  # GHN-3 Hub files: a bare state dict
     else:
@@ -189,7 +191,8 @@ def read_config(config_file: Union[str, Path]) -> GHNConfig:
             field="format_version",
         )
     if "ghn" not in doc:
-        raise ConfigError(f"{config_file} has no \"ghn\" section with the GHN's hyperparameters", path=config_file, field="ghn")
+        message = f"{config_file} has no \"ghn\" section with the GHN's hyperparameters"
+        raise ConfigError(message, path=config_file, field="ghn")
     return GHNConfig.from_dict(doc["ghn"], origin=str(config_file))
 
 

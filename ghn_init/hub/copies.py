@@ -65,7 +65,7 @@ def inference_copy(ghn: GHN, device: Union[str, torch.device, None] = None) -> G
     Example:
         >>> import ghn_init
         >>> from ghn_init.hub.copies import inference_copy
-        >>> ghn = ghn_init.load_ghn("bundled").train()
+        >>> ghn = ghn_init.GHN(ghn_init.GHNConfig()).train()  # e.g. a GHN being trained
         >>> copy = inference_copy(ghn, "meta")
         >>> copy.training, ghn.training, next(ghn.parameters()).device.type
         (False, True, 'cpu')

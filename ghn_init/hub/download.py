@@ -206,7 +206,8 @@ def _not_cached_message(
         why = f"the Hub at {constants.ENDPOINT} could not be reached ({type(reason).__name__}: {reason})"
         retry = f"check the network connection, proxy and HF_ENDPOINT, then run again to download it{size}"
     return (
-        f"{file.describe()} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}. To fix: {retry}; "
+        f"{file.describe()} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}. "
+        f"To fix: {retry}; "
         f"or pass the path of a local copy (ghn_init.load_ghn('/path/to/{Path(file.filename).name}'), "
         f"`--ghn /path/to/{Path(file.filename).name}`); or use the GHN shipped with ghn-init: ghn='bundled'."
     )

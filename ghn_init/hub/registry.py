@@ -228,7 +228,8 @@ class GHNInfo:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(RegistryEntry.__dataclass_fields__) | {"on_hub", "hf_url", "download_size"})
+        entry_names = set(RegistryEntry.__dataclass_fields__) | {"on_hub", "hf_url", "download_size"}
+        return sorted(set(super().__dir__()) | entry_names)
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self.entry), "cached": self.cached, "cached_path": str(self.cached_path) if self.cached_path else None}

@@ -81,7 +81,8 @@ def check_regular_file(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES, what: 
     if not path.exists():
         raise FileNotFoundError(f"no GHN {what} at {path}")
     if not path.is_file():
-        raise CheckpointError(f"{path} is not a regular file (a device, pipe or socket?); pass a GHN {what} file", path=path)
+        message = f"{path} is not a regular file (a device, pipe or socket?); pass a GHN {what} file"
+        raise CheckpointError(message, path=path)
     size = path.stat().st_size
     if size > max_bytes:
         raise CheckpointError(
@@ -102,7 +103,8 @@ def _check_zip_records(path: Path, size: int) -> None:
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise pickle.UnpicklingError(f"{path} starts like a torch.save archive but is not a readable zip file ({e})") from e
+        message = f"{path} starts like a torch.save archive but is not a readable zip file ({e})"
+        raise pickle.UnpicklingError(message) from e
     declared = 0
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED:

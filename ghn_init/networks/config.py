@@ -51,9 +51,11 @@ class GHNConfig:
         try:
             self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
         except (TypeError, ValueError):
-            raise ConfigError(f"max_shape must be 4 integers (out, in, k, k), got {self.max_shape!r}", field="max_shape") from None
+            message = f"max_shape must be 4 integers (out, in, k, k), got {self.max_shape!r}"
+            raise ConfigError(message, field="max_shape") from None
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
-            raise ConfigError(f"max_shape must be 4 positive integers (out, in, k, k), got {self.max_shape}", field="max_shape")
+            message = f"max_shape must be 4 positive integers (out, in, k, k), got {self.max_shape}"
+            raise ConfigError(message, field="max_shape")
         for name in ("hid", "num_classes", "heads", "mlp_ratio"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}", field=name)
