@@ -4,6 +4,7 @@ writes are all or nothing under injected failures, and finiteness is checked in 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -143,6 +144,37 @@ def test_concurrent_applies_from_threads_match_sequential_ones() -> None:
         for k, v in expected.items():
             assert torch.equal(state[k], v), k
     assert_ghn_untouched(ghn, before, training=True)
+
+
+def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghn_init.hub import checkpoints
+
+    folder = checkpoints.save_folder(tiny_ghn(), tmp_path / "tiny")
+    loads = []
+    real = ghn_init.hub.load_file
+
+    def counting_load(path):
+        loads.append(path)
+        time.sleep(0.2)  # a slow load: without the per-source lock, the other threads would load too
+        return real(path)
+
+    monkeypatch.setattr(ghn_init.hub, "load_file", counting_load)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(ghn_init.load_ghn(folder))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(g is got[0] for g in got)
+    assert len(loads) == 1
+
+
+def test_devices_this_machine_lacks_are_named() -> None:
+    with pytest.raises(ValueError, match="not a torch device"):
+        ghn_init.load_ghn("bundled", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="has no cuda device"):
+            ghn_init.load_ghn("bundled", device="cuda")
 
 
 def test_inference_copies_follow_changes_of_the_original() -> None:

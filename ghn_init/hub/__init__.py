@@ -20,7 +20,7 @@ from ..errors import UnknownGHNError
 from ..log import logger
 from ..networks import GHN
 from .checkpoints import CheckpointError, check_sha256, load_file
-from .copies import inference_copy
+from .copies import inference_copy, parse_device
 from .download import (
     HF_SCHEME,
     CorruptDownloadError,
@@ -57,7 +57,13 @@ GHNSource = Union[str, Path, GHN, None]
 # They stay on the CPU where they were loaded; other devices get copies (see copies.py).
 _CACHE: dict[tuple[str, ...], GHN] = {}
 _VERIFIED: set[tuple[tuple[str, ...], str]] = set()  # (cache key, sha256) pairs already checked
-_LOCK = threading.RLock()  # one load at a time: two threads asking for the same GHN load it once
+_LOCK = threading.Lock()  # guards _KEY_LOCKS
+_KEY_LOCKS: dict[tuple[str, ...], threading.Lock] = {}  # two threads asking for the same GHN load it once
+
+
+def _lock_for(key: tuple[str, ...]) -> threading.Lock:
+    with _LOCK:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ def load_ghn(
         return _on_device(source, device)
     hub = _HubOptions(local_files_only, cache_dir, token)
     resolved = _resolve(DEFAULT_GHN if source is None else source, revision, hub)
-    with _LOCK:
+    with _lock_for(resolved.key):  # other GHNs load meanwhile
         ghn = _CACHE.get(resolved.key)
         if ghn is not None and _without_storage(ghn):
             logger.warning(
@@ -166,7 +172,7 @@ def load_ghn(
 def _on_device(ghn: GHN, device: Union[str, torch.device, None]) -> GHN:
     if device is None:
         return ghn
-    device = torch.device(device)
+    device = parse_device(device)
     own = next(iter(ghn.state_dict().values())).device
     if own.type == device.type and (device.index is None or own.index == device.index):
         return ghn

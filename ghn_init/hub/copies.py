@@ -49,6 +49,29 @@ def _build(ghn: GHN, device: torch.device) -> GHN:
     return copy.eval()
 
 
+def parse_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has, or a ValueError saying why not.
+
+    Example:
+        >>> parse_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e})") from None
+    backend = getattr(torch, parsed.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if parsed.type not in ("cpu", "meta") and callable(is_available) and not is_available():
+        raise ValueError(f"device={device!r}: this machine (or this torch build) has no {parsed.type} device")
+    if parsed.type == "cuda":
+        index = torch.cuda.current_device() if parsed.index is None else parsed.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: there are only {torch.cuda.device_count()} CUDA devices")
+        parsed = torch.device("cuda", index)
+    return parsed
+
+
 def inference_copy(ghn: GHN, device: Union[str, torch.device, None] = None) -> GHN:
     """A GHN equal to ``ghn``, in eval mode on ``device``, that may be used without touching ``ghn``.
 
@@ -71,9 +94,7 @@ def inference_copy(ghn: GHN, device: Union[str, torch.device, None] = None) -> G
         (False, True, 'cpu')
     """
     own = next(iter(ghn.state_dict().values())).device
-    target = own if device is None else torch.device(device)
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
+    target = own if device is None else parse_device(device)
     fingerprint = _fingerprint(ghn)
     with _LOCK:
         cached = _COPIES.get(ghn, {}).get(target)
