@@ -16,6 +16,8 @@ import torch
 import ghn_init
 from ghn_init import cli
 from ghn_init.hub.checkpoints import save_folder
+from ghn_init.models import create_model
+from ghn_init.train import TrainConfig
 from ghn_init.saving import read_report
 
 from .conftest import REPO, tiny_ghn
@@ -136,7 +138,7 @@ def test_train_refuses_zero_classes_before_doing_anything(tmp_path: Path, capsys
     assert "num_classes must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="num_classes"):
-        ghn_init.train.TrainConfig(output=str(tmp_path), num_classes=0)
+        TrainConfig(output=str(tmp_path), num_classes=0)
 
 
 def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture) -> None:
@@ -192,7 +194,7 @@ def test_save_safetensors_json_and_seed(tmp_path: Path, capsys: pytest.CaptureFi
         assert report["fraction_predicted"] == 1.0 and report["saved_to"] == str(path)
     a, b = (load_file(str(p)) for p in paths)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # --seed: reproducible
-    model = ghn_init.models.create_model("squeezenet1_1", num_classes=10)
+    model = create_model("squeezenet1_1", num_classes=10)
     model.load_state_dict(a, strict=True)
     stored = read_report(paths[0])
     assert stored["predicted"] == report["predicted"] and stored["fraction_predicted"] == 1.0
@@ -214,3 +216,14 @@ def test_in_chans_input_size_and_model_kwargs_reach_the_model(capsys: pytest.Cap
     graph = json.loads(capsys.readouterr().out)
     shapes = [tuple(n["shape"]) for n in graph["nodes"] if n.get("shape")]
     assert (24, 1, 3, 3) in shapes  # the stem convolution takes one channel
+
+
+def test_detection_models_are_built_without_downloading_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    model = create_model("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
+    assert sum(p.numel() for p in model.parameters()) > 0
