@@ -47,7 +47,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
 
     Every value is checked and converted to its target's dtype, device and layout first; a value that is
     finite in the GHN's dtype but not in the target's (e.g. above 65504 for float16) stops the write
-    before anything changes. Then each tensor's ``.data`` is swapped for its new value (the
+    before anything changes. (Predictions are checked for finiteness in the GHN's dtype when decoded, so
+    only casts that can overflow, to a float type with a smaller range, are checked again here.) Then each tensor's ``.data`` is swapped for its new value (the
     ``nn.Parameter`` objects stay, so optimizers built earlier still see them). If a swap fails, exactly
     the tensors swapped before it get their old data back (the failed one was never changed).
 
@@ -59,6 +60,7 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
         PredictionError: values are not finite in their target's dtype (``.names``); nothing was written.
     """
     prepared: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    not_finite: list[str] = []
     for result in results:
         for name, (slot, value) in result.items():
             target = getattr(slot.module, slot.attr)
@@ -75,9 +77,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                     f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name
                 ) from e
             prepared.append((name, target, data))
-    not_finite = [
-        name for name, _, data in prepared if data.is_floating_point() and not bool(torch.isfinite(data).all())
-    ]
+            if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(data).all()):
+                not_finite.append(name)
     if not_finite:
         dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in prepared if n in set(not_finite)})
         shown = ", ".join(not_finite[:5]) + (f", ... (+{len(not_finite) - 5})" if len(not_finite) > 5 else "")
@@ -108,6 +109,15 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                 f"writing {name} failed ({type(e).__name__}: {e}); the model was left as it was", name=name
             ) from e
         swapped.append((name, target, old))
+
+
+def _may_overflow(source: torch.dtype, target: torch.dtype) -> bool:
+    """Whether finite ``source`` values can become inf in ``target`` (decode already checked ``source``)."""
+    if not target.is_floating_point:
+        return False
+    if not source.is_floating_point:
+        return True
+    return torch.finfo(target).max < torch.finfo(source).max
 
 
 def _changed(target: torch.Tensor, old: torch.Tensor) -> bool:
