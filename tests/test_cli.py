@@ -115,6 +115,7 @@ def bad_invocations(tmp: Path) -> list[list[str]]:
         ["verify", "--ghn", "ghn3-s-m8"],  # no published figures
         ["verify", "--ghn", "ghn3-t-m8"],  # offline
         ["list", "--bogus"],
+        ["list", "no-such-ghn*"],
     ]
 
 
@@ -227,3 +228,8 @@ def test_detection_models_are_built_without_downloading_weights(monkeypatch: pyt
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     model = create_model("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=3)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_list_takes_patterns(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["list", "ghn3-[ts]*", "--json"]) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["ghn3-s-m8", "ghn3-t-m8"]
