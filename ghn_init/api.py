@@ -128,6 +128,14 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    device = _model_device(models[0])
+    if any(_model_device(m) != device for m in models):
+        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
+    if device.type == "meta":
+        raise ValueError(
+            "the model's parameters are on the meta device (no storage to write into); "
+            "materialize it first, e.g. model.to_empty(device='cpu'), then call again"
+        )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
@@ -140,14 +148,6 @@ def predict(
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
 
-    device = _model_device(models[0])
-    if any(_model_device(m) != device for m in models):
-        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if device.type == "meta":
-        raise ValueError(
-            "the model's parameters are on the meta device (no storage to write into); "
-            "materialize it first, e.g. model.to_empty(device='cpu'), then call again"
-        )
     # an eval-mode copy on the model's device: the (shared) GHN itself is never moved or mode-switched
     runner = inference_copy(net, device)
     with torch.no_grad():

@@ -133,7 +133,8 @@ def load_ghn(
         UnsafeCheckpointError: a pickled file names anything but tensors and containers (nothing was run).
         FileNotFoundError: a registry GHN that cannot be downloaded (with where to get it), or a folder
             without ``model.safetensors``.
-        ValueError: ``revision`` given for a non-Hub source, or a malformed ``sha256``.
+        ValueError: ``revision`` given for a non-Hub source, a malformed ``sha256``, or a ``device`` this
+            machine does not have.
 
     Example:
         >>> import ghn_init
