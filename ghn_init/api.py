@@ -19,6 +19,7 @@ import torch.nn as nn
 from .errors import StrictError
 from .graph import Graph, trace
 from .hub import GHNSource, load_ghn
+from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
 from .writing import check_fits, write_tensors
@@ -64,7 +65,9 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         The reports, with the write time filled in.
 
     Raises:
-        WriteError: a predicted tensor does not fit its target; nothing was written.
+        WriteError: a predicted tensor does not fit its target, or a swap failed; nothing was written.
+        PredictionError: predicted values are not finite in their target's dtype (e.g. float16 overflow,
+            ``.names`` lists them); nothing was written.
 
     Example:
         >>> import ghn_init, torchvision
@@ -122,6 +125,7 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
+        ValueError: the models are on different devices, or on the meta device without ``dry_run``.
 
     Example:
         >>> import ghn_init, torchvision
@@ -133,6 +137,15 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    device = _model_device(models[0])
+    if any(_model_device(m) != device for m in models):
+        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
+    if device.type == "meta" and not dry_run:
+        raise ValueError(
+            "the model's parameters are on the meta device (no storage to write into); "
+            "materialize it first, e.g. model.to_empty(device='cpu'), then call again "
+            "(or check a prediction without writing it: predict(..., dry_run=True))"
+        )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
@@ -145,11 +158,6 @@ def predict(
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
 
-    device = _model_device(models[0])
-    if any(_model_device(m) != device for m in models):
-        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if not dry_run and next(net.parameters()).device != device:
-        net = net.to(device)
     slots = [p.slots(predict_classifier) for p in plans]
     checked: list[dict[str, tuple[Slot, None]]] = [{} for _ in models]
 
@@ -157,13 +165,11 @@ def predict(
         check_fits(name, slots[b][name], value)
         checked[b][name] = (slots[b][name], None)
 
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            tensors = net(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
-    finally:
-        net.train(was_training)
+    # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
+    # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
+    runner = inference_copy(net, None if dry_run else device)
+    with torch.no_grad():
+        tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
     results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
     predicted_at = time.perf_counter()
 

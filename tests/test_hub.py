@@ -493,3 +493,58 @@ def test_every_published_template_is_a_valid_partial_config() -> None:
         assert REGISTRY[name].hf_url in template["source"]
         card = (folder / "README.md").read_text()
         assert card.startswith("---\nlicense: mit\nlibrary_name: ghn-init\n"), name
+
+
+# -- huggingface_hub options passed through (issue 11); a tiny GHN of our own, no fixtures needed ------------
+
+
+@pytest.fixture
+def tiny_repo(hub: FakeHub, tmp_path: Path) -> str:
+    """``hf://me/tiny``: a safetensors GHN with its config.json, as ``ghn-init convert`` uploads it."""
+    folder = ghn_init.hub.checkpoints.save_folder(tiny_ghn("ghn3"), tmp_path / "tiny-src")
+    hub.add("me/tiny", "model.safetensors", (folder / "model.safetensors").read_bytes())
+    hub.add("me/tiny", "config.json", (folder / "config.json").read_bytes(), lfs=False)
+    return "hf://me/tiny"
+
+
+def test_cache_dir_puts_the_download_there(tiny_repo: str, tmp_path: Path) -> None:
+    cache = tmp_path / "my_cache"
+    ghn = load_ghn(tiny_repo, cache_dir=cache)
+    assert ghn.config.hid == 16
+    names = {p.name for p in cache.rglob("*")}
+    assert "model.safetensors" in names and "config.json" in names
+    assert not (tmp_path / "hf_cache").exists() or not any((tmp_path / "hf_cache").rglob("model.safetensors"))
+
+
+def test_local_files_only_never_downloads(tiny_repo: str, hub: FakeHub, tmp_path: Path) -> None:
+    before = hub.count()
+    with pytest.raises(HubDownloadError, match="local_files_only=True"):
+        load_ghn(tiny_repo, local_files_only=True)
+    assert hub.count() == before
+    load_ghn(tiny_repo, cache_dir=tmp_path / "c")
+    ghn_init.hub._CACHE.clear()  # as in a new process
+    before = hub.count()
+    assert load_ghn(tiny_repo, cache_dir=tmp_path / "c", local_files_only=True).config.hid == 16
+    assert hub.count() == before
+
+
+def test_token_is_passed_to_huggingface_hub(tiny_repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    seen = []
+    real = huggingface_hub.hf_hub_download
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("token"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    load_ghn(tiny_repo, token="hf_test_token")
+    assert seen and all(t == "hf_test_token" for t in seen)
+
+
+def test_sha256_checks_hub_files(tiny_repo: str, hub: FakeHub) -> None:
+    with pytest.raises(CheckpointError, match="not the expected"):
+        load_ghn(tiny_repo, sha256="0" * 64)
+    content = hub.files[("me/tiny", hub.refs[("me/tiny", "main")])]["model.safetensors"]
+    assert load_ghn(tiny_repo, sha256=hashlib.sha256(content).hexdigest()).config.hid == 16

@@ -6,8 +6,13 @@ import argparse
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..hub.checkpoints import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
     from ..hub.convert import convert
+
+    if Path(args.dst_dir).exists() and not Path(args.dst_dir).is_dir():
+        raise FileExistsError(f"{args.dst_dir} is a file; DST_DIR must be a folder (it is created if missing)")
 
     dst = convert(args.src, args.dst_dir, revision=args.revision, repo_id=args.repo_id, license=args.license)
     for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):

@@ -9,7 +9,9 @@ import json
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..hub import DEFAULT_GHN, list_ghns
 
-    infos = list_ghns()
+    infos = list_ghns(args.pattern or None)
+    if not infos:
+        raise ValueError(f"no registered GHN matches {' '.join(args.pattern)!r}; `ghn-init list` shows them all")
     if args.json:
         print(json.dumps([info.to_dict() for info in infos], indent=1))
         return 0
@@ -35,5 +37,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("list", help="list the published GHNs, their sizes and whether they are cached")
+    p.add_argument("pattern", nargs="*", help="only names matching these wildcards, e.g. 'ghn3*' (fnmatch)")
     p.add_argument("--json", action="store_true", help="print the registry and cache state as JSON")
     p.set_defaults(func=_cmd_list)

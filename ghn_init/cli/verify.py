@@ -16,10 +16,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         rows = verify(args.ghn, args.models, revision=args.revision, results_key=args.results_key)
     except HubDownloadError as e:
-        print(f"ghn-init verify: cannot get what the check needs from the Hub.\n{e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"ghn-init verify: {e}", file=sys.stderr)
+        print(f"ghn-init verify: error: cannot get what the check needs from the Hub: {e}", file=sys.stderr)
         return 2
     print(format_table(rows, args.tolerance))
     compared = [r for r in rows if r.ok(args.tolerance) is not None]

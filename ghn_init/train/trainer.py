@@ -100,9 +100,32 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.export_dtype not in ("float32", "float16"):
             raise ValueError(f"export_dtype must be float32 or float16, got {self.export_dtype!r}")
-        for name in ("steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs"):
+        if self.kind not in ("ghn2", "ghn3"):
+            raise ValueError(f"kind must be ghn2 or ghn3, got {self.kind!r}")
+        if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
+            raise ValueError(f"max_shape must be 4 positive integers OUT IN K K, got {self.max_shape}")
+        at_least_one = (
+            "steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs",
+            "image_size", "samples_per_class", "val_samples_per_class", "hid", "layers", "heads", "max_width",
+            "max_cells", "eval_images",
+        )
+        for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_classes", "threads"):  # optional, but not 0 (0 would silently mean the default)
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or left out for the default), got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "num_workers", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.torchvision_fraction <= 1:
+            raise ValueError(f"torchvision_fraction must be between 0 and 1, got {self.torchvision_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.kind == "ghn3" and self.init_from is None and self.hid % self.heads:
+            raise ValueError(f"hid ({self.hid}) must be divisible by heads ({self.heads}) for a ghn3")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
