@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from .graph import Graph
+from .graph.autograd_trace import parameter_owners
 from .networks import GHN
 from .planning import Plan, Slot
 
@@ -135,7 +136,8 @@ def why_left_alone(
             "parametrized tensor (torch.nn.utils.parametrize, e.g. weight_norm/spectral_norm): the GHN predicts "
             "a layer's weight, not the parts it is computed from"
         )
-    if attr in ("weight_g", "weight_v", "weight_orig") or (attr.endswith(("_g", "_v", "_orig")) and hasattr(module, attr[: attr.rfind("_")])):
+    hook_part = attr.endswith(("_g", "_v", "_orig")) and hasattr(module, attr[: attr.rfind("_")])
+    if attr in ("weight_g", "weight_v", "weight_orig") or hook_part:
         return (
             f"{attr} of a weight computed by a hook (torch.nn.utils.weight_norm/spectral_norm): the GHN predicts "
             "a layer's weight, not the parts it is computed from"
@@ -239,13 +241,9 @@ def build_report(
             if target.is_classifier:
                 classifier.add(id(target.slot.module.__dict__["_parameters"].get(target.slot.attr)))
     # biases of norm layers whose weight node exists but was not written
-    unwritten_norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")} - set(result)
-    owners = {}  # id(tensor) -> (module, every name it has: tied weights have several)
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for attr, t in module._parameters.items():
-            if t is not None:
-                full = f"{module_name}.{attr}" if module_name else attr
-                owners.setdefault(id(t), (module, []))[1].append(full)
+    norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    unwritten_norm_biases = norm_biases - set(result)
+    owners = parameter_owners(model)  # id(tensor) -> every (name, module): tied weights have several
     executed = getattr(graph, "executed", frozenset())
     for name, p in model.named_parameters():
         rep.numel_total += p.numel()
@@ -255,7 +253,8 @@ def build_report(
         elif id(p) in classifier:
             rep.left_alone[name] = CLASSIFIER_KEPT
         else:
-            module, aliases = owners.get(id(p), (model, [name]))
+            pairs = owners.get(id(p), [(name, model)])
+            module, aliases = pairs[0][1], [alias for alias, _ in pairs]
             used = not graph.recorded or any(a in graph.recorded for a in aliases)
             ran = any(a in executed for a in aliases)
             rep.left_alone[name] = why_left_alone(name, module, used, graph_names, unwritten_norm_biases, ran=ran)

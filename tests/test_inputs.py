@@ -45,7 +45,9 @@ def test_channels_come_from_the_stem_conv():
 
 def test_torchvision_sizes():
     assert infer_input_size(torchvision.models.inception_v3(init_weights=False, aux_logits=False)) == (3, 299, 299)
-    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8
+    )
     assert infer_input_size(vit) == (3, 32, 32)
     assert infer_input_size(torchvision.models.video.r3d_18()) == (3, 16, 224, 224)
     assert ghn_init.trace(vit).tracer == "autograd-meta"

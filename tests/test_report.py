@@ -1,4 +1,5 @@
-"""Report accuracy: the right reason for every tensor left alone, the right names, ``to_dict``."""
+"""Report accuracy: who owns each parameter (tied weights, shared modules), the right reason for every tensor
+left alone, the right names, ``to_dict``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import torch
 import torch.nn as nn
 
 import ghn_init
+from ghn_init.graph.autograd_trace import owner_map, parameter_owners
 from ghn_init.report import CLASSIFIER_KEPT, ghn_name
 
 from .conftest import tiny_ghn
 
 
 def _cnn() -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+    )
 
 
 def test_classifier_kept_by_predict_classifier_false():
@@ -143,3 +147,35 @@ def test_fine_tuning_drops_the_base_name(tmp_path):
     assert extra.get("fine_tuned_from") == "bundled" and "name" not in extra and "source" not in extra
     assert ghn_name(ghn).endswith("(fine-tuned from bundled)")
     assert ghn_init.load_ghn("bundled").config.extra.get("name") == "bundled"  # the cached base is untouched
+
+
+class TiedAndShared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # tied
+        self.shared = nn.Linear(4, 4)
+        self.again = self.shared  # one module under two names
+
+    def forward(self, x):
+        return self.again(self.shared(self.b(self.a(x))))
+
+
+def test_parameter_owners_list_every_name_and_owner_map_keeps_the_last() -> None:
+    model = TiedAndShared()
+    owners = parameter_owners(model)
+    assert [name for name, _ in owners[id(model.a.weight)]] == ["a.weight", "b.weight"]
+    assert [name for name, _ in owners[id(model.shared.weight)]] == ["shared.weight", "again.weight"]
+    assert owner_map(model)[id(model.a.weight)] == ("b.weight", model.b)  # tied: the last owner wins
+    assert owner_map(model)[id(model.shared.weight)][0] == "shared.weight"  # a shared module: its first path
+
+
+def test_the_report_accounts_for_every_parameter_once() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    report = ghn_init.predict(model, tiny_ghn("ghn3"), input_size=(3, 8, 8)).report
+    names = [name for name, _ in model.named_parameters()]
+    assert sorted(report.predicted + list(report.left_alone)) == sorted(names)
+    assert set(report.left_alone) == {"1.weight", "1.bias"}
+    assert "outside the GHN vocabulary" in report.left_alone["1.weight"]
+    assert report.numel_total == sum(p.numel() for p in model.parameters())

@@ -17,8 +17,8 @@ from .conftest import tiny_ghn
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    named = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
-    return named
+    params = dict(model.named_parameters(remove_duplicate=False))
+    return {**params, **dict(model.named_buffers(remove_duplicate=False))}
 
 
 def _snapshot(model: nn.Module) -> dict[str, tuple[int, torch.Tensor]]:
@@ -36,7 +36,9 @@ def _assert_unchanged(model: nn.Module, snap: dict[str, tuple[int, torch.Tensor]
 
 def _shared_block_model() -> nn.Sequential:
     block = nn.Conv2d(8, 8, 3, padding=1)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), block, nn.ReLU(), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), block, nn.ReLU(), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    )
 
 
 def test_module_used_twice_keeps_real_parameters_after_trace():
@@ -156,7 +158,7 @@ def test_spectral_norm_state_is_unchanged(train):
         for meta in (True, False):
             record(model, (3, 8, 8), meta=meta)
             _assert_unchanged(model, snap)
-            for m, before in zip(model.modules(), attrs):
+            for m, before in zip(model.modules(), attrs, strict=True):
                 assert m.__dict__.keys() == before.keys()
                 assert all(m.__dict__[k] is v for k, v in before.items()), type(m).__name__
         assert model.training is train

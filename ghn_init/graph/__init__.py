@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Mapping, Optional, Sequence
 
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..errors import TraceError
+from ..log import logger
 from .autograd_trace import RawGraph, record
 from .builder import build_graph
-from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
+from .graph import Graph, Node
 from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
 
 __all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size", "unwrap"]
-
-logger = logging.getLogger("ghn_init")
-
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
     """One input sample's size to record ``model`` with, read off the model (see :func:`.inputs.infer_input_size`)."""

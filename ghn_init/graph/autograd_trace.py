@@ -99,7 +99,7 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
         names, pos = ("input", "num_groups", "weight", "bias"), (0, 2, 3)
     else:
         return None
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     bound.update({k: v for k, v in kwargs.items() if k in names})
     x, w, b = (bound.get(names[i]) for i in pos)
     if not isinstance(x, torch.Tensor) or not all(t is None or isinstance(t, torch.Tensor) for t in (w, b)):
@@ -122,15 +122,23 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def parameter_owners(model: nn.Module, *, remove_duplicate: bool = False) -> dict[int, list[tuple[str, nn.Module]]]:
+    """id(parameter) -> every (qualified name, owning module) it has, in ``named_modules`` order.
+
+    Tied weights have several names. With ``remove_duplicate``, a module reachable by several paths
+    is visited once and a tensor held twice by one module is listed once (``named_modules()`` and
+    ``named_parameters()`` defaults).
+    """
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=remove_duplicate):
+        for param_name, p in module.named_parameters(recurse=False, remove_duplicate=remove_duplicate):
+            owners.setdefault(id(p), []).append((f"{module_name}.{param_name}" if module_name else param_name, module))
+    return owners
+
+
 def owner_map(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
     """id(parameter) -> (qualified name, owning module). For tied weights the last owner wins."""
-    owners: dict[int, tuple[str, nn.Module]] = {}
-    for module_name, module in model.named_modules():
-        for param_name, p in module.named_parameters(recurse=False):
-            if p is None:
-                continue
-            owners[id(p)] = (f"{module_name}.{param_name}" if module_name else param_name, module)
-    return owners
+    return {pid: names[-1] for pid, names in parameter_owners(model, remove_duplicate=True).items()}
 
 
 @contextlib.contextmanager
@@ -202,7 +210,7 @@ class _ModuleState:
 
     def restore(self) -> None:
         """Put back every attribute, container content and tensor value saved at construction."""
-        for m, saved, contents in zip(self.modules, self.attrs, self.contents):
+        for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
             current = m.__dict__
             for k in [k for k in current if k not in saved]:
                 del current[k]
@@ -214,7 +222,9 @@ class _ModuleState:
                 if isinstance(v, dict) and (v.keys() != copy.keys() or any(v[i] is not copy[i] for i in copy)):
                     v.clear()
                     v.update(copy)
-                elif isinstance(v, list) and (len(v) != len(copy) or any(a is not b for a, b in zip(v, copy))):
+                elif isinstance(v, list) and (
+                    len(v) != len(copy) or any(a is not b for a, b in zip(v, copy, strict=True))
+                ):
                     v[:] = copy
                 elif isinstance(v, set) and v != copy:
                     v.clear()
@@ -230,11 +240,12 @@ class _ModuleState:
         Raises:
             TraceError: a substituted tensor is still in place (after a second attempt to restore).
         """
-        for m, saved, contents in zip(self.modules, self.attrs, self.contents):
+        for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
             for store in ("_parameters", "_buffers"):
                 before = contents[store]
                 after = m.__dict__[store]
-                if after is not saved[store] or after.keys() != before.keys() or any(after[k] is not before[k] for k in before):
+                changed = after.keys() != before.keys() or any(after[k] is not before[k] for k in before)
+                if after is not saved[store] or changed:
                     raise TraceError(
                         f"recording left a substituted tensor in {type(m).__name__}.{store}; "
                         "the model was restored, please report this model to ghn-init"

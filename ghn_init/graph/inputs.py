@@ -17,13 +17,12 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..constants import DEFAULT_IMAGE_SIDE, INCEPTION_IMAGE_SIDE
 from .libraries import is_torchvision
 
 __all__ = ["infer_input_size", "default_inputs", "prepare"]
 
-DEFAULT_IMAGE_SIZE = 224
 DEFAULT_FRAMES = 16  # torchvision's video models are trained on 16-frame clips
-INCEPTION_IMAGE_SIZE = 299
 
 
 def _pair(v: Any) -> Optional[tuple[int, int]]:
@@ -65,7 +64,7 @@ def _image_size(model: nn.Module) -> Optional[tuple[int, int]]:
     if is_torchvision(model, "VisionTransformer"):
         return _pair(getattr(model, "image_size", None))
     if is_torchvision(model, "Inception3"):
-        return (INCEPTION_IMAGE_SIZE, INCEPTION_IMAGE_SIZE)
+        return (INCEPTION_IMAGE_SIDE, INCEPTION_IMAGE_SIDE)
     return None
 
 
@@ -98,7 +97,7 @@ def infer_input_size(model: nn.Module) -> tuple[int, ...]:
     cfg_size = tuple(cfg_size) if isinstance(cfg_size, (tuple, list)) and len(cfg_size) == 3 else None
     conv = _first_conv(model)
     channels = conv.in_channels if conv is not None else (cfg_size[0] if cfg_size else 3)
-    hw = _image_size(model) or (cfg_size[1:] if cfg_size else (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE))
+    hw = _image_size(model) or (cfg_size[1:] if cfg_size else (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE))
     if isinstance(conv, nn.Conv3d):
         return (channels, DEFAULT_FRAMES, *hw)
     if isinstance(conv, nn.Conv1d):
