@@ -159,5 +159,6 @@ def trace(
     graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
     graph.executed = _parameters_of(model, raw.ran)
     if raw.tracer == "autograd-forward":
-        graph.notes.append("recorded with a real forward pass: " + errors[0])
+        first = errors[0] if len(errors[0]) <= 200 else errors[0][:197] + "..."
+        graph.notes.append("recorded with a real forward pass: " + first)
     return graph
