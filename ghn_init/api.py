@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union, overload
+from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
 import torch.nn as nn
 
 from .errors import StrictError
-from .graph import Graph, trace
+from .graph import Graph, trace, unwrap
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
@@ -103,6 +103,8 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     dry_run: bool = False,
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
@@ -114,6 +116,9 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
             tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
             The report is complete; the prediction cannot be written.
@@ -137,6 +142,7 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     device = _model_device(models[0])
     if any(_model_device(m) != device for m in models):
         raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
@@ -153,7 +159,13 @@ def predict(
     graphs: list[Graph] = []
     plans: list[Plan] = []
     for m in models:
-        graph = trace(m, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff)
+        graph = trace(
+            m,
+            input_size,
+            example_inputs=example_inputs,
+            example_kwargs=example_kwargs,
+            virtual_edge_cutoff=net.virtual_edge_cutoff,
+        )
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
@@ -176,7 +188,16 @@ def predict(
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, c if dry_run else r, seconds=seconds), dry_run)
+        Prediction(
+            m,
+            g,
+            p,
+            r,
+            build_report(
+                m, net, g, c if dry_run else r, seconds=seconds, plan=p, predict_classifier=predict_classifier
+            ),
+            dry_run,
+        )
         for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
     if strict:
@@ -204,6 +225,8 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -217,6 +240,9 @@ def apply(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError`, before writing anything, if a trainable tensor is not predicted.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -232,7 +258,15 @@ def apply(
         >>> report.fraction_predicted
         1.0
     """
-    predictions = predict(model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size)
+    predictions = predict(
+        model,
+        ghn,
+        predict_classifier=predict_classifier,
+        strict=strict,
+        input_size=input_size,
+        example_inputs=example_inputs,
+        example_kwargs=example_kwargs,
+    )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]
     return write(predictions)
