@@ -9,9 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from .primitives import PRIMITIVE_INDEX
-
-VIRTUAL_EDGE_CUTOFF = 50
 
 
 @dataclass
@@ -44,6 +43,7 @@ class Graph:
     tracer: str = "autograd-meta"
     notes: list[str] = field(default_factory=list)
     recorded: frozenset[str] = frozenset()  # parameters the recorded forward pass used (graph node or not)
+    executed: frozenset[str] = frozenset()  # parameters of the modules the recorded forward pass called
     _matrix: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -109,7 +109,7 @@ class Graph:
 def _pairs(matrix: torch.Tensor, at_least: int) -> dict[tuple[int, int], int]:
     pairs = torch.nonzero(matrix >= at_least)
     values = matrix[pairs[:, 0], pairs[:, 1]].tolist()
-    return dict(zip(map(tuple, pairs.tolist()), values))
+    return dict(zip(map(tuple, pairs.tolist()), values, strict=True))
 
 
 def distance_matrix(n: int, edges: Sequence[tuple[int, int]], cutoff: int) -> torch.Tensor:
