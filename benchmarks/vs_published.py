@@ -17,8 +17,8 @@ alternating order (so a slow moment of a shared machine hits both alike):
 The ratio is published time / ghn-init time per run; the table gives the median over runs. After the
 timed runs, the parameters each implementation wrote into the model are compared (they must agree:
 both run the same GHN on the same graph; buffers are not compared, since the published graph building
-runs a real forward pass in training mode that updates BatchNorm running statistics). The table goes to ``docs/speed.md`` (section "vs the
-published code") and stdout.
+runs a real forward pass in training mode that updates BatchNorm running statistics). The table goes
+to ``docs/speed.md`` (section "vs the published code") and stdout.
 
 The published code is imported only if it is importable; it is never part of ghn-init. To get it:
 
@@ -192,8 +192,8 @@ def measure(name: str, ours: torch.nn.Module, published: Optional[torch.nn.Modul
     if published is not None:
         row["published"] = statistics.median(p[0] for p in pub_s)
         row["published_cpu"] = statistics.median(p[1] for p in pub_s)
-        row["ratio"] = statistics.median(p[0] / o[0] for p, o in zip(pub_s, ours_s))
-        row["ratio_cpu"] = statistics.median(p[1] / o[1] for p, o in zip(pub_s, ours_s))
+        row["ratio"] = statistics.median(p[0] / o[0] for p, o in zip(pub_s, ours_s, strict=True))
+        row["ratio_cpu"] = statistics.median(p[1] / o[1] for p, o in zip(pub_s, ours_s, strict=True))
         torch.manual_seed(0)  # the ViT class token is drawn at random by both
         run_ours()
         mine = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -318,8 +318,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             "(in training mode) and networkx, tiles every tensor with two `repeat`s and copies it again when "
             "writing, and decodes every output channel of its largest shape before cropping. ghn-init records "
             "the graph on meta tensors, with shape-only stand-ins for the operations that PyTorch runs as "
-            "Python decompositions on meta tensors (activations, `linear`'s `addmm`, `roll`, `conv2d`; "
-            "`ghn_init/graph/meta_ops.py`), computes only the decoder outputs that survive the channel crop "
+            "Python decompositions on meta tensors (activations, `add`/`mul`, `linear`'s `addmm`, `roll`, "
+            "`conv2d`, adaptive pooling; `ghn_init/graph/meta_ops.py`), finds shortest paths with NumPy steps "
+            "instead of networkx, computes only the decoder outputs that survive the channel crop "
             "(a depthwise kernel needs 1/64 of them), and tiles straight into one exactly sized tensor that "
             "is written without another copy (`ghn_init/tiling.py`). The GHN's own matrix products are the "
             "same work in both and now make up most of ghn-init's time on CNNs.",

@@ -152,12 +152,13 @@ def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
 )
 def test_tile_equals_repeat_then_crop(shape: tuple[int, ...], sizes: tuple[int, ...]) -> None:
     w = torch.randn(shape)
-    reps = [math.ceil(s / d) if s > d else 1 for s, d in zip(sizes, shape)] + [1] * (len(shape) - len(sizes))
+    padded = list(sizes) + [1] * (len(shape) - len(sizes))
+    reps = [math.ceil(s / d) if s > d else 1 for s, d in zip(padded, shape, strict=True)]
     crop = tuple(slice(0, s) for s in sizes)
     expected = w.repeat(reps)[crop]
     out = tile(w, sizes)
     assert torch.equal(out, expected)
-    if not any(s > d for s, d in zip(sizes, shape)):
+    if not any(s > d for s, d in zip(sizes, shape, strict=False)):
         assert out is w
     elif out.numel() >= SMALL:  # large results: exactly sized, so the writer takes them without a copy
         assert out.is_contiguous() and out.untyped_storage().nbytes() == out.numel() * out.element_size()

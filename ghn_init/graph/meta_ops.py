@@ -4,8 +4,8 @@ On meta tensors PyTorch has no C++ kernel for many operations: it runs Python de
 fraction of a millisecond to a few milliseconds per call. Activations such as hardswish and
 hardsigmoid made up most of the recording time of MobileNet-V3, and ``linear`` with a bias (whose
 ``addmm`` is decomposed into elementwise Python ops) and ``roll`` a large part of that of ConvNeXt,
-Swin and ViT; shape checks of ``conv2d`` add up in CNNs with hundreds of convolutions. Nothing is computed on meta tensors anyway, so a stand-in only has to leave the same
-autograd graph behind:
+Swin and ViT; shape checks of ``conv2d`` add up in CNNs with hundreds of convolutions. Nothing is
+computed on meta tensors anyway, so a stand-in only has to leave the same autograd graph behind:
 
 - the same nodes with the same names (the graph builder reads names such as ``HardswishBackward0``;
   each name is read once from PyTorch itself, by one call of the real operation on one-element
@@ -112,7 +112,7 @@ def _add_bias_(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 def _linear(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     names = ("input", "weight", "bias")
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     bound.update(kwargs)
     x, w, b = bound.get("input"), bound.get("weight"), bound.get("bias")
     if not all(isinstance(t, torch.Tensor) and t.is_meta for t in (x, w, b)):
@@ -172,7 +172,7 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
 
 
 def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
-    bound = dict(zip(("input", "output_size"), args))
+    bound = dict(zip(("input", "output_size"), args, strict=False))
     bound.update(kwargs)
     x, size = bound.get("input"), bound.get("output_size")
     if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_contiguous() and x.requires_grad):
@@ -198,7 +198,7 @@ def _pair(v: Any) -> tuple[int, int]:
 def _conv2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     bound = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
-    bound.update(zip(names, args))
+    bound.update(zip(names, args, strict=False))
     bound.update(kwargs)
     x, w, b = bound["input"], bound["weight"], bound["bias"]
     if not (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and w.is_meta):
