@@ -26,7 +26,7 @@ The published code is imported only if it is importable; it is never part of ghn
     # at commit 4673a42 (the commits the reference fixtures were made with)
     git clone https://github.com/SamsungSAILMontreal/ghn3 /tmp/pub/ghn3 && git -C /tmp/pub/ghn3 checkout b3289ac
     git clone https://github.com/facebookresearch/ppuda /tmp/pub/ppuda && git -C /tmp/pub/ppuda checkout 4673a42
-    pip install networkx joblib                                # its pure-Python dependencies
+    pip install networkx joblib einops                         # its pure-Python dependencies
     PYTHONPATH=/tmp/pub/ghn3:/tmp/pub/ppuda python benchmarks/vs_published.py
 
 (or pass ``--published /tmp/pub/ghn3 /tmp/pub/ppuda``). The published modules also import
