@@ -38,8 +38,9 @@ def _run_one(args: tuple) -> dict:
     torch.set_num_threads(1)
     import ghn_init
 
-    results = ghn_init.compare([model], list(opts["inits"]), "digits", steps=opts["steps"], seeds=opts["seeds"],
-                               progress=False)
+    results = ghn_init.compare(
+        [model], list(opts["inits"]), "digits", steps=opts["steps"], seeds=opts["seeds"], progress=False
+    )
     print(f"{model}: done", flush=True)
     return results.to_dict()
 
@@ -53,8 +54,10 @@ def _verdicts(results) -> list[str]:
         g, d = final["ghn:bundled"][0], final["default"][0]
         o = final.get("orthogonal", (float("nan"),))[0]
         verdict = "at or above" if g >= d else "**below**"
-        lines.append(f"- {row_model}: bundled GHN {100 * g:.1f}% vs default {100 * d:.1f}% ({verdict} default; "
-                     f"orthogonal {100 * o:.1f}%; mean test accuracy after {results.config['steps']} steps)")
+        lines.append(
+            f"- {row_model}: bundled GHN {100 * g:.1f}% vs default {100 * d:.1f}% ({verdict} default; "
+            f"orthogonal {100 * o:.1f}%; mean test accuracy after {results.config['steps']} steps)"
+        )
     return lines
 
 

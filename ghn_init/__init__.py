@@ -34,6 +34,7 @@ from .planning import Plan, plan
 from .postprocess import PostProcess
 from .recalibrate import recalibrate_bn
 from .report import Report
+from .saving import save_safetensors
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "load_ghn",
     "list_ghns",
     "register_module",
+    "save_safetensors",
     "Prediction",
     "Plan",
     "Report",

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union, overload
+from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
 import torch.nn as nn
 
-from .decode import decode
 from .errors import StrictError
-from .graph import Graph, trace
+from .graph import Graph, trace, unwrap
 from .hub import GHNSource, load_ghn
+from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
 from .postprocess import PostProcess, postprocess_predictions
 from .report import Report, build_report
-from .writing import write_tensors
+from .writing import check_fits, write_tensors
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Prediction:
         plan: which node predicts which tensor.
         tensors: {tensor name: (slot, predicted value)}, values in the GHN's dtype and device.
         report: what :meth:`write` will write and what stays at default init, with reasons.
+        dry_run: made by ``predict(..., dry_run=True)``: every tensor was predicted and checked, none kept
+            (``tensors`` is empty and :meth:`write` refuses).
     """
 
     model: nn.Module
@@ -43,6 +45,7 @@ class Prediction:
     plan: Plan
     tensors: dict[str, tuple[Slot, torch.Tensor]]
     report: Report
+    dry_run: bool = False
 
     def write(self) -> Report:
         """Write the predicted tensors into the model in place, all or nothing (see :func:`write`)."""
@@ -63,14 +66,19 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         The reports, with the write time filled in.
 
     Raises:
-        WriteError: a predicted tensor does not fit its target; nothing was written.
+        WriteError: a predicted tensor does not fit its target, or a swap failed; nothing was written.
+        PredictionError: predicted values are not finite in their target's dtype (e.g. float16 overflow,
+            ``.names`` lists them); nothing was written.
 
     Example:
         >>> import ghn_init, torchvision
-        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled")
+        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled", postprocess="none")
         >>> ghn_init.write([p])[0].fraction_predicted
         1.0
     """
+    for p in predictions:
+        if p.dry_run:
+            raise ValueError("a dry-run prediction keeps no tensors to write; call predict() without dry_run=True")
     start = time.perf_counter()
     write_tensors([p.tensors for p in predictions])
     seconds = (time.perf_counter() - start) / max(len(predictions), 1)
@@ -96,6 +104,9 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
+    dry_run: bool = False,
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
 ) -> Union[Prediction, list[Prediction]]:
@@ -108,10 +119,17 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
+        dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
+            tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
+            The report is complete; the prediction cannot be written.
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"`` joined by ``+``.
+            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``
+            joined by ``+``. Not applied in a dry run.
         generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
 
     Returns:
@@ -121,10 +139,11 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
+        ValueError: the models are on different devices, or on the meta device without ``dry_run``.
 
     Example:
         >>> import ghn_init, torchvision
-        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled")
+        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled", postprocess="none")
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
@@ -132,6 +151,16 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
+    device = _model_device(models[0])
+    if any(_model_device(m) != device for m in models):
+        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
+    if device.type == "meta" and not dry_run:
+        raise ValueError(
+            "the model's parameters are on the meta device (no storage to write into); "
+            "materialize it first, e.g. model.to_empty(device='cpu'), then call again "
+            "(or check a prediction without writing it: predict(..., dry_run=True))"
+        )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
@@ -140,35 +169,53 @@ def predict(
     graphs: list[Graph] = []
     plans: list[Plan] = []
     for m in models:
-        graph = trace(m, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff)
+        graph = trace(
+            m,
+            input_size,
+            example_inputs=example_inputs,
+            example_kwargs=example_kwargs,
+            virtual_edge_cutoff=net.virtual_edge_cutoff,
+        )
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
 
-    device = _model_device(models[0])
-    if any(_model_device(m) != device for m in models):
-        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if next(net.parameters()).device != device:
-        net = net.to(device)
-    was_training = net.training
-    net.eval()
-    try:
+    slots = [p.slots(predict_classifier) for p in plans]
+    checked: list[dict[str, tuple[Slot, None]]] = [{} for _ in models]
+
+    def check(b: int, name: str, value: torch.Tensor) -> None:
+        check_fits(name, slots[b][name], value)
+        checked[b][name] = (slots[b][name], None)
+
+    # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
+    # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
+    runner = inference_copy(net, None if dry_run else device)
+    with torch.no_grad():
+        tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
+    results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
+    raw_names = [set(r) for r in results]
+    if not dry_run:
         with torch.no_grad():
-            results = decode(net, graphs, plans, predict_classifier=predict_classifier)
-            raw_names = [set(r) for r in results]
-            results = [postprocess_predictions(m, r, pp, generator) for m, r in zip(models, results)]
-    finally:
-        net.train(was_training)
+            results = [postprocess_predictions(m, r, pp, generator) for m, r in zip(models, results, strict=True)]
     predicted_at = time.perf_counter()
 
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, r, seconds=seconds))
-        for m, g, p, r in zip(models, graphs, plans, results)
+        Prediction(
+            m,
+            g,
+            p,
+            r,
+            build_report(
+                m, net, g, c if dry_run else r, seconds=seconds, plan=p, predict_classifier=predict_classifier
+            ),
+            dry_run,
+        )
+        for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
-    for pred, before in zip(predictions, raw_names):
-        pred.report.postprocess = str(pp)
+    for pred, before in zip(predictions, raw_names, strict=True):
+        pred.report.postprocess = "none" if dry_run else str(pp)
         for name in before - set(pred.tensors):
             if name in pred.report.left_alone:
                 pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
@@ -197,6 +244,8 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
 ) -> Union[Report, list[Report]]:
@@ -212,6 +261,9 @@ def apply(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError`, before writing anything, if a trainable tensor is not predicted.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         postprocess: post-processing of the predictions before writing (see :func:`predict`); the
             default is the GHN's recommendation.
         generator: CPU ``torch.Generator`` for the post-processing noise.
@@ -226,13 +278,20 @@ def apply(
     Example:
         >>> import ghn_init, torchvision
         >>> model = torchvision.models.resnet18()
-        >>> report = ghn_init.apply(model, "bundled")
+        >>> report = ghn_init.apply(model, "bundled", postprocess="none")  # raw predictions, every tensor
         >>> report.fraction_predicted
         1.0
     """
     predictions = predict(
-        model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size,
-        postprocess=postprocess, generator=generator,
+        model,
+        ghn,
+        predict_classifier=predict_classifier,
+        strict=strict,
+        input_size=input_size,
+        example_inputs=example_inputs,
+        example_kwargs=example_kwargs,
+        postprocess=postprocess,
+        generator=generator,
     )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]

@@ -53,7 +53,8 @@ class PostProcess:
 
     Example:
         >>> PostProcess.parse("orth+noise")
-        PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False, drop_norms=False)
+        PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False, \
+drop_norms=False)
         >>> str(PostProcess(orthogonal=True, drop_gains=True))
         'orth+nogain'
     """
@@ -79,7 +80,7 @@ class PostProcess:
         return "+".join(parts) or "none"
 
     @classmethod
-    def parse(cls, spec: Union[str, "PostProcess", None]) -> "PostProcess":
+    def parse(cls, spec: Union[str, PostProcess, None]) -> PostProcess:
         """Read a spec: ``"none"``, ``"orth"``, ``"noise"`` (beta 1e-5), ``"noise=1e-4"``, ``"nohead"``,
         ``"nobias"``, ``"nogain"``, ``"nonorm"``, or parts joined by ``+`` (``"orth+noise"``).
 

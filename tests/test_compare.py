@@ -34,8 +34,13 @@ def tiny_data(n_train: int = 48, n_test: int = 24, size: int = 8) -> Data:
 
 def tiny_net() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
     )
 
 
@@ -45,11 +50,18 @@ def test_same_seed_same_conditions_for_every_scheme() -> None:
     def record(name):
         def scheme(model):
             starts[name] = {k: v.clone() for k, v in model.state_dict().items()}
+
         return scheme
 
     results = ghn_init.compare(
-        [tiny_net], {"a": record("a"), "b": record("b")}, tiny_data(), steps=6, seeds=[0, 1], batch_size=8,
-        eval_at=[0, 3], progress=False,
+        [tiny_net],
+        {"a": record("a"), "b": record("b")},
+        tiny_data(),
+        steps=6,
+        seeds=[0, 1],
+        batch_size=8,
+        eval_at=[0, 3],
+        progress=False,
     )
     assert len(results.runs) == 4 and results.schemes == ["a", "b"] and results.models == ["tiny_net"]
     for seed in (0, 1):
@@ -72,7 +84,9 @@ def test_schemes_change_only_what_they_initialize() -> None:
     def keep(model):
         captured["default"] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    ghn_init.compare([tiny_net], {"default": keep, "zero": first_layer_zero}, tiny_data(), steps=1, seeds=[3], progress=False)
+    ghn_init.compare(
+        [tiny_net], {"default": keep, "zero": first_layer_zero}, tiny_data(), steps=1, seeds=[3], progress=False
+    )
     for k, v in captured["default"].items():
         if k != "0.weight":
             assert torch.equal(v, captured["model"][k]), f"{k} must be the same default value in every scheme"
@@ -143,11 +157,34 @@ def _image_folder(root, classes=2, per_class=6):
 def test_cli_compare_on_an_image_folder(tmp_path, capsys) -> None:
     _image_folder(tmp_path / "images")
     out = tmp_path / "out"
-    code = main([
-        "compare", "--models", "small_vit", "--inits", "default,orthogonal", "--data", str(tmp_path / "images"),
-        "--steps", "2", "--seeds", "0", "--batch-size", "4", "--image-size", "8", "--no-progress",
-        "--optimizer", "sgd", "--schedule", "onecycle", "--lr", "0.01", "--out", str(out),
-    ])
+    code = main(
+        [
+            "compare",
+            "--models",
+            "small_vit",
+            "--inits",
+            "default,orthogonal",
+            "--data",
+            str(tmp_path / "images"),
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "8",
+            "--no-progress",
+            "--optimizer",
+            "sgd",
+            "--schedule",
+            "onecycle",
+            "--lr",
+            "0.01",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["num_classes"] == 2 and saved["config"]["optimizer"] == "sgd"

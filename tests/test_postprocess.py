@@ -105,7 +105,13 @@ def test_relative_noise_scale_is_the_spread_of_row_correlations() -> None:
 
 def test_postprocess_is_pure_seeded_and_leaves_the_classifier() -> None:
     torch.manual_seed(0)
-    pred = {"a.weight": torch.randn(6, 3, 3, 3), "bn.weight": torch.rand(6), "bn.bias": torch.randn(6), "fc.weight": torch.randn(4, 6), "fc.bias": torch.randn(4)}
+    pred = {
+        "a.weight": torch.randn(6, 3, 3, 3),
+        "bn.weight": torch.rand(6),
+        "bn.bias": torch.randn(6),
+        "fc.weight": torch.randn(4, 6),
+        "fc.bias": torch.randn(4),
+    }
     before = {k: v.clone() for k, v in pred.items()}
     kw = dict(classifier="fc.weight", norms={"bn.weight", "bn.bias"})
     out1 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(3), **kw)
@@ -158,7 +164,7 @@ def test_apply_uses_the_ghns_recommendation_by_default_and_none_keeps_prediction
     ghn_init.apply(b, recommending)
     ghn_init.apply(c, recommending, postprocess=None)
     assert _is_orthonormal(b.conv2.weight) and not _is_orthonormal(a.conv2.weight)
-    for (n, p), q in zip(a.named_parameters(), c.parameters()):
+    for (n, p), q in zip(a.named_parameters(), c.parameters(), strict=True):
         assert torch.equal(p, q), n
 
 
@@ -169,7 +175,7 @@ def test_apply_noise_is_reproducible_with_a_generator(ghn3: GHN) -> None:
     ghn_init.apply(a, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(7))
     ghn_init.apply(b, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(7))
     ghn_init.apply(c, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(8))
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.conv2.weight, c.conv2.weight)
     assert torch.equal(a.fc.weight, c.fc.weight), "the classifier gets no noise"
     assert torch.equal(a.conv1.bias, c.conv1.bias), "biases of convolutions get no noise (as published)"

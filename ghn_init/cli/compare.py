@@ -65,11 +65,14 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--models", required=True, help="comma-separated: torchvision names, timm/NAME, small_vit")
     p.add_argument(
-        "--inits", default="default,orthogonal,ghn:bundled",
+        "--inits",
+        default="default,orthogonal,ghn:bundled",
         help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
         "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm joined by '+'; default: the GHN's own)",
     )
-    p.add_argument("--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]")
+    p.add_argument(
+        "--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]"
+    )
     p.add_argument("--download", action="store_true", help="let torchvision download a torchvision:NAME dataset")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
@@ -82,7 +85,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the data's classes)")
     p.add_argument("--eval-at", type=_ints, default=None, help="test checkpoints (default: 0,S/8,S/4,S/2,S)")
     p.add_argument(
-        "--no-recalibrate-bn", dest="recalibrate_bn", action="store_false",
+        "--no-recalibrate-bn",
+        dest="recalibrate_bn",
+        action="store_false",
         help="test with the running BatchNorm statistics as trained (default: re-estimate them first)",
     )
     p.add_argument("--calibration-images", type=int, default=512, help="training images that re-estimate BN statistics")

@@ -2,68 +2,163 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch.nn as nn
-import torchvision
+from torch.nn.parameter import is_lazy
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..errors import TraceError
-from .autograd_trace import record
+from ..log import logger
+from .autograd_trace import RawGraph, record
 from .builder import build_graph
-from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
+from .graph import Graph, Node
+from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
 
-__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size"]
-
+__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size", "unwrap"]
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
-    """(C, H, W) to record the model with: ``model.expected_input_sz`` if set, 299 for Inception-v3,
-    the input size of a timm model's pretrained config, else 224."""
-    size = getattr(model, "expected_input_sz", None)
-    if size is None:
-        if isinstance(model, torchvision.models.Inception3):
-            size = 299
-        else:
-            cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-            size = tuple(cfg["input_size"]) if isinstance(cfg, dict) and "input_size" in cfg else 224
-    return tuple(size) if isinstance(size, (tuple, list)) else (3, int(size), int(size))
+    """One input sample's size to record ``model`` with, read off the model (see :func:`.inputs.infer_input_size`)."""
+    return infer_input_size(model)
+
+
+def _describe(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    def one(a: Any) -> str:
+        return f"tensor of shape {tuple(a.shape)}" if hasattr(a, "shape") else type(a).__name__
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts) if parts else "no input"
+
+
+def _record_autograd(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[RawGraph, list[str]]:
+    """Record on meta tensors, else with one real forward pass on copies; (raw graph, failed attempts)."""
+    errors: list[str] = []
+    for meta in (True, False):
+        try:
+            raw = record(model, meta=meta, args=args, kwargs=kwargs)
+        except TraceError:  # the model could not be put back as it was: never swallowed
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
+            errors.append(f"{'meta' if meta else 'real'} forward: {type(e).__name__}: {e}")
+            if meta:
+                logger.warning(
+                    "%s cannot be recorded on meta tensors (%s: %s); falling back to one real forward pass",
+                    type(model).__name__, type(e).__name__, (str(e).splitlines() or [""])[0][:160],
+                )
+            continue
+        if not raw.nodes:
+            errors.append(f"{'meta' if meta else 'real'} forward: the forward pass used none of the model's parameters")
+            continue
+        return raw, errors
+    return None, errors  # type: ignore[return-value]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model a ``torch.compile`` wrapper holds (``_orig_mod``), else ``model``: same parameters, no compiling.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = nn.Linear(2, 2)
+        >>> unwrap(torch.compile(m)) is m
+        True
+    """
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _parameters_of(model: nn.Module, module_ids: set[int]) -> frozenset[str]:
+    """Names of the parameters held directly by the modules in ``module_ids`` (every name of a shared one)."""
+    names = []
+    for module_name, m in model.named_modules(remove_duplicate=False):
+        if id(m) in module_ids:
+            names.extend(f"{module_name}.{a}" if module_name else a for a, t in m._parameters.items() if t is not None)
+    return frozenset(names)
 
 
 def trace(
     model: nn.Module,
     input_size: Optional[Sequence[int]] = None,
     *,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     virtual_edge_cutoff: int = VIRTUAL_EDGE_CUTOFF,
 ) -> Graph:
     """Build the GHN graph of ``model``.
 
     The forward pass is recorded on meta tensors (no arithmetic, no activations); models that cannot
-    run on meta tensors are recorded with one real forward pass of a batch of 2 on their own device.
-    ``Graph.tracer`` says which was used. The model's tensors and train/eval modes are unchanged.
+    run on meta tensors are recorded with one real forward pass on copies of their tensors, on their own
+    device (a warning is logged on the ``"ghn_init"`` logger). ``Graph.tracer`` says which was used.
+    Recording never changes the model: its tensors, buffers, attributes and train/eval modes are as before,
+    whether recording succeeds or fails. It also works inside ``torch.inference_mode()``. A
+    ``torch.compile``'d model is recorded through the module it wraps (tensor names without ``_orig_mod.``).
+
+    Args:
+        model: the model.
+        input_size: one input sample's size, e.g. ``(3, 224, 224)``; the model is called with a zero
+            batch of 2 (one per positional argument its ``forward`` requires). Default: read off the
+            model (stem conv channels, patch embedding / ViT image size, timm config; see
+            :func:`ghn_init.graph.inputs.infer_input_size`).
+        example_inputs: positional arguments to call the model with instead, e.g. ``(image1, image2)``;
+            tensors may sit in nested lists, tuples and dicts. Only their shapes and dtypes matter when
+            the model runs on meta tensors.
+        example_kwargs: keyword arguments to call the model with, e.g. ``{"pixel_values": x}``.
+        virtual_edge_cutoff: longest shortest-path distance that gets a virtual edge.
+
+    Returns:
+        The model's :class:`Graph`.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: the model has no parameters.
+        TraceError: neither way of recording worked (``.attempts`` lists why), or the model still has
+            uninitialized lazy modules.
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> graph = ghn_init.trace(torchvision.models.resnet18())
+        >>> graph.tracer
+        'autograd-meta'
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
-    size = tuple(input_size) if input_size is not None else default_input_size(model)
-    errors = []
-    for meta in (True, False):
-        try:
-            raw = record(model, size, meta=meta)
-        except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
-            errors.append(f"{'meta' if meta else 'real'} forward: {type(e).__name__}: {e}")
-            continue
-        if not raw.nodes:
-            errors.append("the forward pass used none of the model's parameters")
-            continue
-        graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
-        if not meta:
-            graph.notes.append("recorded with a real forward pass: " + errors[0])
-        return graph
-    raise TraceError(
-        f"could not record {type(model).__name__} with an input of shape (2, {', '.join(map(str, size))}):\n  "
-        + "\n  ".join(errors)
-        + "\nIf the model expects another input size, pass input_size=(C, H, W).",
-        model=type(model).__name__,
-        attempts=errors,
-    )
+    lazy = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:
+        raise TraceError(
+            f"{type(model).__name__} has uninitialized lazy tensors ({', '.join(lazy[:3])}): run the model once "
+            "on a real input so that its lazy modules (LazyLinear, LazyConv2d, ...) get their shapes, then retry",
+            model=type(model).__name__,
+        )
+    if example_inputs is not None and not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    if example_inputs is not None or example_kwargs is not None:
+        args, kwargs = tuple(example_inputs or ()), dict(example_kwargs or {})
+    else:
+        size = tuple(input_size) if input_size is not None else infer_input_size(model)
+        args, kwargs = default_inputs(model, size), {}
+    raw, errors = _record_autograd(model, args, kwargs)
+    if raw is None:
+        if example_inputs is not None or example_kwargs is not None:
+            hint = "Check that example_inputs/example_kwargs are what the model's forward expects."
+        else:
+            hint = (
+                "If the model expects another input size, pass input_size=(C, H, W); if its forward takes "
+                "something else than image batches, pass example_inputs=(...) and/or example_kwargs={...}."
+            )
+        raise TraceError(
+            f"could not record {type(model).__name__} called with ({_describe(args, kwargs)}):\n  "
+            + "\n  ".join(errors)
+            + "\n"
+            + hint,
+            model=type(model).__name__,
+            attempts=errors,
+        )
+    graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
+    graph.executed = _parameters_of(model, raw.ran)
+    if raw.tracer == "autograd-forward":
+        first = errors[0] if len(errors[0]) <= 200 else errors[0][:197] + "..."
+        graph.notes.append("recorded with a real forward pass: " + first)
+    return graph

@@ -1,4 +1,4 @@
-"""The init-comparison harness. Compare init schemes by fine-tuning: ``ghn_init.compare(models, inits, data)`` or ``ghn-init compare``.
+"""The init-comparison harness: ``ghn_init.compare(models, inits, data)`` or ``ghn-init compare``.
 
 A scheme is any callable ``(model) -> None`` that initializes a model in place; ``default``,
 ``orthogonal`` and ``ghn:SOURCE[+POSTPROCESS]`` are built in.

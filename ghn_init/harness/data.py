@@ -86,7 +86,9 @@ class _Prepared(Dataset):
             from torchvision.transforms.functional import pil_to_tensor
 
             image = pil_to_tensor(image.convert("RGB")).float().div(255).unsqueeze(0)
-            image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            image = F.interpolate(
+                image, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
             image = _normalize(image)[0]
         else:
             image = image.float()
@@ -95,7 +97,9 @@ class _Prepared(Dataset):
             if image.shape[0] == 1:
                 image = image.expand(3, -1, -1)
             if tuple(image.shape[1:]) != (self.image_size,) * 2:
-                image = F.interpolate(image.unsqueeze(0), size=(self.image_size,) * 2, mode="bilinear", align_corners=False)[0]
+                image = F.interpolate(
+                    image.unsqueeze(0), size=(self.image_size,) * 2, mode="bilinear", align_corners=False
+                )[0]
         return image, int(label)
 
 
@@ -106,7 +110,9 @@ def _num_classes(dataset: Any, fallback: Sequence[Any]) -> int:
     return int(max(int(dataset[i][1]) for i in range(len(dataset))) + 1) if len(dataset) else len(fallback)
 
 
-def from_datasets(train: Any, test: Any, image_size: int = 32, num_classes: Optional[int] = None, name: str = "dataset") -> Data:
+def from_datasets(
+    train: Any, test: Any, image_size: int = 32, num_classes: Optional[int] = None, name: str = "dataset"
+) -> Data:
     """Wrap torchvision-style datasets (``ds[i] -> (PIL image or tensor, label)``) for :func:`ghn_init.compare`.
 
     Example:
@@ -114,7 +120,9 @@ def from_datasets(train: Any, test: Any, image_size: int = 32, num_classes: Opti
     """
     for part, ds in (("train", train), ("test", test)):
         if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
-            raise TypeError(f"{part} data must be a map-style dataset (ds[i] -> (image, label)), got {type(ds).__name__}")
+            raise TypeError(
+                f"{part} data must be a map-style dataset (ds[i] -> (image, label)), got {type(ds).__name__}"
+            )
         if len(ds) == 0:
             raise ValueError(f"{part} dataset is empty")
     n = num_classes or _num_classes(train, [])
@@ -162,7 +170,9 @@ def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: boo
     if isinstance(spec, tuple) and len(spec) == 2:
         return from_datasets(spec[0], spec[1], image_size)
     if not isinstance(spec, str):
-        raise TypeError(f"data must be 'digits', a folder, torchvision:NAME, Data or (train, test), got {type(spec).__name__}")
+        raise TypeError(
+            f"data must be 'digits', a folder, torchvision:NAME, Data or (train, test), got {type(spec).__name__}"
+        )
     if spec == "digits":
         return digits(image_size)
     if spec.startswith("torchvision:"):

@@ -16,7 +16,12 @@ def small_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
     import torchvision
 
     return torchvision.models.VisionTransformer(
-        image_size=image_size, patch_size=4, num_layers=4, num_heads=4, hidden_dim=128, mlp_dim=256,
+        image_size=image_size,
+        patch_size=4,
+        num_layers=4,
+        num_heads=4,
+        hidden_dim=128,
+        mlp_dim=256,
         num_classes=num_classes,
     )
 

@@ -18,7 +18,7 @@ def _pm(mean_sd: tuple[float, float], scale: float = 1.0, digits: int = 1) -> st
     return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
 
 
-def markdown(results: "Results", plot_file: Optional[str] = "curves.png") -> str:
+def markdown(results: Results, plot_file: Optional[str] = "curves.png") -> str:
     """A Markdown report: the setup and a mean ± sd table (test accuracy in %, training loss)."""
     c = results.config
     rows = results.summary()
@@ -38,16 +38,22 @@ def markdown(results: "Results", plot_file: Optional[str] = "curves.png") -> str
         f"- fine-tuning: {c['optimizer']} lr {c['lr']} ({c['schedule']}), weight decay {c['weight_decay']}, "
         f"batch {c['batch_size']}, {c['steps']} steps, {c['image_size']}x{c['image_size']} images, seeds {c['seeds']}",
         "- test accuracy (%) in eval mode"
-        + (f", BatchNorm statistics re-estimated on {c['calibration_images']} training images first" if c["recalibrate_bn"] else "")
-        + f"; training loss at step s: mean of the {c['loss_window']} steps before it (@0: the first batch, before any update)",
-        f"- mean ± sample standard deviation over {len(c['seeds'])} seed(s); {c['threads']} CPU thread(s), torch {c['torch']}",
+        + (
+            f", BatchNorm statistics re-estimated on {c['calibration_images']} training images first"
+            if c["recalibrate_bn"]
+            else ""
+        )
+        + f"; training loss at step s: mean of the {c['loss_window']} steps before it "
+        "(@0: the first batch, before any update)",
+        f"- mean ± sample standard deviation over {len(c['seeds'])} seed(s); {c['threads']} CPU thread(s), "
+        f"torch {c['torch']}",
         "",
     ]
     tail = ["", f"![training loss and test accuracy]({plot_file})", ""] if plot_file else [""]
     return "\n".join(head + lines + tail)
 
 
-def plot(results: "Results", path: Union[str, os.PathLike]) -> None:
+def plot(results: Results, path: Union[str, os.PathLike]) -> None:
     """Training loss (smoothed) and test accuracy per step, one column per model, mean ± sd over seeds."""
     import matplotlib
 
@@ -68,21 +74,32 @@ def plot(results: "Results", path: Union[str, os.PathLike]) -> None:
             mean = smooth.mean(0)
             sd = smooth.std(0) if len(runs) > 1 else torch.zeros_like(mean)
             (line,) = axes[0, col].plot(mean.numpy(), label=scheme)
-            axes[0, col].fill_between(range(len(mean)), (mean - sd).numpy(), (mean + sd).numpy(), alpha=0.2, color=line.get_color())
+            axes[0, col].fill_between(
+                range(len(mean)), (mean - sd).numpy(), (mean + sd).numpy(), alpha=0.2, color=line.get_color()
+            )
             acc = torch.tensor([r.test_acc for r in runs]) * 100
-            axes[1, col].errorbar(runs[0].steps, acc.mean(0).numpy(), yerr=acc.std(0).numpy() if len(runs) > 1 else None,
-                                  label=scheme, marker="o", capsize=3, color=line.get_color())
+            axes[1, col].errorbar(
+                runs[0].steps,
+                acc.mean(0).numpy(),
+                yerr=acc.std(0).numpy() if len(runs) > 1 else None,
+                label=scheme,
+                marker="o",
+                capsize=3,
+                color=line.get_color(),
+            )
         axes[0, col].set(title=model, xlabel="step", ylabel="training loss (9-step mean)", yscale="log")
         axes[1, col].set(xlabel="step", ylabel="test accuracy (%)", ylim=(0, 100))
         axes[0, col].legend(fontsize=8)
         axes[1, col].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"Fine-tuning on {results.config['data'].split(':')[0]}: mean ± sd over {len(results.config['seeds'])} seed(s)")
+    fig.suptitle(
+        f"Fine-tuning on {results.config['data'].split(':')[0]}: mean ± sd over {len(results.config['seeds'])} seed(s)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def save(results: "Results", out: Union[str, os.PathLike], with_plot: bool = True) -> dict[str, str]:
+def save(results: Results, out: Union[str, os.PathLike], with_plot: bool = True) -> dict[str, str]:
     """Write results.json, results.md and (if matplotlib is installed) curves.png into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ class Results:
         return {"config": self.config, "summary": self.summary(), "runs": [asdict(r) for r in self.runs]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Results":
+    def from_dict(cls, d: Mapping[str, Any]) -> Results:
         return cls(dict(d["config"]), [Run(**r) for r in d["runs"]])
 
     def markdown(self, plot: Optional[str] = "curves.png") -> str:
@@ -90,7 +90,7 @@ class Results:
 
         return markdown(self, plot)
 
-    def save(self, out: Union[str, "os.PathLike[str]"], plot: bool = True) -> dict[str, str]:
+    def save(self, out: Union[str, os.PathLike[str]], plot: bool = True) -> dict[str, str]:
         """Write ``results.json``, ``results.md`` and (with matplotlib) ``curves.png`` into ``out``."""
         from .render import save
 
@@ -137,7 +137,9 @@ def _schedule(name: str, optimizer: torch.optim.Optimizer, steps: int):
     if name == "constant":
         return None
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
     if name == "onecycle":
         lr = optimizer.param_groups[0]["lr"]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 2))
@@ -160,7 +162,9 @@ def _report_dict(report: Any) -> Optional[dict]:
 
 def compare(
     models: Union[str, Sequence[ModelSpec]],
-    inits: Union[str, Sequence[Union[str, Scheme]], Mapping[str, Union[str, Scheme]]] = "default,orthogonal,ghn:bundled",
+    inits: Union[
+        str, Sequence[Union[str, Scheme]], Mapping[str, Union[str, Scheme]]
+    ] = "default,orthogonal,ghn:bundled",
     data: Union[str, Data, tuple] = "digits",
     *,
     steps: int = 200,
@@ -217,7 +221,8 @@ def compare(
         ValueError: bad names or numbers, before any training.
 
     Example:
-        >>> results = ghn_init.compare("resnet18", "default,orthogonal,ghn:bundled", "digits", steps=50, seeds=2)  # doctest: +SKIP
+        >>> inits = "default,orthogonal,ghn:bundled"
+        >>> results = ghn_init.compare("resnet18", inits, "digits", steps=50, seeds=2)  # doctest: +SKIP
         >>> print(results.markdown())  # doctest: +SKIP
     """
     model_specs = [m for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
@@ -274,7 +279,9 @@ def compare(
             for seed in seed_list:
                 for name, scheme in schemes.items():
                     bar.set_postfix_str(f"{_model_name(spec)} {name} seed {seed}")
-                    run = _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, device, tqdm, progress)
+                    run = _one_run(
+                        spec, name, scheme, seed, dataset, classes, config, calibration, device, tqdm, progress
+                    )
                     results.runs.append(run)
                     bar.update(1)
     if out is not None:
@@ -294,7 +301,7 @@ def _tqdm(progress: bool) -> Callable[..., Any]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-        def __enter__(self) -> "_Quiet":
+        def __enter__(self) -> _Quiet:
             return self
 
         def __exit__(self, *exc: Any) -> None:
@@ -327,7 +334,9 @@ def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, de
     losses: list[float] = []
     accs: dict[int, float] = {}
     model.train()
-    with tqdm(total=steps, desc=f"{_model_name(spec)} {name} s{seed}", unit="step", leave=False, disable=not progress) as bar:
+    with tqdm(
+        total=steps, desc=f"{_model_name(spec)} {name} s{seed}", unit="step", leave=False, disable=not progress
+    ) as bar:
         for step in range(steps + 1):
             if step in config["eval_at"]:
                 accs[step] = evaluate(model, dataset.test, calibration)

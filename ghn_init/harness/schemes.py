@@ -18,9 +18,7 @@ def default(model: nn.Module) -> None:
 
 def _matrix_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The weights the ``orth`` post-processing would orthogonalize: all but the classifier and embeddings."""
-    found = [
-        (n, p) for n, p in model.named_parameters() if p.dim() >= 2 and not (p.dim() == 3 and p.shape[0] == 1)
-    ]
+    found = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and not (p.dim() == 3 and p.shape[0] == 1)]
     return found[:-1]  # the last one is the classifier, left as it is (as for GHN predictions)
 
 
@@ -72,7 +70,8 @@ def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
     """A scheme from its name: ``default``, ``orthogonal``, ``ghn:SOURCE`` or ``ghn:SOURCE+POSTPROCESS``.
 
     ``SOURCE`` is anything :func:`ghn_init.load_ghn` accepts (``bundled``, a registry name, a folder,
-    ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``nohead``, ``nobias``, ``nogain``, ``nonorm`` or a ``+``-joined
+    ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``nohead``, ``nobias``,
+    ``nogain``, ``nonorm`` or a ``+``-joined
     combination (default: the GHN's recommendation).
 
     Raises:
@@ -118,5 +117,7 @@ def resolve_schemes(
         elif callable(s):
             out[name] = s
         else:
-            raise TypeError(f"init scheme {name!r} must be a name or a callable (model) -> None, got {type(s).__name__}")
+            raise TypeError(
+                f"init scheme {name!r} must be a name or a callable (model) -> None, got {type(s).__name__}"
+            )
     return out
