@@ -24,8 +24,10 @@ _FIELD_TYPES: dict[str, type] = {
     "layernorm": bool,
     "weight_norm": bool,
     "virtual_edges": bool,
+    "postprocess": str,
     "extra": dict,
 }
+_OPTIONAL_FIELDS = ("postprocess", "extra")  # may be absent; postprocess may also be null
 _JSON_NAMES = {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "an object"}
 
 
@@ -84,7 +86,7 @@ class GHNConfig:
     def from_dict(cls, d: Mapping[str, Any], *, origin: str = "GHN config") -> GHNConfig:
         """A config from its :meth:`to_dict` form, checked field by field.
 
-        Every field except ``extra`` is required and must have its JSON type (``"layernorm": "false"`` is
+        Every field except ``extra`` and ``postprocess`` is required and must have its JSON type (``"layernorm": "false"`` is
         refused, not read as true); unknown fields are refused.
 
         Args:
@@ -112,10 +114,12 @@ class GHNConfig:
             )
         for name, kind in _FIELD_TYPES.items():
             if name not in d:
-                if name == "extra":
+                if name in _OPTIONAL_FIELDS:
                     continue
                 raise ConfigError(f"{origin}: the GHN config has no {name!r}", path=origin, field=name)
             value = d[name]
+            if value is None and name == "postprocess":
+                continue
             wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
             if name == "max_shape" and not wrong:
                 wrong = not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
