@@ -86,8 +86,8 @@ class GHNConfig:
     def from_dict(cls, d: Mapping[str, Any], *, origin: str = "GHN config") -> GHNConfig:
         """A config from its :meth:`to_dict` form, checked field by field.
 
-        Every field except ``extra`` and ``postprocess`` is required and must have its JSON type (``"layernorm": "false"`` is
-        refused, not read as true); unknown fields are refused.
+        Every field except ``extra`` and ``postprocess`` is required and must have its JSON type
+        (``"layernorm": "false"`` is refused, not read as true); unknown fields are refused.
 
         Args:
             d: the ``"ghn"`` section of a ``config.json``.
