@@ -65,6 +65,11 @@ def test_config_carries_a_validated_recommendation() -> None:
     assert cfg.postprocess == "orth+noise=1e-05"
     assert GHNConfig.from_dict(cfg.to_dict()).postprocess == "orth+noise=1e-05"
     assert GHNConfig().postprocess is None  # published checkpoints (config inferred from keys) have none
+    older = {k: v for k, v in GHNConfig().to_dict().items() if k != "postprocess"}  # config.json before the field
+    assert GHNConfig.from_dict(older).postprocess is None
+    assert GHNConfig.from_dict({**older, "postprocess": None}).postprocess is None
+    with pytest.raises(ValueError, match="postprocess"):
+        GHNConfig.from_dict({**older, "postprocess": 3})
     with pytest.raises(ValueError):
         GHNConfig(postprocess="bogus")
 
