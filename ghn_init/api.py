@@ -19,6 +19,7 @@ import torch.nn as nn
 from .decode import decode
 from .errors import StrictError
 from .graph import Graph, trace
+from .graph.fx_trace import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
@@ -95,6 +96,7 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    tracer: str = "auto",
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
 
@@ -105,6 +107,10 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
+            :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
+            tensors are those of ``ep.state_dict`` (``Prediction.model`` is
+            :func:`~ghn_init.graph.fx_trace.program_module` of it).
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.
@@ -120,7 +126,8 @@ def predict(
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    sources = list(model) if isinstance(model, (list, tuple)) else [model]
+    models = [program_module(m) if is_exported_program(m) else m for m in sources]
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
@@ -130,8 +137,8 @@ def predict(
 
     graphs: list[Graph] = []
     plans: list[Plan] = []
-    for m in models:
-        graph = trace(m, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff)
+    for source, m in zip(sources, models):
+        graph = trace(source, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff, tracer=tracer)
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
@@ -181,6 +188,7 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    tracer: str = "auto",
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -194,6 +202,8 @@ def apply(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError`, before writing anything, if a trainable tensor is not predicted.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
+            predictions are written into the tensors of its ``state_dict``.
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -209,7 +219,9 @@ def apply(
         >>> report.fraction_predicted
         1.0
     """
-    predictions = predict(model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size)
+    predictions = predict(
+        model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size, tracer=tracer
+    )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]
     return write(predictions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch.nn as nn
 import torchvision
@@ -10,10 +10,13 @@ import torchvision
 from ..errors import TraceError
 from .autograd_trace import record
 from .builder import build_graph
+from .fx_trace import FxCaptureError, is_exported_program, program_module, record_fx, record_program
 from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
 from .primitives import PRIMITIVES, register_module
 
-__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size"]
+__all__ = ["Graph", "Node", "PRIMITIVES", "TRACERS", "TraceError", "register_module", "trace", "default_input_size"]
+
+TRACERS = ("auto", "autograd", "fx")
 
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
@@ -34,31 +37,44 @@ def trace(
     input_size: Optional[Sequence[int]] = None,
     *,
     virtual_edge_cutoff: int = VIRTUAL_EDGE_CUTOFF,
+    tracer: str = "auto",
 ) -> Graph:
     """Build the GHN graph of ``model``.
 
     The forward pass is recorded on meta tensors (no arithmetic, no activations); models that cannot
     run on meta tensors are recorded with one real forward pass of a batch of 2 on their own device.
     ``Graph.tracer`` says which was used. The model's tensors and train/eval modes are unchanged.
+
+    ``tracer`` picks how: ``"autograd"`` reads autograd (on meta tensors, else a real forward pass),
+    ``"fx"`` captures ATen operations with ``torch.fx`` (``make_fx`` on fake tensors) and reads them as
+    autograd would (same graph; see ``docs/tracers.md``), ``"auto"`` (default) tries autograd on meta
+    tensors (10-20x faster on every measured model), then fx, then a real forward pass. A
+    :class:`torch.export.ExportedProgram` is always read with fx; its graph's parameter nodes refer to
+    :func:`~ghn_init.graph.fx_trace.program_module` of the program.
     """
+    if tracer not in TRACERS:
+        raise ValueError(f"unknown tracer {tracer!r}; choose one of {', '.join(TRACERS)}")
+    if is_exported_program(model):
+        return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
     size = tuple(input_size) if input_size is not None else default_input_size(model)
     errors = []
-    for meta in (True, False):
+    ways = {"auto": ("meta", "fx", "real"), "autograd": ("meta", "real"), "fx": ("fx",)}[tracer]
+    for way in ways:
         try:
-            raw = record(model, size, meta=meta)
+            raw = record_fx(model, size) if way == "fx" else record(model, size, meta=way == "meta")
         except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
-            errors.append(f"{'meta' if meta else 'real'} forward: {type(e).__name__}: {e}")
+            errors.append(f"{'fx capture' if way == 'fx' else way + ' forward'}: {type(e).__name__}: {e}")
             continue
         if not raw.nodes:
             errors.append("the forward pass used none of the model's parameters")
             continue
         graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
-        if not meta:
-            graph.notes.append("recorded with a real forward pass: " + errors[0])
+        if errors:
+            graph.notes.append(f"recorded with {'fx' if way == 'fx' else 'a real forward pass'}: " + errors[0])
         return graph
     raise TraceError(
         f"could not record {type(model).__name__} with an input of shape (2, {', '.join(map(str, size))}):\n  "
@@ -67,3 +83,16 @@ def trace(
         model=type(model).__name__,
         attempts=errors,
     )
+
+
+def _trace_program(program: Any, tracer: str, cutoff: int) -> Graph:
+    if tracer == "autograd":
+        raise ValueError("an ExportedProgram is read with tracer='fx' (or 'auto'); it has no autograd forward")
+    module = program_module(program)
+    try:
+        raw = record_program(program, module)
+    except FxCaptureError as e:
+        raise TraceError(f"could not read the ExportedProgram: {e}", model="ExportedProgram", attempts=[str(e)]) from e
+    if not raw.nodes:
+        raise TraceError("the ExportedProgram uses none of its parameters", model="ExportedProgram", attempts=[])
+    return build_graph(raw, module, cutoff=cutoff)
