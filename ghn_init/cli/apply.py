@@ -14,7 +14,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = create_model(args.model, **kwargs)
-    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier)
+    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier, tracer=args.tracer)
     print(report)
     if args.save:
         torch.save(model.state_dict(), args.save)
@@ -26,7 +26,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     from .. import trace
     from ..models import create_model
 
-    graph = trace(create_model(args.model))
+    graph = trace(create_model(args.model), tracer=args.tracer)
     if args.json:
         print(json.dumps(graph.to_dict()))
     else:
@@ -42,9 +42,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--keep-classifier", action="store_true", help="leave the classification layer at default init")
     p.add_argument("--save", default=None, help="write the initialized state dict here (torch.save)")
+    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)
 
     p = subparsers.add_parser("trace", help="print the GHN graph of a model")
     p.add_argument("model", help="torchvision name (resnet50) or timm/NAME")
     p.add_argument("--json", action="store_true", help="print the graph in the fixture JSON format")
+    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_trace)

@@ -41,16 +41,24 @@ import contextlib
 import importlib
 import operator
 import weakref
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-import torch.fx as fx
-import torch.nn as nn
+from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from .autograd_trace import POOL_OPS, RawGraph, _norm_args, _outputs, eval_mode, owner_map, read_autograd
 
-__all__ = ["FxCaptureError", "capture", "is_exported_program", "program_module", "read_fx", "record_fx", "record_program"]
+__all__ = [
+    "FxCaptureError",
+    "capture",
+    "is_exported_program",
+    "program_module",
+    "read_fx",
+    "record_fx",
+    "record_program",
+]
 
 ATTENTION_NODE = "_FusedAttentionBackward"  # the autograd recorder's stand-in names
 NORM_NODE = "_NormalizationBackward"
@@ -63,7 +71,7 @@ class FxCaptureError(RuntimeError):
 # --------------------------------------------------------------------------------------------------
 # Stand-in operators for fused attention and norms (registered lazily: no side effect at import).
 
-_LIBRARY: Optional[torch.library.Library] = None
+_LIBRARY: torch.library.Library | None = None
 
 
 def _standin_ops() -> Any:
@@ -112,12 +120,30 @@ def _aten_standins() -> dict[Any, tuple[str, Callable[[list], list]]]:
         return lambda named: [named.get(n) for n in names]
 
     for name, overloads, pick in (
-        (NORM_NODE, ("native_batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-                     "batch_norm", "native_group_norm"), by_name("input", "weight", "bias")),
+        (
+            NORM_NODE,
+            (
+                "native_batch_norm",
+                "_native_batch_norm_legit_no_training",
+                "_native_batch_norm_legit",
+                "batch_norm",
+                "native_group_norm",
+            ),
+            by_name("input", "weight", "bias"),
+        ),
         (NORM_NODE, ("native_layer_norm", "layer_norm", "group_norm"), by_name("input", "weight", "bias")),
-        (ATTENTION_NODE, ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
-                          "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-                          "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_attention_math"), None),
+        (
+            ATTENTION_NODE,
+            (
+                "scaled_dot_product_attention",
+                "_scaled_dot_product_flash_attention_for_cpu",
+                "_scaled_dot_product_flash_attention",
+                "_scaled_dot_product_efficient_attention",
+                "_scaled_dot_product_cudnn_attention",
+                "_scaled_dot_product_attention_math",
+            ),
+            None,
+        ),
     ):
         for op_name in overloads:
             packet = getattr(aten, op_name, None)
@@ -135,9 +161,9 @@ def _aten_standins() -> dict[Any, tuple[str, Callable[[list], list]]]:
 class _Function:
     """An autograd node as read_autograd sees it: a class name and ``next_functions``."""
 
-    __slots__ = ("next_functions", "_saved_kernel_size")
+    __slots__ = ("_saved_kernel_size", "next_functions")
 
-    def __init__(self, next_functions: tuple, kernel: Optional[tuple[int, ...]] = None):
+    def __init__(self, next_functions: tuple, kernel: tuple[int, ...] | None = None):
         self.next_functions = next_functions
         self._saved_kernel_size = kernel
 
@@ -145,7 +171,7 @@ class _Function:
 class AccumulateGrad:
     """A parameter leaf, as autograd's ``AccumulateGrad`` node (read by its ``variable``)."""
 
-    __slots__ = ("variable", "next_functions")
+    __slots__ = ("next_functions", "variable")
 
     def __init__(self, variable: Any):
         self.variable = variable
@@ -155,7 +181,7 @@ class AccumulateGrad:
 _CLASSES: dict[str, type] = {}
 
 
-def _node(name: str, next_functions: tuple, kernel: Optional[tuple[int, ...]] = None) -> _Function:
+def _node(name: str, next_functions: tuple, kernel: tuple[int, ...] | None = None) -> _Function:
     cls = _CLASSES.get(name)
     if cls is None:
         cls = _CLASSES[name] = type(name, (_Function,), {"__slots__": ()})
@@ -180,9 +206,9 @@ def _op_prefix(op: Any) -> str:
 class _Probe:
     """How autograd records one operator call: node name, inputs in next_functions order, outputs."""
 
-    __slots__ = ("name", "slots", "differentiable", "kernel")
+    __slots__ = ("differentiable", "kernel", "name", "slots")
 
-    def __init__(self, name: str, slots: list, differentiable: list, kernel: Optional[tuple[int, ...]]):
+    def __init__(self, name: str, slots: list, differentiable: list, kernel: tuple[int, ...] | None):
         self.name, self.slots, self.differentiable, self.kernel = name, slots, differentiable, kernel
 
 
@@ -249,7 +275,9 @@ def _probe(op: Any, node: fx.Node, flat: list[fx.Node], grads: list[bool]) -> _P
         outs = node.meta.get("val")
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         floating = [isinstance(o, torch.Tensor) and o.is_floating_point() for o in outs]
-        result = _Probe(_op_prefix(op) + "Backward0", [j if grads[j] else None for j in range(len(flat))], floating, None)
+        result = _Probe(
+            _op_prefix(op) + "Backward0", [j if grads[j] else None for j in range(len(flat))], floating, None
+        )
     else:
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         differentiable = [isinstance(o, torch.Tensor) and o.requires_grad for o in outs]
@@ -257,7 +285,7 @@ def _probe(op: Any, node: fx.Node, flat: list[fx.Node], grads: list[bool]) -> _P
         if fn is None:
             result = _Probe("", [], [False] * len(outs), None)
         else:
-            slots: list[Optional[int]] = []
+            slots: list[int | None] = []
             for child, _ in fn.next_functions:
                 if child is None:
                     slots.append(None)
@@ -321,7 +349,7 @@ class _Reader:
             self.regenerated[key] = _node("AsStridedBackward0", ((fam.fn, 0),)) if fam.fn is not None else None
         return self.regenerated[key]
 
-    def set_tensor(self, node: fx.Node, fn: Any, view_of: Optional[fx.Node] = None) -> None:
+    def set_tensor(self, node: fx.Node, fn: Any, view_of: fx.Node | None = None) -> None:
         self.value[node] = fn
         if view_of is not None and view_of in self.family:
             self.family[node] = fam = self.family[view_of]
@@ -377,7 +405,9 @@ class _Reader:
         if multi:
             val = node.meta.get("val")
             count = len(val) if isinstance(val, (list, tuple)) else max(n_out, 1)
-            self.value[node] = [fn if fn is not None and (diff[i] if i < len(diff) else diff[-1]) else None for i in range(count)]
+            self.value[node] = [
+                fn if fn is not None and (diff[i] if i < len(diff) else diff[-1]) else None for i in range(count)
+            ]
             return
         fn = fn if diff and diff[0] else None
         if in_place:
@@ -457,7 +487,7 @@ def _unique_tensors(model: nn.Module) -> tuple[list[torch.Tensor], list[list[str
 
 
 def capture(
-    model: nn.Module, inputs: Sequence[Any], device: Optional[torch.device] = None, *, in_eval_mode: bool = True
+    model: nn.Module, inputs: Sequence[Any], device: torch.device | None = None, *, in_eval_mode: bool = True
 ) -> fx.GraphModule:
     """Capture ``model(*inputs)`` with ``make_fx`` on fake tensors.
 
@@ -484,7 +514,7 @@ def capture(
     tensors, names = _unique_tensors(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
 
-    def fake(t: torch.Tensor, requires_grad: bool, on: Optional[torch.device] = None) -> torch.Tensor:
+    def fake(t: torch.Tensor, requires_grad: bool, on: torch.device | None = None) -> torch.Tensor:
         dtype = torch.float32 if t.is_floating_point() else t.dtype
         with mode:
             f = torch.empty(tuple(t.shape), dtype=dtype, device=on or t.device)
@@ -506,7 +536,7 @@ def capture(
             return make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, *example)
     except FxCaptureError:
         raise
-    except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass
+    except Exception as e:
         raise FxCaptureError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
 
 
@@ -519,7 +549,7 @@ def _leaves(model: nn.Module, tensors: list[torch.Tensor]) -> dict[int, tuple[st
     }
 
 
-def record_fx(model: nn.Module, input_size: Sequence[int], device: Optional[torch.device] = None) -> RawGraph:
+def record_fx(model: nn.Module, input_size: Sequence[int], device: torch.device | None = None) -> RawGraph:
     """Capture ``model`` on a fake batch of 2 inputs of shape ``input_size`` and read its graph.
 
     Args:
@@ -544,7 +574,7 @@ def record_fx(model: nn.Module, input_size: Sequence[int], device: Optional[torc
 # ExportedProgram inputs.
 
 
-def _resolve(path: str) -> Optional[type]:
+def _resolve(path: str) -> type | None:
     module_name, _, cls_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
@@ -590,7 +620,7 @@ def is_exported_program(obj: Any) -> bool:
     return any(c.__name__ == "ExportedProgram" and c.__module__.startswith("torch.export") for c in type(obj).__mro__)
 
 
-_PROGRAM_MODULES: "weakref.WeakKeyDictionary[Any, nn.Module]" = weakref.WeakKeyDictionary()
+_PROGRAM_MODULES: weakref.WeakKeyDictionary[Any, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def program_module(ep: Any) -> nn.Module:
@@ -646,7 +676,7 @@ def program_module(ep: Any) -> nn.Module:
     return root
 
 
-def record_program(ep: Any, model: Optional[nn.Module] = None) -> RawGraph:
+def record_program(ep: Any, model: nn.Module | None = None) -> RawGraph:
     """Read the graph of a :class:`torch.export.ExportedProgram`.
 
     The program's module is re-traced with ``make_fx`` on fake tensors (composite operators such as
