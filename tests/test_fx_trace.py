@@ -28,8 +28,25 @@ def assert_same_graph(model: nn.Module, size: tuple[int, ...]) -> ghn_init.Graph
     return by_fx
 
 
+# One model per mechanism runs by default (in-place ops on views, attention, SE blocks, odd pooling,
+# the published builder's ViT/SqueezeNet/Swin special cases); every fixture model with ``-m slow``.
+QUICK = {
+    "resnet18",
+    "squeezenet1_0",
+    "inception_v3",
+    "swin_v2_t",
+    "vit_b_16",
+    "mobilenet_v3_small",
+    "timm/ghostnet_100",
+    "timm/convnext_tiny",
+    "timm/pvt_v2_b0",
+    "timm/dla34",
+}
+FIXTURE_CASES = [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow) for name in MODELS]
+
+
 @pytest.mark.fixtures
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", FIXTURE_CASES)
 def test_fx_graph_matches_autograd_and_reference(name: str) -> None:
     ref_path = fixtures_dir() / "graphs" / (name.replace("/", "__") + ".json")
     model = build(name).eval()
@@ -110,16 +127,34 @@ class Tied(nn.Module):
         return self.out(self.conv(x).mean((2, 3)))
 
 
-@pytest.mark.parametrize("cls", [SEBlock, Attention, InPlaceOnViews, Tied])
+class NoGradInside(nn.Module):
+    """Part of the forward runs under torch.no_grad(): autograd records none of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            y = self.frozen(x)
+            y.relu_()
+        return self.fc((self.conv(x) + y).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls", [SEBlock, Attention, InPlaceOnViews, Tied, NoGradInside])
 def test_tiny_models_agree(cls) -> None:
     torch.manual_seed(0)
     graph = assert_same_graph(cls(), (3, 16, 16))
     assert len(graph) > 3
+    if cls is NoGradInside:
+        assert "frozen.weight" not in {n.name for n in graph.nodes}
 
 
 def test_tiny_models_agree_on_the_raw_autograd_graph() -> None:
     """Before the reduction rules: same node names in the same depth-first order, same edges."""
-    for model in (SEBlock(), InPlaceOnViews(), torchvision.models.mobilenet_v3_small().eval()):
+    for model in (SEBlock(), InPlaceOnViews(), NoGradInside(), torchvision.models.mobilenet_v3_small().eval()):
         a, b = record(model, (3, 32, 32)), record_fx(model, (3, 32, 32))
         assert [(n.name, n.size, n.kernel_size) for n in a.nodes] == [(n.name, n.size, n.kernel_size) for n in b.nodes]
         assert a.edges == b.edges

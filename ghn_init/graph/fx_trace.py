@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .autograd_trace import POOL_OPS, RawGraph, _norm_args, _outputs, eval_mode, owner_map, read_autograd
 
@@ -375,13 +376,15 @@ class _Reader:
                 src = src[node.args[1]]
             val = node.meta.get("val")
             floating = isinstance(val, torch.Tensor) and (val.is_floating_point() or val.is_complex())
-            self.set_tensor(node, src if floating else None)
+            self.set_tensor(node, src if floating and not node.meta.get(NO_GRAD) else None)
             return
         if not isinstance(op, torch._ops.OpOverload):
             self.value[node] = None  # arithmetic on sizes and other Python values
             return
         flat, named = _tensor_args(op, node)
         inputs = [self.grad(n) for n in flat]
+        if node.meta.get(NO_GRAD):  # under torch.no_grad(): no autograd node, an in-place call changes nothing
+            inputs = [None] * len(flat)
         grads = [f is not None for f in inputs]
         args = op._schema.arguments
         in_place = bool(flat) and bool(args) and args[0].alias_info is not None and args[0].alias_info.is_write
@@ -415,6 +418,12 @@ class _Reader:
             fam = self.family.get(target)
             if fam is None:
                 raise FxCaptureError(f"in-place {op} on a value that is not a tensor")
+            if node.meta.get(NO_GRAD):  # the tensor keeps its autograd node
+                self.value[node] = self.value.get(target)
+                self.family[node] = fam
+                if target in self.view_version:
+                    self.view_version[node] = self.view_version[target]
+                return
             if target in self.view_version:  # autograd: CopySlices on the base, the view regenerated
                 if fn is not None:
                     fam.fn = _node("CopySlices", ((fam.fn, 0), *fn.next_functions[1:]))
@@ -527,17 +536,39 @@ def capture(
 
     def forward(params: list, *args: Any) -> list:
         mapping = {name: t for t, ns in zip(params, names) for name in ns}
-        with _StandIns():
+        with _StandIns(), _NoGradOutputs():
             out = torch.func.functional_call(model, mapping, args, strict=False, tie_weights=True)
         return _outputs(out)
 
     try:
         with eval_mode(model) if in_eval_mode else contextlib.nullcontext(), torch.enable_grad():
-            return make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, *example)
+            gm = make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, *example)
     except FxCaptureError:
         raise
     except Exception as e:
         raise FxCaptureError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+    return gm
+
+
+NO_GRAD = "ghn_init_no_grad"  # fx node meta key: the call ran with gradients disabled
+
+
+class _NoGradOutputs(TorchDispatchMode):
+    """Marks the fx nodes of calls made under ``torch.no_grad()`` (autograd records nothing for them;
+    an fx graph does not show the grad mode) with ``node.meta[NO_GRAD]``."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        out = func(*args, **(kwargs or {}))
+        if not torch.is_grad_enabled():
+            from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+
+            mode = get_proxy_mode()
+            for t in out if isinstance(out, (list, tuple)) else (out,):
+                if mode is not None and isinstance(t, torch.Tensor):
+                    slot = get_proxy_slot(t, mode.tracer, None)
+                    if slot is not None:
+                        slot.proxy.node.meta[NO_GRAD] = True
+        return out
 
 
 def _leaves(model: nn.Module, tensors: list[torch.Tensor]) -> dict[int, tuple[str, nn.Module, tuple[int, ...]]]:
@@ -597,22 +628,47 @@ def _module_classes(ep: Any) -> dict[str, type]:
     return classes
 
 
-def _conv_settings(ep: Any) -> dict[str, dict[str, Any]]:
-    """weight name -> groups/dilation of the convolutions (the GHN's conv kind depends on them)."""
+def _layer_of(op_name: str, ndim: int) -> type | None:
+    """The layer class whose forward is this ATen call, for a weight of ``ndim`` dimensions."""
+    if op_name in ("conv1d", "conv2d", "conv3d", "convolution"):
+        return {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}.get(ndim)
+    return {
+        "linear": nn.Linear,
+        "layer_norm": nn.LayerNorm,
+        "native_layer_norm": nn.LayerNorm,
+        "group_norm": nn.GroupNorm,
+        "embedding": nn.Embedding,
+    }.get(op_name)
+
+
+def _parameter_uses(ep: Any) -> tuple[dict[str, dict[str, Any]], dict[str, type]]:
+    """From the program's ATen calls: weight name -> groups/dilation of its convolution (the GHN's conv
+    kind depends on them), and module path -> layer class for modules whose weight is used by a
+    layer's operation (``nn.MultiheadAttention`` calls its ``out_proj`` weight with ``F.linear``
+    without calling the submodule, so the exporter records no class for it)."""
     placeholders = {spec.arg.name: spec.target for spec in ep.graph_signature.input_specs if spec.target}
     settings: dict[str, dict[str, Any]] = {}
+    layers: dict[str, type] = {}
     for node in ep.graph.nodes:
-        if node.op != "call_function" or not str(node.target).startswith(("aten.conv", "aten.convolution")):
-            continue
-        weight = node.args[1] if len(node.args) > 1 else None
-        if not isinstance(weight, fx.Node) or weight.name not in placeholders:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         schema = [a.name for a in node.target._schema.arguments]
-        bound = {schema[i]: v for i, v in enumerate(node.args)} | dict(node.kwargs)
-        dilation = bound.get("dilation", 1)
-        dilation = tuple(dilation) if isinstance(dilation, (list, tuple)) else (dilation, dilation)
-        settings[placeholders[weight.name]] = {"groups": int(bound.get("groups", 1)), "dilation": dilation}
-    return settings
+        bound = {schema[i]: v for i, v in enumerate(node.args) if i < len(schema)} | dict(node.kwargs)
+        weight = bound.get("weight")
+        if not isinstance(weight, fx.Node) or weight.name not in placeholders:
+            continue
+        name = placeholders[weight.name]
+        val = weight.meta.get("val")
+        op_name = node.target._schema.name.split("::")[-1]
+        layer = _layer_of(op_name, val.dim() if isinstance(val, torch.Tensor) else 0)
+        if layer is not None and name.endswith(".weight"):
+            layers.setdefault(name[: -len(".weight")], layer)
+        if layer in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            dims = val.dim() - 2
+            dilation = bound.get("dilation", 1)
+            dilation = tuple(dilation) if isinstance(dilation, (list, tuple)) else (dilation,) * dims
+            settings[name] = {"groups": int(bound.get("groups", 1)), "dilation": dilation}
+    return settings, layers
 
 
 def is_exported_program(obj: Any) -> bool:
@@ -646,22 +702,23 @@ def program_module(ep: Any) -> nn.Module:
     cached = _PROGRAM_MODULES.get(ep)
     if cached is not None:
         return cached
-    classes = _module_classes(ep)
-    convs = _conv_settings(ep)
-    root = nn.Module()
-    made: dict[str, nn.Module] = {"": root}
+    convs, layers = _parameter_uses(ep)
+    classes = {**layers, **_module_classes(ep)}  # the exporter's record first
+    made: dict[str, nn.Module] = {}
 
     def module_at(path: str) -> nn.Module:
         if path in made:
             return made[path]
-        parent_path, _, attr = path.rpartition(".")
-        parent = module_at(parent_path)
         cls = classes.get(path, nn.Module)
         m = cls.__new__(cls)
         nn.Module.__init__(m)
-        parent.add_module(attr, m)
+        if path:
+            parent_path, _, attr = path.rpartition(".")
+            module_at(parent_path).add_module(attr, m)
         made[path] = m
         return m
+
+    root = module_at("")
 
     for spec in ep.graph_signature.input_specs:
         if spec.kind.name != "PARAMETER":
