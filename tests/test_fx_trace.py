@@ -244,3 +244,12 @@ def test_exported_program_trace_predict_and_write(ghn3) -> None:
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="ExportedProgram"):
         ghn_init.trace(ep, tracer="autograd")
+
+
+@pytest.mark.parametrize("cls", [Attention, InPlaceOnViews, Tied, NoGradInside])
+def test_exported_program_graph_matches_module(cls) -> None:
+    """Layers whose forward is not called (MHA's out_proj) get their class from how the weight is used."""
+    torch.manual_seed(0)
+    model = cls().eval()
+    ep = torch.export.export(model, (torch.randn(2, 3, 16, 16),))
+    assert ghn_init.trace(ep).to_dict() == ghn_init.trace(model, (3, 16, 16)).to_dict()

@@ -756,7 +756,7 @@ def record_program(ep: Any, model: nn.Module | None = None) -> RawGraph:
     module = ep.module()
     tensors, _ = _unique_tensors(module)
     gm = capture(module, list(args), in_eval_mode=False)
-    by_name = dict(model.named_parameters())
+    by_name = dict(model.named_parameters(remove_duplicate=False))
     names = {id(t): n for n, t in module.named_parameters(remove_duplicate=False)}
     owners = owner_map(model)
     leaves = {}
