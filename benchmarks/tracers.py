@@ -58,7 +58,7 @@ def input_size(name: str) -> tuple[int, int, int]:
     return (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
 
 
-def timed(model: torch.nn.Module, size: tuple[int, ...], tracer: str, repeats: int) -> tuple[float | None, Any, str]:
+def timed(model: Any, size: tuple[int, ...] | None, tracer: str, repeats: int) -> tuple[float | None, Any, str]:
     try:
         graph = ghn_init.trace(model, size, tracer=tracer)  # warm-up (imports, op caches)
         times = []
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="default: fixture models + torchvision classifiers")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu", action="store_true", help="build models on CPU instead of the meta device")
+    parser.add_argument("--export", action="store_true", help="also trace torch.export.export(model) (slow)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "tracers.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -87,6 +88,15 @@ def main() -> None:
         t_a, g_a, e_a = timed(model, size, "autograd", args.repeats)
         t_f, g_f, e_f = timed(model, size, "fx", args.repeats)
         same = g_a is not None and g_f is not None and g_a.to_dict() == g_f.to_dict()
+        t_e, same_e, e_e = None, "-", ""
+        if args.export:
+            try:
+                device = next(model.parameters()).device
+                program = torch.export.export(model, (torch.zeros(2, *size, device=device),))
+                t_e, g_e, e_e = timed(program, None, "fx", args.repeats)
+                same_e = "yes" if g_e is not None and g_a is not None and g_e.to_dict() == g_a.to_dict() else "no"
+            except Exception as e:  # noqa: BLE001 - a model that cannot be exported is a result
+                e_e = f"export: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
         row = {
             "model": name,
             "nodes": len(g_a) if g_a is not None else (len(g_f) if g_f is not None else 0),
@@ -96,6 +106,9 @@ def main() -> None:
             "fx_error": e_f,
             "ratio": f"{t_f / t_a:.1f}" if t_a and t_f else "",
             "same": "yes" if same else ("no" if g_a is not None and g_f is not None else "-"),
+            "program": (f"{t_e:.3f}" if t_e is not None else "fails") if args.export else "-",
+            "program_same": same_e,
+            "program_error": e_e,
         }
         rows.append(row)
         print(" | ".join(str(v) for v in row.values()), flush=True)
@@ -106,6 +119,7 @@ def write(rows: list[dict], args: argparse.Namespace, done: bool = True) -> None
     ok_a = [r for r in rows if r["autograd"] != "fails"]
     ok_f = [r for r in rows if r["fx"] != "fails"]
     ratios = [float(r["ratio"]) for r in rows if r["ratio"]]
+    exported = [r for r in rows if r["program"] != "-"]
     lines = [
         "# Graph tracers: autograd vs torch.fx",
         "",
@@ -128,13 +142,22 @@ def write(rows: list[dict], args: argparse.Namespace, done: bool = True) -> None
             "captures models that mix CPU tensors into their forward), then a real forward pass."
         ),
         "",
-        "| model | nodes | autograd (s) | autograd recorder | fx (s) | fx / autograd | same graph | fx error |",
-        "|---|---:|---:|---|---:|---:|---|---|",
+        (
+            f"- ExportedProgram (`torch.export.export(model)`, traced with fx): traced {sum(r['program'] not in ('-', 'fails') for r in exported)}/{len(exported)}, "
+            f"same graph as the module on {sum(r['program_same'] == 'yes' for r in exported)}/{len(exported)}."
+        )
+        if exported
+        else "- ExportedProgram inputs not measured in this run (`--export`).",
+        "",
+        "| model | nodes | autograd (s) | autograd recorder | fx (s) | fx / autograd | same graph | fx error |"
+        + (" program (s) | program same | program error |" if exported else ""),
+        "|---|---:|---:|---|---:|---:|---|---|" + ("---:|---|---|" if exported else ""),
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['nodes']} | {r['autograd']} | {r['recorder']} | {r['fx']} | {r['ratio']} | "
             f"{r['same']} | {r['fx_error']} |"
+            + (f" {r['program']} | {r['program_same']} | {r['program_error']} |" if exported else "")
         )
     if not done:
         lines.insert(2, "(partial: the run is still going)")
