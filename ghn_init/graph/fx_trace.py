@@ -14,25 +14,30 @@ outputs are differentiable) is not guessed from tables: the first time a call si
 the one operation is run on empty meta tensors with autograd on and its ``grad_fn`` is read (a few
 microseconds, cached per operator and signature). Fused attention and batch/layer/group norm are
 replaced by the same single-node stand-ins as in the autograd recorder (custom ops
-``ghn_init::fused_attention`` and ``ghn_init::normalization``, registered on first use), so both
-paths give the same graph on every device.
+``ghn_init::fused_attention`` and ``ghn_init::normalization``, registered on first use; the CPU's
+fused attention operator is read as the same stand-in), so both paths reduce to the same graph.
 
-Why ``make_fx`` on fake tensors rather than ``torch.export``: measured on this machine (1 thread,
-resnet18 at 224x224), ``make_fx`` with fake tensors takes about 0.3 s, ``make_fx`` on meta tensors
-0.5 s and ``torch.export.export`` about 1.3 s, against 0.015 s for the autograd-on-meta recorder;
-``torch.export`` also keeps composite operations (``aten.linear``, ``aten.conv2d``) that autograd
-never sees, so its graph has to be re-traced anyway. Fake tensors keep the model's device (a CPU
-constant created inside ``forward`` mixes with them, unlike meta tensors) and allocate nothing.
-An :class:`torch.export.ExportedProgram` is read by re-tracing its module the same way (see
-:func:`record_program`). Full numbers: ``docs/tracers.md`` (``python benchmarks/tracers.py``).
+Why ``make_fx`` on fake tensors rather than ``torch.export`` (median of 3, 1 thread, resnet18 at
+224x224, measured with another job sharing the CPU, so compare ratios): ``make_fx`` on fake tensors
+0.24 s (0.26 s with reading the graph), ``make_fx`` on meta tensors 0.48 s, ``torch.export.export``
+0.83 s, against 0.014 s for the autograd-on-meta recorder. ``torch.export`` also keeps composite
+operators (``aten.linear``, ``aten.conv2d``) that autograd never sees, so its graph would have to be
+re-traced anyway. Fake tensors keep the model's device (a CPU tensor created inside ``forward``
+mixes with them, unlike meta tensors) and allocate nothing. An :class:`torch.export.ExportedProgram`
+is read by re-tracing its module the same way (:func:`record_program`). Per-model numbers:
+``docs/tracers.md`` (``python benchmarks/tracers.py``).
 
 In-place operations are read as autograd records them: an in-place operation on a view becomes a
 ``CopySlices`` node on the view's base, and views of a base modified in place since they were made
-become ``AsStridedBackward0`` nodes of the base's new node.
+become ``AsStridedBackward0`` nodes of the base's new node. Calls made under ``torch.no_grad()``
+inside ``forward`` are marked while capturing and give no node, as in autograd.
 
-Limits (the ``auto`` tracer falls back to the autograd recorder when capture fails):
-data-dependent control flow or ``.item()`` cannot be captured on fake tensors; ``torch.no_grad()``
-blocks inside ``forward`` are not visible in the captured graph.
+Limits (the ``auto`` tracer falls back to a real forward pass when capture fails): data-dependent
+control flow and ``.item()`` cannot be captured on fake tensors. The autograd graph of a model
+that the recorder runs on meta tensors can differ below the reduction rules where an operator
+picks its implementation by device (``nn.MultiheadAttention``'s attention is decomposed on meta
+tensors and one fused CPU operator on fake CPU tensors); the reduced GHN graphs are the same on
+every measured model.
 """
 
 from __future__ import annotations
