@@ -106,35 +106,10 @@ def _group_left_alone(left_alone: dict[str, str]) -> str:
     return " | ".join(parts)
 
 
-def dry_decode(ghn, graph, p) -> dict:
-    """Decode every tensor with the checks of a write (shape, finiteness), keeping none of them.
-
-    Returns {name: (slot, None)}, enough for the report. Memory: one predicted tensor at a time.
-    """
-    import torch
-
-    from ghn_init.decode import decode
-
-    seen: dict = {}
-
-    def check(_: int, slot, value) -> None:
-        if tuple(value.shape) != tuple(slot.shape):
-            raise RuntimeError(f"cannot write {slot.name}: predicted shape {tuple(value.shape)}, model tensor {slot.shape}")
-        if not torch.isfinite(value).all():
-            raise FloatingPointError(f"the GHN predicted non-finite values for {slot.name}")
-        seen[slot.name] = (slot, None)
-
-    with torch.no_grad():
-        decode(ghn, [graph], [p], sink=check)
-    return seen
-
-
 def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     """Build ``name``, apply the GHN (or decode without writing for huge models), describe what happened."""
     import ghn_init
     from ghn_init.graph import default_input_size
-    from ghn_init.planning import plan
-    from ghn_init.report import build_report
 
     row: dict[str, Any] = {"source": source_of(name), "model": name, "mode": "write"}
     t0 = time.perf_counter()
@@ -154,14 +129,8 @@ def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     t1 = time.perf_counter()
     row["seconds_build"] = t1 - t0
     row["input_size"] = "x".join(map(str, default_input_size(model)))
-    if row["mode"] == "meta":
-        t = time.perf_counter()
-        graph = ghn_init.trace(model, virtual_edge_cutoff=ghn.virtual_edge_cutoff)
-        p = plan(graph, model, ghn.config.max_shape)
-        t2 = time.perf_counter()
-        result = dry_decode(ghn, graph, p)
-        t3 = time.perf_counter()
-        report = build_report(model, ghn, graph, result, seconds={"trace": t2 - t, "predict": t3 - t2, "write": 0.0})
+    if row["mode"] == "meta":  # a dry run: every tensor predicted and checked, one at a time, none written
+        report = ghn_init.predict(model, ghn, dry_run=True).report
     else:
         report = ghn_init.apply(model, ghn)
     row.update(
@@ -204,7 +173,12 @@ def child_main(name: str, ghn, meta_above: Optional[int], fd: int) -> None:
         except BaseException as e:  # noqa: BLE001 - every failure is a result of the sweep
             tb = traceback.extract_tb(e.__traceback__)
             where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-            row = {"source": source_of(name), "model": name, "status": type(e).__name__, "error": _one_line(f"{e}{where}")}
+            row = {
+                "source": source_of(name),
+                "model": name,
+                "status": type(e).__name__,
+                "error": _one_line(f"{e}{where}"),
+            }
         row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
         data = (json.dumps(row, default=str) + "\n").encode()
         view = memoryview(data)
@@ -395,7 +369,10 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
             continue
         lines.append(f"## Totals — {GHN_LABELS.get(g, g)}")
         lines.append("")
-        lines.append("| | ok | swept | of | >= 99% params predicted (of ok) | median params predicted | median time (ok) | median trace | median predict |")
+        lines.append(
+            "| | ok | swept | of | >= 99% params predicted (of ok) | median params predicted | median time (ok) "
+            "| median trace | median predict |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for src in ("torchvision", "timm"):
             rs = [r for r in rows.values() if r["source"] == src]
@@ -403,7 +380,7 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
                 continue
             ok = [r for r in rs if r["status"] == "ok"]
             hi = [r for r in ok if float(r["share_predicted"]) >= 0.99]
-            med = lambda k: _median([float(r[k]) for r in ok if r.get(k)])  # noqa: E731
+            med = lambda k: _median([float(r[k]) for r in ok if r.get(k)])  # noqa: E731, B023 - used right away
             lines.append(
                 f"| {src} | **{len(ok)}/{len(rs)}** | {len(rs)} | {expected.get(src, '?')} | "
                 f"{len(hi)}/{len(ok)} ({_pct(len(hi) / len(ok)) if ok else '-'}) | "
@@ -474,7 +451,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per model (default 300)")
     ap.add_argument("--workers", type=int, default=1, help="models run at the same time (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per child (default 1)")
-    ap.add_argument("--meta-above", type=float, default=None, help="build models with more parameters on meta; decode only")
+    ap.add_argument(
+        "--meta-above", type=float, default=None, help="build models with more parameters on meta; decode only"
+    )
     ap.add_argument("--out-dir", type=Path, default=REPO / "docs")
     ap.add_argument("--retry", action="store_true", help="rerun models whose last result is not ok")
     ap.add_argument("--report-only", action="store_true", help="only regenerate coverage.md from the CSVs")
@@ -517,7 +496,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.requires_grad_(False)
     meta_above = int(args.meta_above) if args.meta_above is not None else None
     try:
-        sweep(todo, ghn, csv_path, timeout=args.timeout, workers=max(1, args.workers), meta_above=meta_above, verbose=not args.quiet)
+        sweep(
+            todo,
+            ghn,
+            csv_path,
+            timeout=args.timeout,
+            workers=max(1, args.workers),
+            meta_above=meta_above,
+            verbose=not args.quiet,
+        )
     finally:
         path = write_markdown(args.out_dir, ghns, expected)
         if not args.quiet:

@@ -90,7 +90,9 @@ def test_accuracy(model: nn.Module, calibration: torch.Tensor, images: torch.Ten
             for x in calibration.split(128):
                 model(x)
     model.eval()
-    correct = sum((model(x).argmax(1) == y).sum().item() for x, y in zip(images.split(256), labels.split(256)))
+    correct = sum(
+        (model(x).argmax(1) == y).sum().item() for x, y in zip(images.split(256), labels.split(256), strict=True)
+    )
     return correct / len(labels)
 
 

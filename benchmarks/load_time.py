@@ -59,7 +59,9 @@ def main() -> int:
             f"safetensors folder ({(folder / 'model.safetensors').stat().st_size / 1e6:.1f} MB)": median_seconds(
                 lambda: load_file(folder), args.repeats
             ),
-            "  of which reading the pickle's tensors": median_seconds(lambda: load_pickle(args.checkpoint), args.repeats),
+            "  of which reading the pickle's tensors": median_seconds(
+                lambda: load_pickle(args.checkpoint), args.repeats
+            ),
             "  of which reading model.safetensors": median_seconds(
                 lambda: read_safetensors(str(folder / "model.safetensors")), args.repeats
             ),

@@ -62,7 +62,7 @@ class PeakMemory:
         self.device = device
         self.mb = float("nan")
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -158,14 +158,19 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, An
     return seconds, mem.mb, out
 
 
-def measure(name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype, meta_above: Optional[float]) -> dict[str, Any]:
+def measure(
+    name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype, meta_above: Optional[float]
+) -> dict[str, Any]:
     import ghn_init
-    from ghn_init.planning import plan
-    from ghn_init.report import build_report
 
     n_params = count_on_meta(name)
     meta = meta_above is not None and n_params > meta_above
-    row: dict[str, Any] = {"model": name, "params": n_params, "device": device.type, "dtype": str(dtype).replace("torch.", "")}
+    row: dict[str, Any] = {
+        "model": name,
+        "params": n_params,
+        "device": device.type,
+        "dtype": str(dtype).replace("torch.", ""),
+    }
     t = time.perf_counter()
     model = build(name, meta=meta)
     if not meta:
@@ -191,27 +196,14 @@ def measure(name: str, ghn, runs: int, device: torch.device, dtype: torch.dtype,
                 add(k, report.seconds.get(k, float("nan")))
             row["nodes"], row["predicted"] = report.nodes, report.fraction_predicted
         else:
-            s, mb, (graph, p) = timed(
-                lambda: (lambda g: (g, plan(g, model, net.config.max_shape)))(
-                    ghn_init.trace(model, virtual_edge_cutoff=net.virtual_edge_cutoff)
-                ),
-                torch.device("cpu"),
-            )
-            add("trace", s)
-
-            def run_decode():
-                sys.path.insert(0, str(REPO / "benchmarks"))
-                from coverage import dry_decode  # decode with the write checks, one tensor in memory at a time
-
-                return dry_decode(net, graph, p)
-
-            s2, mb2, result = timed(run_decode, torch.device("cpu"))
-            add("predict", s2)
-            add("apply", s + s2)
-            add("apply_mb", max(mb, mb2))
-            rep = build_report(model, net, graph, result, seconds={})
+            # a dry run: every tensor predicted and checked, one at a time, none written
+            s, mb, prediction = timed(lambda: ghn_init.predict(model, net, dry_run=True), torch.device("cpu"))
+            rep = prediction.report
+            add("trace", rep.seconds["trace"])
+            add("predict", rep.seconds["predict"])
+            add("apply", s)
+            add("apply_mb", mb)
             row["nodes"], row["predicted"] = rep.nodes, rep.fraction_predicted
-            del result
     for k, v in samples.items():
         row[k] = statistics.median(v)
     row["runs"] = runs

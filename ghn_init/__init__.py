@@ -30,6 +30,7 @@ from .hub import list_ghns, load_ghn
 from .networks import GHN, GHNConfig
 from .planning import Plan, plan
 from .report import Report
+from .saving import save_safetensors
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "load_ghn",
     "list_ghns",
     "register_module",
+    "save_safetensors",
     "Prediction",
     "Plan",
     "Report",

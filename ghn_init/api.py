@@ -16,14 +16,14 @@ from typing import Optional, Sequence, Union, overload
 import torch
 import torch.nn as nn
 
-from .decode import decode
 from .errors import StrictError
 from .graph import Graph, trace
 from .graph.fx_trace import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
+from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
 from .report import Report, build_report
-from .writing import write_tensors
+from .writing import check_fits, write_tensors
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Prediction:
         plan: which node predicts which tensor.
         tensors: {tensor name: (slot, predicted value)}, values in the GHN's dtype and device.
         report: what :meth:`write` will write and what stays at default init, with reasons.
+        dry_run: made by ``predict(..., dry_run=True)``: every tensor was predicted and checked, none kept
+            (``tensors`` is empty and :meth:`write` refuses).
     """
 
     model: nn.Module
@@ -43,6 +45,7 @@ class Prediction:
     plan: Plan
     tensors: dict[str, tuple[Slot, torch.Tensor]]
     report: Report
+    dry_run: bool = False
 
     def write(self) -> Report:
         """Write the predicted tensors into the model in place, all or nothing (see :func:`write`)."""
@@ -63,7 +66,9 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         The reports, with the write time filled in.
 
     Raises:
-        WriteError: a predicted tensor does not fit its target; nothing was written.
+        WriteError: a predicted tensor does not fit its target, or a swap failed; nothing was written.
+        PredictionError: predicted values are not finite in their target's dtype (e.g. float16 overflow,
+            ``.names`` lists them); nothing was written.
 
     Example:
         >>> import ghn_init, torchvision
@@ -71,6 +76,9 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         >>> ghn_init.write([p])[0].fraction_predicted
         1.0
     """
+    for p in predictions:
+        if p.dry_run:
+            raise ValueError("a dry-run prediction keeps no tensors to write; call predict() without dry_run=True")
     start = time.perf_counter()
     write_tensors([p.tensors for p in predictions])
     seconds = (time.perf_counter() - start) / max(len(predictions), 1)
@@ -96,6 +104,7 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    dry_run: bool = False,
     tracer: str = "auto",
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
@@ -107,6 +116,9 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
+            tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
+            The report is complete; the prediction cannot be written.
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
@@ -119,6 +131,7 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
+        ValueError: the models are on different devices, or on the meta device without ``dry_run``.
 
     Example:
         >>> import ghn_init, torchvision
@@ -131,37 +144,47 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    device = _model_device(models[0])
+    if any(_model_device(m) != device for m in models):
+        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
+    if device.type == "meta" and not dry_run:
+        raise ValueError(
+            "the model's parameters are on the meta device (no storage to write into); "
+            "materialize it first, e.g. model.to_empty(device='cpu'), then call again "
+            "(or check a prediction without writing it: predict(..., dry_run=True))"
+        )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
 
     graphs: list[Graph] = []
     plans: list[Plan] = []
-    for source, m in zip(sources, models):
+    for source, m in zip(sources, models, strict=True):
         graph = trace(source, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff, tracer=tracer)
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
 
-    device = _model_device(models[0])
-    if any(_model_device(m) != device for m in models):
-        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if next(net.parameters()).device != device:
-        net = net.to(device)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            results = decode(net, graphs, plans, predict_classifier=predict_classifier)
-    finally:
-        net.train(was_training)
+    slots = [p.slots(predict_classifier) for p in plans]
+    checked: list[dict[str, tuple[Slot, None]]] = [{} for _ in models]
+
+    def check(b: int, name: str, value: torch.Tensor) -> None:
+        check_fits(name, slots[b][name], value)
+        checked[b][name] = (slots[b][name], None)
+
+    # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
+    # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
+    runner = inference_copy(net, None if dry_run else device)
+    with torch.no_grad():
+        tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
+    results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
     predicted_at = time.perf_counter()
 
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, r, seconds=seconds))
-        for m, g, p, r in zip(models, graphs, plans, results)
+        Prediction(m, g, p, r, build_report(m, net, g, c if dry_run else r, seconds=seconds), dry_run)
+        for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
     if strict:
         for pred in predictions:

@@ -1,21 +1,14 @@
-"""Stage 3 of the pipeline (trace -> plan -> **predict** -> write): run a GHN and decode tensors.
+"""From a decoder's max-sized output to a model tensor: crop, tile and scale as the published GHNs do.
 
-This module computes; it writes nothing into the model (:mod:`ghn_init.write` does, all or nothing).
-The predicted tensors keep their autograd history, so the same code trains GHNs
-(``torch.func.functional_call(model, predicted, x)``).
+:meth:`ghn_init.GHN.forward` runs the decoders and calls :func:`fit_to_shape` on each output.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-
-from .errors import PredictionError
-from .graph.graph import Graph
-from .networks.ghn import GHN
-from .planning import Plan, Slot, Target
 
 
 def fit_to_shape(
@@ -81,63 +74,3 @@ def scale(p: torch.Tensor, is_weight: bool, shape: Optional[Sequence[int]] = Non
         no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
         return p * ((1.0 if no_relu else 2.0) / math.prod(sz[1:])) ** 0.5
     return 2 * torch.sigmoid(0.5 * p) if is_weight else torch.tanh(0.2 * p)
-
-
-def decode(
-    ghn: GHN,
-    graphs: Sequence[Graph],
-    plans: Sequence[Plan],
-    *,
-    predict_classifier: bool = True,
-    sink: Optional[Callable[[int, Slot, torch.Tensor], None]] = None,
-) -> list[dict[str, tuple[Slot, torch.Tensor]]]:
-    """Run the GHN on the graphs and return, per graph, {tensor name: (slot, predicted tensor)}.
-
-    With ``sink``, each predicted tensor is handed to ``sink(graph index, slot, tensor)`` as soon as
-    it is made and not kept (the returned dicts stay empty): a dry run of a huge model then needs
-    the memory of one tensor, not of the whole model.
-    """
-    xs = ghn.embed_nodes(graphs, [shapes for _, shapes in plans])
-    centre = not ghn.is_ghn2
-    results: list[dict[str, tuple[Slot, torch.Tensor]]] = [{} for _ in graphs]
-    groups: dict[tuple[int, ...], list[tuple[int, Target]]] = {}
-    for b, (targets, _) in enumerate(plans):
-        for target in targets:
-            groups.setdefault(target.key, []).append((b, target))
-    for key, members in groups.items():
-        x = torch.stack([xs[b][t.node] for b, t in members])
-        is_classifier = len(key) == 2 and key[1] != 0
-        if is_classifier and not predict_classifier:
-            continue
-        if len(key) == 2 and key[1] > 0:
-            decoded = ghn.decoder(x, (key[0], key[1], 1, 1), classifier=True)
-        elif len(key) == 3:
-            decoded = ghn.decoder_1d(x).view(len(members), -1, 1, 1)
-        elif len(key) == 2:
-            decoded = ghn.decoder_1d(x).view(len(members), 2, -1)
-            if key[1] < 0:
-                decoded = ghn.bias_class(decoded)
-        else:
-            decoded = ghn.decoder(x, key)
-        if not torch.isfinite(decoded).all():
-            raise PredictionError(
-                f"the GHN predicted non-finite values for {len(members)} tensor(s) of group {key}; "
-                "the model was not changed (is the GHN checkpoint corrupted?)"
-            )
-        for row, (b, target) in enumerate(members):
-            slot, w = target.slot, decoded[row]
-            if len(slot.shape) == 1:
-                outputs = [(slot, w[0 if slot.is_weight else 1])]
-                if target.bias is not None:
-                    outputs.append((target.bias, w[1]))
-            else:
-                outputs = [(slot, w)]
-            for out_slot, tensor in outputs:
-                norm = out_slot.is_weight if ghn.config.weight_norm else None
-                # a norm layer's bias is fitted to its weight's shape, as the published code does
-                tensor = fit_to_shape(tensor, slot.shape, centre, norm)
-                if sink is not None:
-                    sink(b, out_slot, tensor)
-                else:
-                    results[b][out_slot.name] = (out_slot, tensor)
-    return results

@@ -39,7 +39,16 @@ __all__ = [
 
 
 class GHNInitError(Exception):
-    """Base class of every error ghn-init raises on purpose."""
+    """Base class of every error ghn-init raises on purpose.
+
+    Example:
+        >>> import ghn_init
+        >>> try:
+        ...     ghn_init.load_ghn("no-such-ghn")
+        ... except ghn_init.GHNInitError as e:
+        ...     print(type(e).__name__, e.source)
+        UnknownGHNError no-such-ghn
+    """
 
 
 class TraceError(GHNInitError, RuntimeError):
@@ -73,8 +82,19 @@ class StrictError(GHNInitError, RuntimeError):
 class PredictionError(GHNInitError, FloatingPointError):
     """The GHN predicted values that cannot be written (not finite, or not finite in the model's dtype).
 
+    Nothing was written. A float16 model whose predicted values overflow float16 gets this error, with
+    ``names`` listing the tensors: initialize the model in float32 and cast it afterwards.
+
     Attributes:
-        names: the tensors concerned.
+        names: the tensors concerned (empty when the GHN's own output is not finite).
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> model = torchvision.models.resnet18().half()
+        >>> try:
+        ...     ghn_init.apply(model, "ghn3-xl-m16")  # doctest: +SKIP
+        ... except ghn_init.PredictionError as e:
+        ...     print(e.names[:2])
     """
 
     def __init__(self, message: str, *, names: Sequence[str] = ()):
@@ -84,6 +104,8 @@ class PredictionError(GHNInitError, FloatingPointError):
 
 class WriteError(GHNInitError, RuntimeError):
     """A predicted tensor could not be written into the model; the model was left as it was.
+
+    Every tensor swapped before the failure got its old data back (the message says so if one could not).
 
     Attributes:
         name: the tensor that failed.
@@ -107,10 +129,18 @@ class CheckpointError(GHNInitError, ValueError):
 
 
 class ConfigError(CheckpointError):
-    """A GHN ``config.json`` (or config dict) has a missing, unknown or mistyped field.
+    """A GHN ``config.json`` (or config dict) has a missing, unknown or mistyped field, or a newer format.
 
-    Attributes:
-        field: the offending key, when there is one.
+    The message names the file. Attributes:
+        field: the offending key (``"layernorm"``, ``"format_version"``, ...), when there is one.
+
+    Example:
+        >>> import ghn_init
+        >>> try:
+        ...     ghn_init.GHNConfig.from_dict({**ghn_init.GHNConfig().to_dict(), "layernorm": "false"})
+        ... except ghn_init.ConfigError as e:
+        ...     print(e.field)
+        layernorm
     """
 
     def __init__(self, message: str, *, path: Optional[Any] = None, field: Optional[str] = None):

@@ -7,7 +7,7 @@ and writes nothing.
 
 from __future__ import annotations
 
-import math
+import enum
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .graph.graph import Graph
+from .shapes import token_map_shape
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,50 @@ class Slot:
         return f"{self.module_name}.{self.attr}" if self.module_name else self.attr
 
 
+class DecoderKind(enum.Enum):
+    """Which GHN head turns a node embedding into a tensor (see :meth:`ghn_init.GHN.forward`).
+
+    ``WEIGHT``: 2-D and 4-D weights and token embeddings, through the weight decoder, decoded as
+    ``(out, in, k, k)``. ``CLASSIFIER``: the model's last weight, through the weight decoder's
+    classification head. ``VECTOR``: 1-D tensors, through the 1-D decoder as two rows (weight, bias).
+    ``CLASSIFIER_BIAS``: the model's last bias, through the 1-D decoder and the bias head.
+    ``TENSOR_3D``: other 3-D tensors, through the 1-D decoder as a ``(2 * max_channels, 1, 1)`` block.
+    """
+
+    WEIGHT = "weight"
+    CLASSIFIER = "classifier"
+    VECTOR = "vector"
+    CLASSIFIER_BIAS = "classifier_bias"
+    TENSOR_3D = "tensor_3d"
+
+
 @dataclass
 class Target:
-    """A graph node whose decoded output becomes one tensor (two for norm layers: weight, bias)."""
+    """A graph node whose decoded output becomes one tensor (two for norm layers: weight, bias).
+
+    Attributes:
+        node: the graph node's index.
+        slot: the model tensor it writes.
+        kind: which GHN head decodes it.
+        shape: the size it is decoded at before cropping and tiling to ``slot.shape`` (channel counts
+            rounded by :func:`group_size`). Targets with the same ``(kind, shape)`` are decoded in one call.
+        bias: for 1-D weights (norm layers), the module's bias, predicted from the same node.
+    """
 
     node: int
     slot: Slot
-    key: tuple[int, ...]  # decoder group: nodes with the same key are decoded together
-    bias: Optional[Slot] = None  # 1-D weights (norm layers) also predict the module's bias
+    kind: DecoderKind
+    shape: tuple[int, ...]
+    bias: Optional[Slot] = None
+
+    @property
+    def key(self) -> tuple[DecoderKind, tuple[int, ...]]:
+        """The decoder group: targets with equal keys are decoded in one batched call."""
+        return self.kind, self.shape
 
     @property
     def is_classifier(self) -> bool:
-        return len(self.key) == 2 and self.key[1] != 0
+        return self.kind in (DecoderKind.CLASSIFIER, DecoderKind.CLASSIFIER_BIAS)
 
 
 def writable_slots(model: nn.Module) -> dict[str, Slot]:
@@ -74,8 +107,16 @@ def writable_slots(model: nn.Module) -> dict[str, Slot]:
     return slots
 
 
-def _group_size(size: int, limit: int) -> int:
-    """Round a size to share decoder calls: multiples of 3 go to the next multiple of 4, big ones to the limit."""
+def group_size(size: int, limit: int) -> int:
+    """Round a channel count so that similar tensors share a decoder call (as the published code does).
+
+    Multiples of 3 go up to the next multiple of 4 (e.g. 96 -> 128) and sizes of at least half the
+    decoder's ``limit`` go to the limit.
+
+    Example:
+        >>> [group_size(n, 64) for n in (3, 8, 12, 24, 31, 200)]
+        [4, 8, 16, 64, 31, 64]
+    """
     n = min(size, limit)
     if n % 3 == 0:
         n = n // 3 * 4
@@ -92,6 +133,16 @@ class Plan(NamedTuple):
 
     targets: list[Target]
     shapes: list[Optional[tuple[int, ...]]]
+
+    def slots(self, predict_classifier: bool = True) -> dict[str, Slot]:
+        """{tensor name: slot} of every tensor the plan predicts (norm biases included)."""
+        out: dict[str, Slot] = {}
+        for target in self.targets:
+            if predict_classifier or not target.is_classifier:
+                out[target.slot.name] = target.slot
+                if target.bias is not None:
+                    out[target.bias.name] = target.bias
+        return out
 
 
 def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
@@ -131,21 +182,8 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
         sz = slot.shape
         last_weight = i == n - 2 and ".weight" in name
         last_bias = i == n - 1 and ".bias" in name
-        if len(sz) == 1:
-            key: tuple[int, ...] = (_group_size(sz[0], max_shape[0]), -1 if last_bias else 0)
-        elif last_weight:
-            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]))
-        elif len(sz) == 2:
-            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]), 1, 1)
-        elif len(sz) == 3:
-            if sz[0] == 1 and min(sz[1:]) > 1:  # token embeddings [1, tokens, dim]
-                side = int(math.floor(sz[1] ** 0.5))
-                key = (1, sz[2], side, side)
-            else:
-                key = tuple(_group_size(s, m) for s, m in zip(sz, max_shape))
-        elif len(sz) == 4:
-            key = (_group_size(sz[0], max_shape[0]), _group_size(sz[1], max_shape[1]), sz[2], sz[3])
-        else:
+        kind, shape = decoding(sz, max_shape, last_weight=last_weight, last_bias=last_bias)
+        if kind is None:
             shapes[i] = node.shape
             continue
         bias = None
@@ -153,5 +191,40 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
             b = getattr(slot.module, "bias", None)
             if isinstance(b, torch.Tensor):
                 bias = Slot(slot.module, slot.module_name, "bias", False, tuple(b.shape))
-        targets.append(Target(i, slot, key, bias))
+        targets.append(Target(i, slot, kind, shape, bias))
     return Plan(targets, shapes)
+
+
+def decoding(
+    sz: Sequence[int], max_shape: Sequence[int], *, last_weight: bool = False, last_bias: bool = False
+) -> tuple[Optional[DecoderKind], tuple[int, ...]]:
+    """The decoder kind and decoded shape of a tensor of shape ``sz`` (``(None, ())``: no GHN head fits).
+
+    Args:
+        sz: the model tensor's shape.
+        max_shape: the GHN's largest decoded shape ``(out, in, k, k)``.
+        last_weight: the tensor is the weight of the model's last layer (the classifier).
+        last_bias: the tensor is the bias of the model's last layer.
+
+    Example:
+        >>> decoding((96, 12, 3, 3), (64, 64, 16, 16))
+        (<DecoderKind.WEIGHT: 'weight'>, (64, 16, 3, 3))
+        >>> decoding((10, 512), (64, 64, 16, 16), last_weight=True)
+        (<DecoderKind.CLASSIFIER: 'classifier'>, (10, 64))
+    """
+    sz = tuple(sz)
+    if len(sz) == 1:
+        kind = DecoderKind.CLASSIFIER_BIAS if last_bias else DecoderKind.VECTOR
+        return kind, (group_size(sz[0], max_shape[0]),)
+    if last_weight:
+        return DecoderKind.CLASSIFIER, (group_size(sz[0], max_shape[0]), group_size(sz[1], max_shape[1]))
+    if len(sz) == 2:
+        return DecoderKind.WEIGHT, (group_size(sz[0], max_shape[0]), group_size(sz[1], max_shape[1]), 1, 1)
+    if len(sz) == 3:
+        tokens = token_map_shape(sz)  # token embeddings [1, tokens, dim], decoded as a (1, dim, side, side) map
+        if tokens is not None:
+            return DecoderKind.WEIGHT, tokens
+        return DecoderKind.TENSOR_3D, tuple(group_size(s, m) for s, m in zip(sz, max_shape, strict=False))
+    if len(sz) == 4:
+        return DecoderKind.WEIGHT, (group_size(sz[0], max_shape[0]), group_size(sz[1], max_shape[1]), sz[2], sz[3])
+    return None, ()

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import torch.nn as nn
 
 from .graph import Graph
+from .graph.autograd_trace import parameter_owners
 from .networks import GHN
 from .planning import Slot
 
@@ -92,20 +93,17 @@ def build_report(
     by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
     graph_names = {n.name for n in graph.nodes if n.is_param}
     # biases of norm layers whose weight node exists but was not written
-    unwritten_norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")} - set(result)
-    owners = {}  # id(tensor) -> (module, every name it has: tied weights have several)
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for attr, t in module._parameters.items():
-            if t is not None:
-                full = f"{module_name}.{attr}" if module_name else attr
-                owners.setdefault(id(t), (module, []))[1].append(full)
+    norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
+    unwritten_norm_biases = norm_biases - set(result)
+    owners = parameter_owners(model)  # id(tensor) -> every (name, module): tied weights have several
     for name, p in model.named_parameters():
         rep.numel_total += p.numel()
         if id(p) in by_tensor:
             rep.predicted.append(name)
             rep.numel_predicted += p.numel()
         else:
-            module, aliases = owners.get(id(p), (model, [name]))
+            pairs = owners.get(id(p), [(name, model)])
+            module, aliases = pairs[0][1], [alias for alias, _ in pairs]
             used = not graph.recorded or any(a in graph.recorded for a in aliases)
             rep.left_alone[name] = why_left_alone(name, module, used, graph_names, unwritten_norm_biases)
     return rep

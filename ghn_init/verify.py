@@ -64,7 +64,9 @@ def results_key_for(ghn: Union[str, GHN, None]) -> str:
             "To compare another source (a converted folder, an hf:// URL) with one of them, pass results_key."
         )
     if entry.results_key is None:
-        raise ValueError(f"the GHN-3 authors published no parameter norms for {name}; they did for {', '.join(with_figures)}")
+        raise ValueError(
+            f"the GHN-3 authors published no parameter norms for {name}; they did for {', '.join(with_figures)}"
+        )
     return entry.results_key
 
 

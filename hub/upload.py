@@ -51,7 +51,9 @@ def config_mismatches(config: dict[str, Any], template: dict[str, Any]) -> list[
             continue
         actual = config["ghn"].get(field)
         if actual != expected:
-            problems.append(f"{field}: converted {actual!r}, template {expected!r} ({provenance.get(field, 'no source')})")
+            problems.append(
+                f"{field}: converted {actual!r}, template {expected!r} ({provenance.get(field, 'no source')})"
+            )
     return problems
 
 
@@ -86,7 +88,11 @@ def prepare(folder: Path, repo_id: str, name: Optional[str]) -> dict[str, bytes 
     if not card_path.is_file():
         raise UploadError(f"no model card at {card_path}; convert the GHN again with `ghn-init convert`")
     card = card_path.read_text().replace(f"hf://{REPO_PLACEHOLDER}", f"hf://{repo_id}")
-    return {"model.safetensors": folder / "model.safetensors", "config.json": folder / "config.json", "README.md": card.encode()}
+    return {
+        "model.safetensors": folder / "model.safetensors",
+        "config.json": folder / "config.json",
+        "README.md": card.encode(),
+    }
 
 
 def stage(files: dict[str, bytes | Path], staging: Path) -> None:
@@ -106,7 +112,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder written by `ghn-init convert`")
     parser.add_argument("--repo-id", required=True, help="Hub model repo to upload to, e.g. ORG/ghn3-t-m8")
-    parser.add_argument("--name", default=None, help=f"published GHN this is, for its card and config check: {', '.join(PUBLISHED)}")
+    parser.add_argument(
+        "--name", default=None, help=f"published GHN this is, for its card and config check: {', '.join(PUBLISHED)}"
+    )
     parser.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     parser.add_argument("--private", action="store_true", help="create the repo as private if it does not exist")
     parser.add_argument("--commit-message", default=None)
@@ -123,7 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{'would upload' if args.dry_run else 'uploading'} to {where}: {message!r}")
     for name, content in files.items():
         size = len(content) if isinstance(content, bytes) else content.stat().st_size
-        print(f"  {name:<18} {size:>15,d} bytes" + ("  (card with the repo id filled in)" if name == "README.md" else ""))
+        print(
+            f"  {name:<18} {size:>15,d} bytes" + ("  (card with the repo id filled in)" if name == "README.md" else "")
+        )
     if args.dry_run:
         print("dry run: nothing was uploaded")
         return 0

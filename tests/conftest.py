@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import io
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,47 @@ def ghn3() -> GHN:
 @pytest.fixture
 def ghn2() -> GHN:
     return tiny_ghn("ghn2")
+
+
+# Top-level tables of the published GHN-3 files that ghn-init keeps in the first Graphormer layer.
+_GRAPHORMER_TABLES = ("centrality_embed_in", "centrality_embed_out", "input_dist_embed")
+
+
+def published_checkpoint(ghn: GHN, layout: str = "ghn3") -> bytes:
+    """``ghn`` as bytes in a published file layout, so hub tests need no downloaded or fixture checkpoint.
+
+    ``"ghn3"``: the GHN-3 Hub files: a bare state dict pickled with protocol 4 (``joblib.dump`` of a dict of
+    tensors writes these same bytes), the Graphormer tables at the top level. ``"ppuda"``: a ``torch.save``
+    archive of ``{'state_dict', 'config', 'epoch'}`` with the decoder's linear layers as 1x1 convolutions.
+    """
+    state = ghn.state_dict()
+    if layout == "ghn3":
+        prefix = "gnn.0."
+        published = collections.OrderedDict()
+        for key, value in state.items():
+            top_level = key.startswith(prefix) and key[len(prefix) :].split(".")[0] in _GRAPHORMER_TABLES
+            published[key[len(prefix) :] if top_level else key] = value
+        return pickle.dumps(published, protocol=4)
+    if layout == "ppuda":
+        cfg = ghn.config
+        state_dict = {
+            k: v[:, :, None, None]
+            if k.startswith(("decoder.conv.", "decoder.class_layer_predictor.")) and v.dim() == 2
+            else v
+            for k, v in state.items()
+        }
+        config = dict(
+            max_shape=tuple(cfg.max_shape), num_classes=cfg.num_classes, hypernet="gatedgnn", decoder="conv",
+            weight_norm=cfg.weight_norm, ve=cfg.virtual_edges, layernorm=cfg.layernorm, hid=cfg.hid,
+        )
+        buffer = io.BytesIO()
+        torch.save({"state_dict": state_dict, "config": config, "epoch": 300}, buffer)
+        return buffer.getvalue()
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def tiny_published_ghn(kind: str = "ghn3", seed: int = 0) -> GHN:
+    """A tiny GHN whose config can be read back from its published file (:meth:`GHNConfig.infer`)."""
+    if kind == "ghn3":
+        return tiny_ghn("ghn3", seed, max_shape=(16, 16, 11, 11), layers=1, heads=8)
+    return tiny_ghn("ghn2", seed, max_shape=(16, 16, 11, 11), layers=0, heads=8)

@@ -154,7 +154,7 @@ def test_apply_predicts_every_graph_tensor_deterministically(kind: str) -> None:
     a, b = SmallNet(), SmallNet()
     rep = ghn_init.apply(a, ghn, input_size=(3, 32, 32))
     ghn_init.apply(b, ghn, input_size=(3, 32, 32))
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert rep.fraction_predicted == 1.0, rep.left_alone
     assert rep.left_alone == {}
@@ -184,7 +184,7 @@ def test_apply_keeps_dtypes(ghn3, dtype) -> None:
     reference, model = SmallNet(), SmallNet().to(dtype)
     ghn_init.apply(reference, ghn3, input_size=(3, 32, 32))
     ghn_init.apply(model, ghn3, input_size=(3, 32, 32))
-    for (k, ref), got in zip(reference.state_dict().items(), model.state_dict().values()):
+    for (k, ref), got in zip(reference.state_dict().items(), model.state_dict().values(), strict=True):
         if ref.is_floating_point():
             assert got.dtype == dtype, k
             assert torch.allclose(got.float(), ref.to(dtype).float()), k
@@ -199,8 +199,8 @@ def test_list_of_models_is_one_batched_forward_with_the_same_result() -> None:
             ghn_init.apply(m, ghn, input_size=(3, 32, 32))
         reports = ghn_init.apply(batched, ghn, input_size=(3, 32, 32))
         assert isinstance(reports, list) and len(reports) == 2
-        for s, b in zip(singles, batched):
-            for (k, vs), vb in zip(s.state_dict().items(), b.state_dict().values()):
+        for s, b in zip(singles, batched, strict=True):
+            for (k, vs), vb in zip(s.state_dict().items(), b.state_dict().values(), strict=True):
                 assert torch.allclose(vs, vb, atol=1e-6), (kind, k)
 
 

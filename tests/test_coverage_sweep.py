@@ -76,7 +76,9 @@ def test_every_timm_model(tmp_path: Path) -> None:
 
     fixtures_dir()
     out_dir = tmp_path / "sweep"
-    _run("--source", "timm", "--out-dir", str(out_dir), "--meta-above", "3e8", "--timeout", "600", "-q", timeout=6 * 3600)
+    _run(
+        "--source", "timm", "--out-dir", str(out_dir), "--meta-above", "3e8", "--timeout", "600", "-q", timeout=6 * 3600
+    )
     rows = _rows(out_dir / "coverage_ghn3_t.csv")
     assert set(rows) == {"timm/" + m for m in timm.list_models()}
     failed = {m: f"{r['status']}: {r['error']}" for m, r in rows.items() if r["status"] not in ("ok", "timeout")}

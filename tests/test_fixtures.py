@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import timm
@@ -43,7 +43,7 @@ def input_size(name: str) -> tuple[int, int, int]:
     return (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
 
 
-@lru_cache(maxsize=None)
+@cache
 def fixture_ghn(which: str):
     files = {"ghn3_t": "ghn3_t_random.joblib", "ghn2": "ghn2_random.pt"}
     return load_file(fixtures_dir() / files[which])

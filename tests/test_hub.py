@@ -31,7 +31,7 @@ from ghn_init.hub.download import HubFile, HubFileNotFoundError, parse_hf_url
 from ghn_init.hub.registry import GHN3_REPO, REGISTRY
 from ghn_init.verify import MODEL_SEED, param_norm, published_norms
 
-from .conftest import REPO, fixtures_dir, tiny_ghn
+from .conftest import REPO, published_checkpoint, tiny_ghn, tiny_published_ghn
 
 LFS_SUFFIXES = (".pt", ".safetensors", ".joblib")
 
@@ -157,13 +157,28 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     fake = FakeHub()
     with serve(fake):
         monkeypatch.setattr(constants, "ENDPOINT", fake.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         yield fake
 
 
 @pytest.fixture(scope="module")
-def ghn3_t_bytes() -> bytes:
-    return (fixtures_dir() / "ghn3_t_random.joblib").read_bytes()
+def published_ghn3():
+    """The GHN the fake Hub serves as ``ghn3tm8.pt``: tiny, random, in the published GHN-3 file layout."""
+    return tiny_published_ghn("ghn3")
+
+
+@pytest.fixture(scope="module")
+def ghn3_t_bytes(published_ghn3) -> bytes:
+    return published_checkpoint(published_ghn3, "ghn3")
+
+
+@pytest.fixture
+def ghn3_t_file(tmp_path: Path, ghn3_t_bytes: bytes) -> Path:
+    path = tmp_path / "ghn3tm8.pt"
+    path.write_bytes(ghn3_t_bytes)
+    return path
 
 
 def predicted_state(ghn, name: str = "squeezenet1_1") -> dict[str, torch.Tensor]:
@@ -222,11 +237,14 @@ def test_revision_is_rejected_where_it_cannot_apply(tmp_path: Path) -> None:
 # -- downloading ---------------------------------------------------------------------------------------
 
 
-def test_cold_download_predicts_like_the_file_on_disk(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
+def test_cold_download_predicts_like_the_file_on_disk(
+    hub: FakeHub, ghn3_t_bytes: bytes, ghn3_t_file: Path, published_ghn3
+) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
     downloaded = load_ghn("hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt")
-    from_disk = load_file(fixtures_dir() / "ghn3_t_random.joblib")
+    from_disk = load_file(ghn3_t_file)
     assert_same_tensors(downloaded.state_dict(), from_disk.state_dict())
+    assert_same_tensors(downloaded.state_dict(), published_ghn3.state_dict())
     assert_same_tensors(predicted_state(downloaded, "resnet18"), predicted_state(from_disk, "resnet18"))
     assert downloaded.config.extra["source"] == "hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt"
     assert ("GET", f"/cdn/{hashlib.sha256(ghn3_t_bytes).hexdigest()}") in hub.requests
@@ -261,7 +279,9 @@ def test_offline_mode_uses_the_cache(hub: FakeHub, ghn3_t_bytes: bytes, monkeypa
     assert {i.entry.name: i.cached for i in ghn_init.list_ghns()}["ghn3-t-m8"]
 
 
-def test_offline_without_cache_says_what_is_missing_and_what_to_do(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_cache_says_what_is_missing_and_what_to_do(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     offline(monkeypatch)
     with pytest.raises(HubDownloadError) as err:
         load_ghn("ghn3-xl-m16")
@@ -276,7 +296,9 @@ def test_unreachable_hub_without_cache_is_reported(monkeypatch: pytest.MonkeyPat
 
     with serve(FakeHub()) as stopped:
         closed_url = stopped.url  # the port is closed once the server has stopped
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed_url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed_url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "ENDPOINT", closed_url)
     monkeypatch.setattr(file_download, "_DEFAULT_RETRY_ON_EXCEPTIONS", ())  # no backoff: keep the test fast
     with pytest.raises(HubDownloadError, match="could not be reached") as err:
@@ -286,7 +308,9 @@ def test_unreachable_hub_without_cache_is_reported(monkeypatch: pytest.MonkeyPat
 
 def test_missing_file_and_revision_are_named(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
-    with pytest.raises(HubFileNotFoundError, match="'ghn3xlm16.pt' from the Hub repo 'SamsungSAILMontreal/ghn3' \\(revision 'main'\\)"):
+    with pytest.raises(
+        HubFileNotFoundError, match="'ghn3xlm16.pt' from the Hub repo 'SamsungSAILMontreal/ghn3' \\(revision 'main'\\)"
+    ):
         load_ghn("ghn3-xl-m16")
     with pytest.raises(HubDownloadError, match="revision 'v9' does not exist"):
         load_ghn("ghn3-t-m8", revision="v9")
@@ -294,7 +318,7 @@ def test_missing_file_and_revision_are_named(hub: FakeHub, ghn3_t_bytes: bytes) 
         load_ghn("hf://nobody/nothing/ghn.pt")
 
 
-def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
+def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes, published_ghn3) -> None:
     hub.add(GHN3_REPO, "ghn3tm8.pt", ghn3_t_bytes)
     flipped = bytearray(ghn3_t_bytes)
     flipped[len(flipped) // 2] ^= 0xFF  # same size, so only the sha256 can tell
@@ -303,7 +327,7 @@ def test_corrupted_download_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_by
         load_ghn("ghn3-t-m8")
     assert ghn_init.hub.registry.cached_path(REGISTRY["ghn3-t-m8"]) is None
     hub.corrupt(ghn3_t_bytes, ghn3_t_bytes)
-    assert_same_tensors(load_ghn("ghn3-t-m8").state_dict(), load_file(fixtures_dir() / "ghn3_t_random.joblib").state_dict())
+    assert_same_tensors(load_ghn("ghn3-t-m8").state_dict(), published_ghn3.state_dict())
 
 
 def test_truncated_file_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
@@ -312,7 +336,7 @@ def test_truncated_file_is_removed_and_fetched_again(hub: FakeHub, ghn3_t_bytes:
     with pytest.raises(CheckpointError, match="'ghn3tm8.pt' from the Hub repo 'mirror/ghn3'.*cached copy was removed"):
         load_ghn("hf://mirror/ghn3/ghn3tm8.pt")
     hub.add("mirror/ghn3", "ghn3tm8.pt", ghn3_t_bytes, lfs=False)
-    assert load_ghn("hf://mirror/ghn3/ghn3tm8.pt").config.hid == 64
+    assert load_ghn("hf://mirror/ghn3/ghn3tm8.pt").config.hid == 16
 
 
 def test_incomplete_transfer_is_not_cached(hub: FakeHub, ghn3_t_bytes: bytes) -> None:
@@ -321,7 +345,7 @@ def test_incomplete_transfer_is_not_cached(hub: FakeHub, ghn3_t_bytes: bytes) ->
     with pytest.raises(HubDownloadError, match="ghn3tm8.pt"):
         load_ghn("ghn3-t-m8")
     hub.corrupt(ghn3_t_bytes, ghn3_t_bytes)
-    assert load_ghn("ghn3-t-m8").config.layers == 3
+    assert load_ghn("ghn3-t-m8").config.layers == 1
 
 
 def test_revisions_serve_their_own_weights(hub: FakeHub, tmp_path: Path) -> None:
@@ -340,16 +364,19 @@ def test_revisions_serve_their_own_weights(hub: FakeHub, tmp_path: Path) -> None
 # -- converting ----------------------------------------------------------------------------------------
 
 
-def test_convert_round_trip_keeps_weights_and_predictions(tmp_path: Path) -> None:
-    pickled = load_file(fixtures_dir() / "ghn3_t_random.joblib")
-    folder = convert(fixtures_dir() / "ghn3_t_random.joblib", tmp_path / "ghn3-t")
+def test_convert_round_trip_keeps_weights_and_predictions(tmp_path: Path, ghn3_t_file: Path) -> None:
+    pickled = load_file(ghn3_t_file)
+    folder = convert(ghn3_t_file, tmp_path / "ghn3-t")
     converted = load_ghn(folder)
     assert_same_tensors(converted.state_dict(), pickled.state_dict())
     assert converted.config.to_dict() | {"extra": {}} == pickled.config.to_dict() | {"extra": {}}
     assert_same_tensors(predicted_state(converted), predicted_state(pickled))
 
-    ghn2 = load_file(fixtures_dir() / "ghn2_random.pt")
-    ghn2_converted = load_ghn(convert(fixtures_dir() / "ghn2_random.pt", tmp_path / "ghn2"))
+    ghn2_file = tmp_path / "ghn2.pt"
+    ghn2_file.write_bytes(published_checkpoint(tiny_published_ghn("ghn2"), "ppuda"))
+    ghn2 = load_file(ghn2_file)
+    assert ghn2.is_ghn2 and ghn2.config.hid == 16
+    ghn2_converted = load_ghn(convert(ghn2_file, tmp_path / "ghn2"))
     assert_same_tensors(ghn2_converted.state_dict(), ghn2.state_dict())
     assert ghn2_converted.config.to_dict() | {"extra": {}} == ghn2.config.to_dict() | {"extra": {}}
 
@@ -359,7 +386,7 @@ def test_convert_command_writes_weights_config_and_card(hub: FakeHub, ghn3_t_byt
     assert cli.main(["convert", "ghn3-t-m8", str(tmp_path / "out"), "--repo-id", "me/ghn3-t-m8"]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["format_version"] == 1 and config["source"] == "hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt"
-    assert config["ghn"]["hid"] == 64 and config["ghn"]["max_shape"] == [64, 64, 16, 16]
+    assert config["ghn"]["hid"] == 16 and config["ghn"]["max_shape"] == [16, 16, 11, 11]
     card = (tmp_path / "out" / "README.md").read_text()
     front_matter = card.split("---")[1]
     assert "license: mit" in front_matter and "library_name: ghn-init" in front_matter and "tags:" in front_matter
@@ -383,9 +410,9 @@ def test_list_shows_what_is_cached(hub: FakeHub, ghn3_t_bytes: bytes, capsys: py
 
 
 def test_verify_compares_with_the_figures_served_next_to_the_checkpoint(
-    hub: FakeHub, ghn3_t_bytes: bytes, capsys: pytest.CaptureFixture
+    hub: FakeHub, ghn3_t_bytes: bytes, published_ghn3, capsys: pytest.CaptureFixture
 ) -> None:
-    reference = load_file(fixtures_dir() / "ghn3_t_random.joblib")
+    reference = published_ghn3
     norms = {}
     for name in ("squeezenet1_1", "squeezenet1_0"):
         torch.manual_seed(MODEL_SEED)
@@ -438,7 +465,9 @@ def upload_script():
 
 def test_upload_dry_run_checks_the_folder_against_its_template(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     upload = upload_script()
-    folder = convert(fixtures_dir() / "ghn3_t_random.joblib", tmp_path / "ghn3-t-m8")
+    torch.manual_seed(0)
+    ghn3_t_layout = ghn_init.GHN(ghn_init.GHNConfig())  # the defaults are GHN-3-T/m8's config, as in its template
+    folder = convert(ghn3_t_layout, tmp_path / "ghn3-t-m8")
     assert upload.main([str(folder), "--repo-id", "me/ghn3-t-m8", "--name", "ghn3-t-m8", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would upload to me/ghn3-t-m8" in out and "dry run: nothing was uploaded" in out
@@ -464,3 +493,58 @@ def test_every_published_template_is_a_valid_partial_config() -> None:
         assert REGISTRY[name].hf_url in template["source"]
         card = (folder / "README.md").read_text()
         assert card.startswith("---\nlicense: mit\nlibrary_name: ghn-init\n"), name
+
+
+# -- huggingface_hub options passed through (issue 11); a tiny GHN of our own, no fixtures needed ------------
+
+
+@pytest.fixture
+def tiny_repo(hub: FakeHub, tmp_path: Path) -> str:
+    """``hf://me/tiny``: a safetensors GHN with its config.json, as ``ghn-init convert`` uploads it."""
+    folder = ghn_init.hub.checkpoints.save_folder(tiny_ghn("ghn3"), tmp_path / "tiny-src")
+    hub.add("me/tiny", "model.safetensors", (folder / "model.safetensors").read_bytes())
+    hub.add("me/tiny", "config.json", (folder / "config.json").read_bytes(), lfs=False)
+    return "hf://me/tiny"
+
+
+def test_cache_dir_puts_the_download_there(tiny_repo: str, tmp_path: Path) -> None:
+    cache = tmp_path / "my_cache"
+    ghn = load_ghn(tiny_repo, cache_dir=cache)
+    assert ghn.config.hid == 16
+    names = {p.name for p in cache.rglob("*")}
+    assert "model.safetensors" in names and "config.json" in names
+    assert not (tmp_path / "hf_cache").exists() or not any((tmp_path / "hf_cache").rglob("model.safetensors"))
+
+
+def test_local_files_only_never_downloads(tiny_repo: str, hub: FakeHub, tmp_path: Path) -> None:
+    before = hub.count()
+    with pytest.raises(HubDownloadError, match="local_files_only=True"):
+        load_ghn(tiny_repo, local_files_only=True)
+    assert hub.count() == before
+    load_ghn(tiny_repo, cache_dir=tmp_path / "c")
+    ghn_init.hub._CACHE.clear()  # as in a new process
+    before = hub.count()
+    assert load_ghn(tiny_repo, cache_dir=tmp_path / "c", local_files_only=True).config.hid == 16
+    assert hub.count() == before
+
+
+def test_token_is_passed_to_huggingface_hub(tiny_repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    seen = []
+    real = huggingface_hub.hf_hub_download
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("token"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    load_ghn(tiny_repo, token="hf_test_token")
+    assert seen and all(t == "hf_test_token" for t in seen)
+
+
+def test_sha256_checks_hub_files(tiny_repo: str, hub: FakeHub) -> None:
+    with pytest.raises(CheckpointError, match="not the expected"):
+        load_ghn(tiny_repo, sha256="0" * 64)
+    content = hub.files[("me/tiny", hub.refs[("me/tiny", "main")])]["model.safetensors"]
+    assert load_ghn(tiny_repo, sha256=hashlib.sha256(content).hexdigest()).config.hid == 16

@@ -15,7 +15,7 @@ from ghn_init.hub import load_ghn
 from ghn_init.hub.checkpoints import load_file
 from ghn_init.hub.safe_pickle import UnsafeCheckpointError, load_pickle
 
-from .conftest import REPO, fixtures_dir
+from .conftest import REPO, published_checkpoint, tiny_published_ghn
 
 
 class WritesFileWithShell:
@@ -69,15 +69,26 @@ def test_a_torch_save_archive_with_code_is_refused(tmp_path: Path) -> None:
     assert not target.exists()
 
 
-def test_the_published_layouts_load() -> None:
-    state_dict = load_pickle(fixtures_dir() / "ghn3_t_random.joblib")  # joblib stream, like the GHN-3 Hub files
+def test_the_published_layouts_load(tmp_path: Path) -> None:
+    # the real published-layout files are read in test_fixtures.py; these are tiny ones written the same way
+    hub_file, ppuda_file = tmp_path / "ghn3tm8.pt", tmp_path / "ghn2.pt"
+    hub_file.write_bytes(published_checkpoint(tiny_published_ghn("ghn3"), "ghn3"))  # joblib stream of a state dict
+    ppuda_file.write_bytes(published_checkpoint(tiny_published_ghn("ghn2"), "ppuda"))  # torch.save archive
+    state_dict = load_pickle(hub_file)
     assert isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values())
-    assert state_dict["embed.weight"].shape[-1] == 64
-    archive = load_pickle(fixtures_dir() / "ghn2_random.pt")  # torch.save archive, like ppuda's files
+    assert state_dict["embed.weight"].shape[-1] == 16 and "centrality_embed_in.weight" in state_dict
+    archive = load_pickle(ppuda_file)
     assert set(archive) >= {"state_dict", "config"}
+    assert archive["state_dict"]["decoder.conv.0.weight"].dim() == 4
 
 
-UNSAFE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("joblib", "load"), ("dill", "load"), ("cloudpickle", "load")}
+UNSAFE_LOADERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("joblib", "load"),
+    ("dill", "load"),
+    ("cloudpickle", "load"),
+}
 
 
 def _unsafe_calls(source: str) -> list[str]:
@@ -110,5 +121,8 @@ def test_no_code_path_unpickles_with_code_execution() -> None:
 
 
 def test_the_scanner_sees_unsafe_calls() -> None:
-    code = "import pickle, joblib, torch\npickle.load(f)\njoblib.load(p)\ntorch.load(p)\ntorch.load(p, weights_only=True)\n"
+    code = (
+        "import pickle, joblib, torch\npickle.load(f)\njoblib.load(p)\ntorch.load(p)\n"
+        "torch.load(p, weights_only=True)\n"
+    )
     assert len(_unsafe_calls(code)) == 3

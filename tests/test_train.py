@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 import ghn_init
 from ghn_init.cli import main as cli_main
-from ghn_init.decode import decode
 from ghn_init.hub import BUNDLED_DIR
 from ghn_init.train import TrainConfig, Trainer
 from ghn_init.train.data import EpochOrder
@@ -48,12 +47,10 @@ def _pool_loss(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> 
     """Mean loss of every pool architecture with predicted parameters on one batch."""
     archs = [trainer.pool[i] for i in range(len(trainer.pool))]
     with torch.no_grad():
-        results = decode(trainer.ghn, [a.graph for a in archs], [a.plan for a in archs])
+        results = trainer.ghn([a.graph for a in archs], [a.plan for a in archs])
         losses = [
-            F.cross_entropy(
-                torch.func.functional_call(a.model, {n: t for n, (_, t) in r.items()}, (images,), strict=False), labels
-            )
-            for a, r in zip(archs, results)
+            F.cross_entropy(torch.func.functional_call(a.model, r, (images,), strict=False), labels)
+            for a, r in zip(archs, results, strict=True)
         ]
     return torch.stack(losses).mean().item()
 
@@ -61,7 +58,7 @@ def _pool_loss(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> 
 def test_lr_schedule_warms_up_then_decays_to_zero():
     factors = [lr_factor(step, 4, 20) for step in range(21)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
     assert factors[20] == pytest.approx(0.0, abs=1e-12)
 
 
@@ -92,7 +89,7 @@ def test_resume_continues_exactly(tmp_path):
     resumed = Trainer(_tiny_config(tmp_path / "resumed", **settings))
     assert resumed.step == 3
     resumed.fit()
-    for (name, a), b in zip(straight.ghn.state_dict().items(), resumed.ghn.state_dict().values()):
+    for (name, a), b in zip(straight.ghn.state_dict().items(), resumed.ghn.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == list(range(1, 7))

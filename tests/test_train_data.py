@@ -58,9 +58,11 @@ def test_spec_round_trips_through_json():
 def test_sample_models_is_deterministic_and_prefix_stable():
     first = sample_models(3, seed=5, num_classes=NUM_CLASSES)
     again = sample_models(5, seed=5, num_classes=NUM_CLASSES)
-    for model, same in zip(first, again):
+    for model, same in zip(first, again, strict=False):
         assert model.spec == same.spec
-        for (name, tensor), (other_name, other) in zip(model.state_dict().items(), same.state_dict().items()):
+        for (name, tensor), (other_name, other) in zip(
+            model.state_dict().items(), same.state_dict().items(), strict=True
+        ):
             assert name == other_name and torch.equal(tensor, other)
     other_seed = sample_models(3, seed=6, num_classes=NUM_CLASSES)
     assert [m.spec for m in first] != [m.spec for m in other_seed]
@@ -154,7 +156,7 @@ def test_fractal_dataset_is_deterministic_by_seed_and_index():
     assert not torch.equal(dataset[0][0], other_seed[0][0])
     # Class IFSs depend on (seed, class) only, so a larger dataset extends a smaller one.
     larger = FractalDataset(num_classes=5, samples_per_class=4)
-    assert all(torch.equal(a.maps, b.maps) for a, b in zip(dataset.ifs, larger.ifs))
+    assert all(torch.equal(a.maps, b.maps) for a, b in zip(dataset.ifs, larger.ifs, strict=False))
 
 
 def test_fractal_samples_shape_range_and_labels():

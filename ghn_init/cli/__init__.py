@@ -1,16 +1,27 @@
 """The ``ghn-init`` command line (also ``python -m ghn_init``).
 
 Each subcommand lives in its own module of this package and registers itself with
-``add_subcommand(subparsers)``; library modules hold no command-line code. Errors that ghn-init
-raises on purpose, and bad arguments, end in one line on stderr and a non-zero exit code, never a traceback.
+``add_subcommand(subparsers)``; library modules hold no command-line code. Bad arguments and every error
+end in one line on stderr and a non-zero exit code, never a traceback (set ``GHN_INIT_DEBUG=1`` to see one):
+
+====  ==================================================================================
+code  meaning
+====  ==================================================================================
+0     success
+1     ran, but a check failed (``ghn-init verify``: a norm differs from the published one)
+2     bad arguments or input, or an error ghn-init reports (missing file, offline, ...)
+3     an unexpected internal error (a bug: please report it with ``GHN_INIT_DEBUG=1`` output)
+130   interrupted (Ctrl-C)
+====  ==================================================================================
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 # Modules of this package that contribute subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -21,16 +32,28 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "ghn_init.cli.train",
 )
 
+EXIT_CHECK_FAILED = 1
 EXIT_ERROR = 2  # bad input or a failure ghn-init reports (1 is kept for "ran, but a check failed")
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2), pointing to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The full ``ghn-init`` argument parser with every subcommand."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="ghn-init", description="Initialize PyTorch models with parameters predicted by a Graph HyperNetwork."
+    parser = OneLineParser(
+        prog="ghn-init",
+        description="Initialize PyTorch models with parameters predicted by a Graph HyperNetwork.",
+        epilog="exit codes: 0 ok, 1 a check failed (verify), 2 bad input or an error, 3 internal error, "
+        "130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"ghn-init {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,16 +63,42 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``ghn-init``; returns the exit code (0 ok, 1 a check failed, 2 an error, 130 interrupted)."""
+    """Run ``ghn-init``; returns the exit code (0 ok, 1 a check failed, 2 an error, 3 internal error, 130 interrupted).
+
+    Example:
+        >>> from ghn_init.cli import main
+        >>> main(["list", "--json"])  # doctest: +SKIP
+        0
+    """
     from ..errors import GHNInitError
 
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
+    debug = os.environ.get("GHN_INIT_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("ghn-init: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (GHNInitError, OSError, ValueError, KeyError, TypeError) as e:
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"ghn-init {args.command}: error: {message}", file=sys.stderr)
+    except (GHNInitError, OSError, ValueError, KeyError, TypeError, FloatingPointError) as e:
+        if debug:
+            raise
+        print(f"ghn-init {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, with how to get the traceback
+        if debug:
+            raise
+        print(
+            f"ghn-init {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(run again with GHN_INIT_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _one_line(e: BaseException) -> str:
+    message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(e).__name__

@@ -4,29 +4,118 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object such as ``'{"drop_rate": 0.1}'``."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"drop_rate\": 0.1}}', got {text!r}")
+    return value
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say which model to build and how to record it (shared by apply and trace)."""
+    p.add_argument("model", help="torchvision name (resnet50) or timm/NAME")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classes of the model's classifier")
+    p.add_argument("--in-chans", type=positive_int, default=None, help="input channels (timm models)")
+    p.add_argument(
+        "--input-size",
+        type=positive_int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        default=None,
+        help="input size to record the model with (default: read from the model)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="more constructor arguments as a JSON object, e.g. '{\"drop_rate\": 0.1}'",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed torch before building the model (reproducible output)")
+
+
+def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model the arguments describe and the input size to record it with (None: the model's own)."""
+    import torch
+
+    from ..graph import default_input_size
+    from ..models import TIMM_PREFIX, create_model
+
+    kwargs = dict(args.model_kwargs or {})
+    for flag, key, value in (
+        ("--num-classes", "num_classes", args.num_classes),
+        ("--in-chans", "in_chans", args.in_chans),
+    ):
+        if value is None:
+            continue
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(f"{flag} {value} contradicts {key}={kwargs[key]!r} in --model-kwargs; give it once")
+        kwargs[key] = value
+    if "in_chans" in kwargs and not args.model.startswith(TIMM_PREFIX):
+        raise ValueError("--in-chans / in_chans applies to timm models (timm/NAME) only")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    try:
+        model = create_model(args.model, **kwargs)
+    except TypeError as e:  # an argument the constructor does not take
+        raise ValueError(f"cannot build {args.model} with {kwargs}: {e}") from e
+    size = tuple(args.input_size) if args.input_size else None
+    if size is None and "in_chans" in kwargs:
+        size = (kwargs["in_chans"], *default_input_size(model)[1:])
+    return model, size
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     import torch
 
     from .. import apply
-    from ..models import create_model
+    from ..saving import check_save_path, report_dict, save_safetensors
 
-    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = create_model(args.model, **kwargs)
-    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier, tracer=args.tracer)
+    if args.save:
+        check_save_path(args.save)  # fail before the work, not after it
+    model, size = build_model(args)
+    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier, input_size=size, tracer=args.tracer)
+    if args.save:
+        if str(args.save).endswith(".safetensors"):
+            save_safetensors(model, args.save, report)
+        else:
+            torch.save(model.state_dict(), args.save)
+    if args.json:
+        data = report_dict(report)
+        if args.save:
+            data["saved_to"] = str(args.save)
+        print(json.dumps(data, indent=1))
+        return 0
     print(report)
     if args.save:
-        torch.save(model.state_dict(), args.save)
-        print(f"saved the initialized state dict to {args.save}")
+        kind = "safetensors, with the report as metadata" if str(args.save).endswith(".safetensors") else "torch.save"
+        print(f"saved the initialized state dict to {args.save} ({kind})")
     return 0
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     from .. import trace
-    from ..models import create_model
 
-    graph = trace(create_model(args.model), tracer=args.tracer)
+    model, size = build_model(args)
+    graph = trace(model, size, tracer=args.tracer)
     if args.json:
         print(json.dumps(graph.to_dict()))
     else:
@@ -37,16 +126,20 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("apply", help="initialize a torchvision/timm model with a GHN and print the report")
-    p.add_argument("model", help="torchvision name (resnet50) or timm/NAME")
+    add_model_arguments(p)
     p.add_argument("--ghn", default=None, help="GHN source: registry name, path, hf://owner/repo/file, or 'bundled'")
-    p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--keep-classifier", action="store_true", help="leave the classification layer at default init")
-    p.add_argument("--save", default=None, help="write the initialized state dict here (torch.save)")
+    p.add_argument(
+        "--save",
+        default=None,
+        help="write the initialized state dict here: *.safetensors (report in the metadata), otherwise torch.save",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)
 
     p = subparsers.add_parser("trace", help="print the GHN graph of a model")
-    p.add_argument("model", help="torchvision name (resnet50) or timm/NAME")
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the graph in the fixture JSON format")
     p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_trace)

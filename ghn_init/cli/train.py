@@ -42,7 +42,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
         elif typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=int, nargs=4, metavar=("OUT", "IN", "K", "K"), default=f.default, help=help_text)
+            parser.add_argument(
+                flag, type=int, nargs=4, metavar=("OUT", "IN", "K", "K"), default=f.default, help=help_text
+            )
         else:
             parser.add_argument(flag, type=kind, default=f.default, help=help_text)
     parser.set_defaults(func=_run)

@@ -16,10 +16,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         rows = verify(args.ghn, args.models, revision=args.revision, results_key=args.results_key)
     except HubDownloadError as e:
-        print(f"ghn-init verify: cannot get what the check needs from the Hub.\n{e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"ghn-init verify: {e}", file=sys.stderr)
+        print(f"ghn-init verify: error: cannot get what the check needs from the Hub: {e}", file=sys.stderr)
         return 2
     print(format_table(rows, args.tolerance))
     compared = [r for r in rows if r.ok(args.tolerance) is not None]
@@ -38,8 +35,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "verify", help="compare predicted parameter norms of torchvision models with the published GHN-3 figures"
     )
     p.add_argument("--ghn", default=None, help=f"registry name with published figures (default {DEFAULT_GHN})")
-    p.add_argument("--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument(
+        "--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})"
+    )
     p.add_argument("--revision", default=None, help="Hub revision of the GHN checkpoint")
-    p.add_argument("--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn")
+    p.add_argument(
+        "--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn"
+    )
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest absolute difference accepted")
     p.set_defaults(func=_cmd_verify)

@@ -7,11 +7,12 @@ from typing import Any, Optional, Sequence
 import torch.nn as nn
 import torchvision
 
+from ..constants import DEFAULT_IMAGE_SIDE, INCEPTION_IMAGE_SIDE, VIRTUAL_EDGE_CUTOFF
 from ..errors import TraceError
 from .autograd_trace import record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, is_exported_program, program_module, record_fx, record_program
-from .graph import VIRTUAL_EDGE_CUTOFF, Graph, Node
+from .graph import Graph, Node
 from .primitives import PRIMITIVES, register_module
 
 __all__ = ["Graph", "Node", "PRIMITIVES", "TRACERS", "TraceError", "register_module", "trace", "default_input_size"]
@@ -25,10 +26,10 @@ def default_input_size(model: nn.Module) -> tuple[int, ...]:
     size = getattr(model, "expected_input_sz", None)
     if size is None:
         if isinstance(model, torchvision.models.Inception3):
-            size = 299
+            size = INCEPTION_IMAGE_SIDE
         else:
             cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-            size = tuple(cfg["input_size"]) if isinstance(cfg, dict) and "input_size" in cfg else 224
+            size = tuple(cfg["input_size"]) if isinstance(cfg, dict) and "input_size" in cfg else DEFAULT_IMAGE_SIDE
     return tuple(size) if isinstance(size, (tuple, list)) else (3, int(size), int(size))
 
 

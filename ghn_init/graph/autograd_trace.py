@@ -90,7 +90,7 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
         names, pos = ("input", "num_groups", "weight", "bias"), (0, 2, 3)
     else:
         return None
-    bound = dict(zip(names, args))
+    bound = dict(zip(names, args, strict=False))
     bound.update({k: v for k, v in kwargs.items() if k in names})
     x, w, b = (bound.get(names[i]) for i in pos)
     if not isinstance(x, torch.Tensor) or not all(t is None or isinstance(t, torch.Tensor) for t in (w, b)):
@@ -113,15 +113,23 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def parameter_owners(model: nn.Module, *, remove_duplicate: bool = False) -> dict[int, list[tuple[str, nn.Module]]]:
+    """id(parameter) -> every (qualified name, owning module) it has, in ``named_modules`` order.
+
+    Tied weights have several names. With ``remove_duplicate``, a module reachable by several paths
+    is visited once and a tensor held twice by one module is listed once (``named_modules()`` and
+    ``named_parameters()`` defaults).
+    """
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=remove_duplicate):
+        for param_name, p in module.named_parameters(recurse=False, remove_duplicate=remove_duplicate):
+            owners.setdefault(id(p), []).append((f"{module_name}.{param_name}" if module_name else param_name, module))
+    return owners
+
+
 def owner_map(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
     """id(parameter) -> (qualified name, owning module). For tied weights the last owner wins."""
-    owners: dict[int, tuple[str, nn.Module]] = {}
-    for module_name, module in model.named_modules():
-        for param_name, p in module.named_parameters(recurse=False):
-            if p is None:
-                continue
-            owners[id(p)] = (f"{module_name}.{param_name}" if module_name else param_name, module)
-    return owners
+    return {pid: names[-1] for pid, names in parameter_owners(model, remove_duplicate=True).items()}
 
 
 @contextlib.contextmanager

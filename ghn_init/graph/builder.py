@@ -6,20 +6,29 @@ predicts well (and only reproduces the published numbers) on graphs made the sam
 1. keep parameter nodes of known module types and the operations that are GHN primitives
    (pooling, global average, softmax, residual sum, concat, channel-SE multiply); bypass the rest,
    joining their predecessors to their successors. Norm-layer biases are not nodes (they are
-   predicted together with the norm weight);
-2. rewire weights that autograd shows as sources so that data flows input -> weight -> bias;
-3. rewire edges around softmax (attention) nodes as in DeepNets-1M;
-4. add the input node, sort topologically, and add virtual edges.
+   predicted together with the norm weight) (:meth:`_Reducer.reduce`, :meth:`_Reducer._pass`);
+2. rewire weights that autograd shows as sources so that data flows input -> weight -> bias
+   (:meth:`_Reducer.fix_weight_edges`);
+3. rewire edges around softmax (attention) nodes as in DeepNets-1M (:meth:`_Reducer.fix_softmax_edges`);
+4. add the input node, sort topologically, and add virtual edges (:func:`build_graph`), with three
+   corrections the published builder makes for torchvision's Swin, ViT and SqueezeNet.
+
+Why copy rules that look arbitrary: a GHN embeds each node from its type, its shape and its
+neighbourhood, and a trained GHN has only seen graphs made by these rules (DeepNets-1M and the
+torchvision/timm models of the papers). A graph with an extra node or a missing edge is a graph
+it was not trained on, and its predictions drift from the published ones. Each rule below says
+what it does, why, and shows a small worked example; ``tests/test_builder.py`` runs each example.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch.nn as nn
 import torchvision
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
+from ..shapes import token_map_shape
 from .autograd_trace import RawGraph, RawNode
 from .graph import Graph, Node
 from .primitives import OP_PRIMITIVES, module_rule, op_primitive
@@ -49,7 +58,7 @@ class _Adjacency:
                 if s != d:
                     self.add(s, d)
 
-    def keep(self, kept: list[int]) -> "_Adjacency":
+    def keep(self, kept: list[int]) -> _Adjacency:
         new_index = {old: new for new, old in enumerate(kept)}
         edges = {(new_index[s], new_index[d]) for s in kept for d in self.succ[s] if d in new_index}
         return _Adjacency(len(kept), edges)
@@ -97,6 +106,12 @@ def _contains(pattern: str) -> Callable[[str], bool]:
 
 
 class _Reducer:
+    """The raw nodes (in recording order: depth-first from the outputs) and their edges, reduced in place.
+
+    The order of ``nodes`` matters: some rules look at a node's list neighbours, not its graph
+    neighbours, because the published builder does (see :meth:`_neighbours`).
+    """
+
     def __init__(self, nodes: list[RawNode], adj: _Adjacency):
         self.nodes = nodes
         self.adj = adj
@@ -115,7 +130,36 @@ class _Reducer:
         self.in_degree = [self.in_degree[i] for i in kept]
 
     def _pass(self, matches: Callable[[str], bool], has_se: bool) -> None:
-        """Remove the nodes whose name ``matches``, unless the published rule for its kind keeps them."""
+        """Remove the nodes whose name ``matches``, unless the published rule for its kind keeps them.
+
+        A removed node is bypassed: each of its predecessors is joined to each of its successors, so
+        paths through it survive. What is kept, and why:
+
+        - ``Mean``: a mean over the spatial dimensions is global average pooling (``glob_avg``). In a
+          net with squeeze-excitation (``has_se``: a sigmoid or swish somewhere) the SE "squeeze" is
+          also a mean, but DeepNets-1M has no node for it (the ``cse`` node stands for the whole SE
+          gate), so there only the mean next to the head (``classifier``/``fc``/``head`` one or two
+          places before it in the list) is kept.
+        - ``Mul``: only the multiply that applies an SE gate is a node (``cse``); other multiplies
+          (layer scale, attention scaling, swish written as x * sigmoid(x)) are elementwise arithmetic.
+          The gate is recognised by its list neighbours (offsets wrap around the list): a (hard)
+          sigmoid two places before, a ReLU or the squeeze mean three places before, or a (hard)
+          sigmoid or ReLU right after.
+        - ``Add``/``Cat``: a residual sum or concatenation is a node only while it has two or more
+          inputs; once bypassing has left it one input it does nothing and goes.
+        - anything else matched (a parameter of an unknown module, an unsupported op): removed.
+
+        Example (an SE block, recorded from the output back)::
+
+            conv.weight -> Mean -> se.fc1.weight -> Relu -> se.fc2.weight -> Sigmoid -> Mul
+            conv.weight -----------------------------------------------------------------> Mul
+            list: [Mul, Sigmoid, se.fc2.weight, Relu, se.fc1.weight, Mean, conv.weight]
+
+        The ``Mul`` pass keeps ``Mul`` (``Sigmoid`` is right after it); the pass over unsupported
+        names bypasses ``Sigmoid`` and ``Relu``; the ``Mean`` pass drops the squeeze mean (no head
+        next to it). What is left: ``conv.weight -> se.fc1.weight -> se.fc2.weight -> Mul`` plus
+        ``conv.weight -> Mul``, i.e. the SE branch and the identity branch meeting at the cse node.
+        """
         drop: set[int] = set()
         for i, node in enumerate(self.nodes):
             name = node.name
@@ -147,6 +191,17 @@ class _Reducer:
             self._apply(drop)
 
     def reduce(self, first: bool) -> None:
+        """Run the removal passes: on the first call Mul, unsupported nodes, Mean, then Add and Cat.
+
+        The order follows the published builder: multiplies are judged while their SE neighbours
+        are still in the list, unsupported nodes go before the mean is judged, and sums and
+        concatenations are judged last, after bypassing has settled how many inputs each has.
+        The second call (after the edge fixes) only re-checks sums and concatenations, which the
+        fixes can leave with a single input.
+
+        Example: ``conv.weight -> Relu -> Add <- (skip)`` with the skip edge removed earlier
+        becomes ``conv.weight -> Add`` and then just ``conv.weight`` (a sum of one input).
+        """
         self.in_degree = [len(p) for p in self.adj.pred]
         has_se = any("sigmoid" in n.name.lower() or "swish" in n.name.lower() for n in self.nodes)
         passes: list[Callable[[str], bool]] = []
@@ -158,7 +213,21 @@ class _Reducer:
             self._pass(matches, has_se)
 
     def fix_weight_edges(self) -> None:
-        """Make data flow ``input -> weight -> bias`` where autograd left the weight as a source."""
+        """Make data flow ``input -> weight -> bias`` where autograd left the weight as a source.
+
+        In autograd, a layer's weight is a leaf: it has no inputs and feeds the layer's operation,
+        which the raw graph represents by the layer's bias node (or the next node of the same layer).
+        DeepNets-1M graphs instead chain a layer as input -> weight -> bias. So a weight without
+        predecessors whose successor belongs to the same module (or is the softmax of attention
+        projections) trades places with that successor: the two nodes swap list positions, the
+        edge between them is reversed, the successor's other inputs now enter the weight, and (if
+        the weight fed only that node) the successor's outputs now leave from the bias side.
+
+        Example::
+
+            before:  prev.weight -> c.bias <- c.weight        list [prev.weight, c.weight, c.bias]
+            after:   prev.weight -> c.weight -> c.bias        list [prev.weight, c.bias, c.weight]
+        """
         adj, nodes = self.adj, self.nodes
         for i in range(len(nodes)):
             node = nodes[i]
@@ -182,7 +251,21 @@ class _Reducer:
                         adj.add(i, d)
 
     def fix_softmax_edges(self) -> None:
-        """Route the inputs of the op after a softmax through the softmax (DeepNets-1M's msa)."""
+        """Route the inputs of the op after a softmax through the softmax (DeepNets-1M's msa).
+
+        In attention the softmax of the query-key scores is multiplied with the values, so the node
+        after the softmax has two inputs: the softmax and the value projection. DeepNets-1M draws an
+        ``msa`` node as taking all projections in and producing one output, so each other input of
+        the node after the softmax is moved onto the softmax: its direct edge is removed, and, if it
+        reached that node by exactly one path and was not already linked to the softmax, an edge to
+        the softmax replaces it. Inputs with more than one path (e.g. through a residual) only lose
+        the direct edge. Paths are counted on the edges as they were before this rule ran.
+
+        Example::
+
+            before:  qk.weight -> Softmax -> out.weight <- v.weight
+            after:   qk.weight -> Softmax <- v.weight,  Softmax -> out.weight
+        """
         adj, nodes = self.adj, self.nodes
         snapshot = [set(s) for s in adj.succ]
         for i, node in enumerate(nodes):
@@ -198,7 +281,18 @@ class _Reducer:
                         adj.add(j, i)
 
     def fix_swin_edges(self) -> None:
-        """Published correction for torchvision's Swin patch merging (norm before reduction)."""
+        """Published correction for torchvision's Swin patch merging (norm before reduction).
+
+        In torchvision's ``PatchMerging`` the norm runs before the linear ``reduction``, but after
+        the rules above the merging norm's weight points at the next block's ``norm1`` (or a sum)
+        instead. The published builder re-attaches it: ``...norm.weight`` loses those edges and
+        gains one to the first ``...reduction.weight`` of the same stage; and the last attention
+        projection bias before a merge, which points at ``reduction.weight``, is linked past it to
+        the sum that follows.
+
+        Example: ``features.2.norm.weight -> features.3.0.norm1.weight`` becomes
+        ``features.2.norm.weight -> features.2.reduction.weight``.
+        """
         adj, nodes = self.adj, self.nodes
         for i, node in enumerate(nodes):
             name = node.name
@@ -278,9 +372,13 @@ def _node_shape(node: RawNode, primitive: str, index: int, n_nodes: int) -> Opti
         shape = None
     if shape is None:
         return None
-    if len(shape) == 3 and shape[0] == 1 and min(shape[1:]) > 1:  # tokens [1, 197, 768] -> [1, 768, 14, 14]
-        side = int(math.floor(shape[1] ** 0.5))
-        return (1, shape[2], side, side)
+    tokens = token_map_shape(shape)  # tokens [1, 197, 768] -> [1, 768, 14, 14]
+    if tokens is not None:
+        return tokens
+    # The published builder tells the GHN the shape a layer of the training graphs would have:
+    # ViT token embeddings as a square map (as they are decoded), and a classifier written as a
+    # 1x1 conv (SqueezeNet) as the linear layer the GHN learned classifiers to be. The classifier
+    # is the node before last (the last is its bias), e.g. (1000, 512, 1, 1) -> (1000, 512).
     if len(shape) == 4 and index == n_nodes - 2 and max(shape[2:]) == 1:  # a 1x1 conv classifier
         return shape[:2]
     return tuple(shape)
@@ -295,7 +393,7 @@ def _published_name(name: str) -> str:
     return name
 
 
-def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
+def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = VIRTUAL_EDGE_CUTOFF) -> Graph:
     """Apply the published reduction rules to ``raw`` and return the GHN graph of ``model``."""
     module_names = {id(m): name for name, m in model.named_modules()}
     reducer = _Reducer(list(raw.nodes), _Adjacency(len(raw.nodes), raw.edges))
@@ -306,6 +404,9 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
         reducer.fix_swin_edges()
     reducer.reduce(first=False)
 
+    # Every weight with no input at all reads the network input: in DeepNets-1M graphs the input
+    # node feeds the stem, and a weight left without predecessors by the rules above is a stem
+    # (e.g. two parallel stems conv_a.weight, conv_b.weight -> Add both get input -> conv.weight).
     nodes = reducer.nodes + [RawNode("input")]
     source = len(nodes) - 1
     edges = {(s, d) for s, d in reducer.adj.edges() if s != d}
@@ -316,6 +417,9 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
     succ: list[set[int]] = [set() for _ in nodes]
     for s, d in edges:
         succ[s].add(d)
+    # Node order matters: GHN-2's gated GNN sweeps the nodes in this order, and the last two nodes are
+    # taken as the classifier (planning). So the order is the one networkx gives the published
+    # builder: Kahn's algorithm by generations, ties by index (see topological_order).
     order = topological_order(len(nodes), succ)
     if order is None:
         notes.append("the graph has a cycle; nodes are left in discovery order")
@@ -356,11 +460,22 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = 50) -> Graph:
 
 
 def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]]):
-    """torchvision ViT: the position embedding feeds a new sum node that takes over its edges."""
+    """torchvision ViT: the position embedding feeds a new sum node that takes over its edges.
+
+    torchvision adds ``pos_embedding`` to the tokens inside ``Encoder.forward`` with a plain ``+``
+    that the rules above reduce away, leaving the embedding in the middle of the token path. The
+    published builder inserts the sum after it: the embedding's edges move to the new ``Add`` node
+    and the embedding only feeds that sum, as a ``pos_enc`` node does in DeepNets-1M.
+
+    Example (indices)::
+
+        before:  input(0) -> pos_embedding(1) -> x(2)
+        after:   input(0) -> Add(2) -> x(3),  pos_embedding(1) -> Add(2)
+    """
     encoder = torchvision.models.vision_transformer.Encoder
     for i, node in enumerate(nodes):
         if isinstance(node.module, encoder):
-            shift = lambda k: k + 1 if k >= i else k  # noqa: E731 - a new node is inserted at i
+            shift = lambda k: k + 1 if k >= i else k  # noqa: E731, B023 - used right away; a new node is inserted at i
             edges = {(shift(s), shift(d)) for s, d in edges}
             edges.add((i, i + 1))
             nodes = nodes[: i + 1] + [RawNode("AddBackward0")] + nodes[i + 1 :]
@@ -369,7 +484,15 @@ def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]])
 
 
 def _pool_before_classifier(nodes: list[RawNode]) -> list[RawNode]:
-    """torchvision SqueezeNet: the published builder moves the final mean before the classifier."""
+    """torchvision SqueezeNet: the published builder moves the final mean before the classifier.
+
+    SqueezeNet classifies with a 1x1 conv and pools afterwards, so the global average comes last.
+    GHNs find the classifier at the last two list positions (weight, bias); the published builder
+    moves the mean in front of it, as in every other model. Only the list order changes, not edges.
+
+    Example: ``[..., classifier.1.weight, classifier.1.bias, Mean]`` becomes
+    ``[..., Mean, classifier.1.weight, classifier.1.bias]``.
+    """
     if len(nodes) >= 3 and nodes[-1].name.startswith("MeanBackward") and nodes[-3].name.startswith("classifier"):
         return nodes[:-3] + [nodes[-1]] + nodes[-3:-1]
     return nodes

@@ -540,7 +540,7 @@ def capture(
         _standin_ops()
 
     def forward(params: list, *args: Any) -> list:
-        mapping = {name: t for t, ns in zip(params, names) for name in ns}
+        mapping = {name: t for t, ns in zip(params, names, strict=True) for name in ns}
         with _StandIns(), _NoGradOutputs():
             out = torch.func.functional_call(model, mapping, args, strict=False, tie_weights=True)
         return _outputs(out)

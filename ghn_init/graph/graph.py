@@ -8,9 +8,8 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from .primitives import PRIMITIVE_INDEX
-
-VIRTUAL_EDGE_CUTOFF = 50
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Graph:
 def _pairs(matrix: torch.Tensor, at_least: int) -> dict[tuple[int, int], int]:
     pairs = torch.nonzero(matrix >= at_least)
     values = matrix[pairs[:, 0], pairs[:, 1]].tolist()
-    return dict(zip(map(tuple, pairs.tolist()), values))
+    return dict(zip(map(tuple, pairs.tolist()), values, strict=True))
 
 
 def distance_matrix(n: int, edges: Sequence[tuple[int, int]], cutoff: int) -> torch.Tensor:

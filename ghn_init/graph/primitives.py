@@ -79,11 +79,25 @@ OP_PRIMITIVES: dict[str, str] = {
 
 
 def register_module(module_type: type, primitive: Union[str, PrimitiveRule]) -> None:
-    """Tell ghn-init what a custom layer is, e.g. ``register_module(MyConv, "conv")``.
+    """Tell ghn-init what a custom layer is, so the GHN predicts its parameters.
 
-    ``primitive`` is one of :data:`PRIMITIVES` or a function ``(module, param_name) -> primitive``.
     The weight of a registered module becomes a node of that type (its bias a ``bias`` node), and
-    subclasses of ``module_type`` inherit the registration.
+    subclasses of ``module_type`` inherit the registration. The registration is process-wide.
+
+    Args:
+        module_type: an ``nn.Module`` subclass.
+        primitive: one of :data:`PRIMITIVES` (``"conv"``, ``"bn"``, ``"ln"``, ...) or a function
+            ``(module, param_name) -> primitive name`` for layers whose tensors play different roles.
+
+    Raises:
+        TypeError: ``module_type`` is not an ``nn.Module`` subclass, or ``primitive`` is neither a name
+            nor a callable.
+        ValueError: ``primitive`` is not a known primitive name.
+
+    Example:
+        >>> import ghn_init, torch.nn as nn
+        >>> class MyConv(nn.Conv2d): ...
+        >>> ghn_init.register_module(MyConv, "conv")
     """
     if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
         raise TypeError(f"register_module expects an nn.Module subclass, got {module_type!r}")

@@ -9,15 +9,19 @@ shipped inside the package is used only when asked for with ``"bundled"``.
 from __future__ import annotations
 
 import difflib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
 
+from ..constants import CONFIG_NAME, WEIGHTS_NAME
 from ..errors import UnknownGHNError
+from ..log import logger
 from ..networks import GHN
-from .checkpoints import CheckpointError, load_file
+from .checkpoints import CheckpointError, check_sha256, load_file
+from .copies import inference_copy, parse_device
 from .download import (
     HF_SCHEME,
     CorruptDownloadError,
@@ -51,90 +55,203 @@ __all__ = [
 GHNSource = Union[str, Path, GHN, None]
 
 # Loaded GHNs by (resolved file, revision): a second load_ghn of the same file costs nothing, not even a request.
-_CACHE: dict[tuple[str, str], GHN] = {}
+# They stay on the CPU where they were loaded; other devices get copies (see copies.py).
+_CACHE: dict[tuple[str, ...], GHN] = {}
+_VERIFIED: set[tuple[tuple[str, ...], str]] = set()  # (cache key, sha256) pairs already checked
+_LOCK = threading.Lock()  # guards _KEY_LOCKS
+_KEY_LOCKS: dict[tuple[str, ...], threading.Lock] = {}  # two threads asking for the same GHN load it once
+
+
+def _lock_for(key: tuple[str, ...]) -> threading.Lock:
+    with _LOCK:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
 
 
 @dataclass(frozen=True)
 class _Resolved:
-    key: tuple[str, str]
-    load: Callable[[], GHN]
+    key: tuple[str, ...]
+    locate: Callable[[], Path]  # the local file or folder (downloading it if needed)
+    load: Callable[[Path], GHN]
+
+
+@dataclass(frozen=True)
+class _HubOptions:
+    local_files_only: bool = False
+    cache_dir: Union[str, Path, None] = None
+    token: Union[str, bool, None] = None
 
 
 def load_ghn(
-    source: GHNSource = None, *, revision: Optional[str] = None, device: Union[str, torch.device, None] = None
+    source: GHNSource = None,
+    *,
+    revision: Optional[str] = None,
+    device: Union[str, torch.device, None] = None,
+    local_files_only: bool = False,
+    cache_dir: Union[str, Path, None] = None,
+    token: Union[str, bool, None] = None,
+    sha256: Optional[str] = None,
 ) -> GHN:
     """Load a GHN, reusing one already loaded in this process.
 
-    ``source`` is one of:
-    - ``None``: the default published GHN, ``"ghn3-xl-m16"`` (about 2.5 GB to download once);
-    - a registry name (``ghn_init.list_ghns()`` / ``ghn-init list``), e.g. ``"ghn3-t-m8"`` (27 MB);
-    - ``"hf://owner/repo/path/in/repo[@revision]"``: a pickled published checkpoint or a ``model.safetensors``
-      written by ``ghn-init convert`` (``hf://owner/repo`` alone means its ``model.safetensors``);
-    - a local checkpoint file, or a folder written by ``ghn-init convert``;
-    - ``"bundled"``: the small GHN shipped inside the package (no download);
-    - a :class:`GHN`, returned as is.
-    ``revision`` (branch, tag or commit hash) applies to Hub sources and overrides the registry's default.
-    ``device`` moves the GHN there. Hub downloads honour ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN`` and
-    the ``huggingface_hub`` cache; pickled files are read without executing code from them.
+    Sharing rule: the GHN returned is shared by every caller that loads the same source in this process
+    (and by ``apply``/``predict``), so treat it as read-only: do not move it (``.to``), switch its mode or
+    train it in place; ``copy.deepcopy(ghn)`` first to fine-tune or modify it. ghn-init itself never moves,
+    mode-switches or modifies a GHN it is given, or one it loaded: with ``device``, and in ``apply`` on a
+    model on another device, it uses a copy on that device (built once, cached, shared the same way), so
+    one call on a ``"meta"`` model, or ``load_ghn(..., device="meta")``, does not affect any other call.
+    Loading is thread-safe, and so are concurrent ``apply`` calls sharing one GHN.
+
+    Args:
+        source: one of
+            - ``None``: the default published GHN, ``"ghn3-xl-m16"`` (about 2.5 GB to download once);
+            - a registry name (``ghn_init.list_ghns()`` / ``ghn-init list``), e.g. ``"ghn3-t-m8"`` (27 MB);
+            - ``"hf://owner/repo/path/in/repo[@revision]"``: a pickled published checkpoint or a
+              ``model.safetensors`` written by ``ghn-init convert`` (``hf://owner/repo`` alone means its
+              ``model.safetensors``);
+            - a local checkpoint file, or a folder written by ``ghn-init convert``;
+            - ``"bundled"``: the small GHN shipped inside the package (no download);
+            - a :class:`GHN`, returned as is (or its copy on ``device``).
+        revision: branch, tag or commit hash of a Hub source; overrides the registry's default.
+        device: where the returned GHN's weights are (default: the CPU for files, where a given GHN is).
+            On another device than the loaded GHN's, a shared copy on that device is returned.
+        local_files_only: Hub sources only: never download, use the ``huggingface_hub`` cache only
+            (passed to ``hf_hub_download``, like ``HF_HUB_OFFLINE=1`` for this call).
+        cache_dir: Hub sources only: the ``huggingface_hub`` cache folder to use instead of the default.
+        token: Hub sources only: a Hugging Face token for private or gated repos (``True``: the saved login;
+            default: ``HF_TOKEN`` or the saved login).
+        sha256: integrity check: the expected sha256 of the checkpoint file (of ``model.safetensors`` for a
+            folder or ``hf://`` repo), checked before the file is read. Downloads of published GHNs are always
+            checked against the hash the Hub publishes; use this for local copies and your own uploads.
+
+    Returns:
+        The :class:`GHN`, in eval mode.
+
+    Raises:
+        UnknownGHNError: ``source`` is not a registry name, an existing path, an ``hf://`` URL or ``"bundled"``.
+        HubDownloadError: the file could not be downloaded (offline and not cached, missing, gated...).
+        CheckpointError: the file is not a usable GHN (corrupted, too large, not a regular file, or a
+            ``sha256`` mismatch); :class:`ConfigError` for an invalid ``config.json``.
+        UnsafeCheckpointError: a pickled file names anything but tensors and containers (nothing was run).
+        FileNotFoundError: a registry GHN that cannot be downloaded (with where to get it), or a folder
+            without ``model.safetensors``.
+        ValueError: ``revision`` given for a non-Hub source, a malformed ``sha256``, or a ``device`` this
+            machine does not have.
+
+    Example:
+        >>> import ghn_init
+        >>> ghn = ghn_init.load_ghn("bundled")
+        >>> ghn is ghn_init.load_ghn("bundled"), ghn.config.kind
+        (True, 'ghn3')
+        >>> ghn_init.load_ghn("bundled", device="meta").embed.weight.is_meta  # a copy: ghn stays on the CPU
+        True
     """
     if isinstance(source, GHN):
-        return source.to(torch.device(device)) if device is not None else source
-    resolved = _resolve(DEFAULT_GHN if source is None else source, revision)
-    ghn = _CACHE.get(resolved.key)
-    if ghn is None:
-        ghn = resolved.load()
-        _CACHE[resolved.key] = ghn
-    return ghn.to(torch.device(device)) if device is not None else ghn
+        if sha256 is not None:
+            raise ValueError("sha256= checks a file; it does not apply to a GHN instance")
+        return _on_device(source, device)
+    hub = _HubOptions(local_files_only, cache_dir, token)
+    resolved = _resolve(DEFAULT_GHN if source is None else source, revision, hub)
+    with _lock_for(resolved.key):  # other GHNs load meanwhile
+        ghn = _CACHE.get(resolved.key)
+        if ghn is not None and _without_storage(ghn):
+            logger.warning(
+                "the shared GHN loaded from %s was moved to the meta device in place; loading it again "
+                "(pass device= to load_ghn, or copy.deepcopy the GHN, instead of moving the shared one)",
+                resolved.key[0],
+            )
+            ghn = None
+        if ghn is None or (sha256 is not None and (resolved.key, sha256) not in _VERIFIED):
+            path = resolved.locate()
+            if sha256 is not None:
+                check_sha256(path, sha256)
+                _VERIFIED.add((resolved.key, sha256))
+            if ghn is None:
+                ghn = resolved.load(path)
+                _CACHE[resolved.key] = ghn
+    return _on_device(ghn, device)
 
 
-def _resolve(source: Union[str, Path], revision: Optional[str]) -> _Resolved:
+def _on_device(ghn: GHN, device: Union[str, torch.device, None]) -> GHN:
+    if device is None:
+        return ghn
+    device = parse_device(device)
+    own = next(iter(ghn.state_dict().values())).device
+    if own.type == device.type and (device.index is None or own.index == device.index):
+        return ghn
+    return inference_copy(ghn, device)
+
+
+def _without_storage(ghn: GHN) -> bool:
+    return any(t.is_meta for t in ghn.state_dict().values())
+
+
+def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions) -> _Resolved:
     text = str(source)
     if text == BUNDLED:
         _no_revision(text, revision)
-        return _Resolved((str(BUNDLED_DIR), _fingerprint(BUNDLED_DIR)), _load_bundled)
+        return _Resolved((str(BUNDLED_DIR), _fingerprint(BUNDLED_DIR)), _bundled_dir, _load_bundled)
+    cache = str(Path(hub.cache_dir).expanduser().resolve()) if hub.cache_dir is not None else ""
     if text.startswith(HF_SCHEME):
         file = parse_hf_url(text)
         if revision is not None:
             if "@" in text and file.revision != revision:
                 raise ValueError(f"{text!r} names revision {file.revision!r} but revision={revision!r} was also given")
             file = HubFile(file.repo_id, file.filename, revision)
-        return _Resolved((_hub_key(file), file.revision), lambda: _load_from_hub(file))
+        return _Resolved(
+            (_hub_key(file), file.revision, cache),
+            lambda: _download(file, None, hub),
+            lambda p: _load_from_hub(p, file),
+        )
     if isinstance(source, str) and source in REGISTRY:
         entry = REGISTRY[source]
         if not entry.on_hub:
             raise FileNotFoundError(entry.local_only_hint())
         file = HubFile(entry.repo_id, entry.filename, revision or entry.revision)  # type: ignore[arg-type]
-        return _Resolved((_hub_key(file), file.revision), lambda: _load_from_hub(file, entry))
+        return _Resolved(
+            (_hub_key(file), file.revision, cache),
+            lambda: _download(file, entry, hub),
+            lambda p: _load_from_hub(p, file, entry),
+        )
     path = Path(source).expanduser()
     if path.exists():
         _no_revision(text, revision)
         path = path.resolve()
-        return _Resolved((str(path), _fingerprint(path)), lambda: load_file(path))
+        return _Resolved((str(path), _fingerprint(path)), lambda: path, load_file)
     raise UnknownGHNError(_unknown_source_message(text), source=text)
 
 
-def _load_bundled() -> GHN:
+def _bundled_dir() -> Path:
     if not BUNDLED_DIR.exists():
         raise FileNotFoundError(
             f"this installation of ghn-init has no bundled GHN ({BUNDLED_DIR} is missing). Use a published GHN "
             f"instead, e.g. ghn='ghn3-t-m8' (27 MB download) or the default ghn=None ({DEFAULT_GHN})."
         )
-    ghn = load_file(BUNDLED_DIR)
+    return BUNDLED_DIR
+
+
+def _load_bundled(path: Path) -> GHN:
+    ghn = load_file(path)
     ghn.config.extra.setdefault("name", BUNDLED)
     return ghn
 
 
-def _load_from_hub(file: HubFile, entry: Optional[RegistryEntry] = None) -> GHN:
-    path = download_hub_file(file, size_hint=entry.download_size if entry else None)
+def _download(file: HubFile, entry: Optional[RegistryEntry], hub: _HubOptions) -> Path:
+    options = dict(local_files_only=hub.local_files_only, cache_dir=hub.cache_dir, token=hub.token)
+    path = download_hub_file(file, size_hint=entry.download_size if entry else None, **options)  # type: ignore[arg-type]
     if path.suffix == ".safetensors":
-        _fetch_config_next_to(file, path)
+        _fetch_config_next_to(file, path, hub)
+    return path
+
+
+def _load_from_hub(path: Path, file: HubFile, entry: Optional[RegistryEntry] = None) -> GHN:
     try:
         ghn = load_file(path)
     except ValueError as e:  # CheckpointError and config errors; an UnsafeCheckpointError propagates unchanged
         discard_cached(path)
         raise CheckpointError(
             f"{file.describe()} was downloaded but cannot be loaded as a GHN: {e}. The cached copy was removed, "
-            "so the next call downloads it again; if that fails the same way, the file is not a GHN checkpoint."
+            "so the next call downloads it again; if that fails the same way, the file is not a GHN checkpoint.",
+            path=path,
         ) from e
     if ghn.config.extra.get("source") in (None, str(path)):
         ghn.config.extra["source"] = str(file)
@@ -143,16 +260,17 @@ def _load_from_hub(file: HubFile, entry: Optional[RegistryEntry] = None) -> GHN:
     return ghn
 
 
-def _fetch_config_next_to(file: HubFile, weights: Path) -> None:
+def _fetch_config_next_to(file: HubFile, weights: Path, hub: _HubOptions) -> None:
     """Download the ``config.json`` written by ``ghn-init convert`` into the same cached snapshot as the weights."""
     from huggingface_hub import try_to_load_from_cache
 
     snapshot_commit = weights.parents[len(Path(file.filename).parts) - 1].name
-    config = file.sibling("config.json", revision=snapshot_commit)
-    if try_to_load_from_cache(config.repo_id, config.filename, revision=config.revision) is not None:
+    config = file.sibling(CONFIG_NAME, revision=snapshot_commit)
+    found = try_to_load_from_cache(config.repo_id, config.filename, revision=config.revision, cache_dir=hub.cache_dir)
+    if found is not None:
         return  # cached, or cached as absent
     try:
-        download_hub_file(config)
+        download_hub_file(config, local_files_only=hub.local_files_only, cache_dir=hub.cache_dir, token=hub.token)
     except HubFileNotFoundError:
         pass  # a bare safetensors file: the config is inferred from its tensor shapes
 
@@ -163,7 +281,7 @@ def _hub_key(file: HubFile) -> str:
 
 def _fingerprint(path: Path) -> str:
     """Changes when the file (or a folder's weights/config) is rewritten, so a stale GHN is not reused."""
-    files = [path / "model.safetensors", path / "config.json"] if path.is_dir() else [path]
+    files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if path.is_dir() else [path]
     return ",".join(str(f.stat().st_mtime_ns) for f in files if f.exists())
 
 

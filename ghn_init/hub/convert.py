@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..networks import GHN
-from .checkpoints import CARD_NAME, save_folder
+from .card import make_card, save_card
+from .checkpoints import save_folder
 from .download import HF_SCHEME
 from .registry import GHN2_PAPER, GHN3_PAPER, REGISTRY, RegistryEntry
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 _KIND_TITLES = {"ghn3": "GHN-3", "ghn2": "GHN-2"}
 REPO_PLACEHOLDER = "OWNER/REPO"  # replaced by the real repo id in cards written with one (and by hub/upload.py)
@@ -31,7 +36,7 @@ _FIELD_NOTES = {
     "num_classes": "classes of the classification layer it predicts",
     "layernorm": "layer norm on node embeddings before decoding",
     "weight_norm": "fan-in normalization of predicted weights",
-    "virtual_edges": "virtual edges between nodes up to 50 hops apart",
+    "virtual_edges": f"virtual edges between nodes up to {VIRTUAL_EDGE_CUTOFF} hops apart",
 }
 
 
@@ -64,7 +69,7 @@ def convert(
     else:
         license, license_note = "other", "the source's license is unknown to ghn-init: set it before publishing"
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in ghn.state_dict().values()})
-    (dst / CARD_NAME).write_text(
+    save_card(
         model_card(
             config.to_dict(),
             title=f"{entry.title if entry else _KIND_TITLES[config.kind]} for ghn-init",
@@ -75,16 +80,21 @@ def convert(
             repo_id=repo_id,
             weights=f"{ghn.num_parameters():,} parameters, {'/'.join(dtypes)}",
             notes=registry_notes(entry) if entry else (),
-        )
+        ),
+        dst,
     )
     return dst
 
 
-def describe_source(src: Union[str, Path, GHN], ghn: GHN, entry: Optional[RegistryEntry], revision: Optional[str]) -> str:
+def describe_source(
+    src: Union[str, Path, GHN], ghn: GHN, entry: Optional[RegistryEntry], revision: Optional[str]
+) -> str:
     """Where the weights came from, without local paths (they mean nothing on the Hub)."""
     if entry is not None:
         return f"{entry.hf_url}@{revision or entry.revision}".removesuffix("@main")
-    text = str(ghn.config.extra.get("source") or ghn.config.extra.get("name") or "") if isinstance(src, GHN) else str(src)
+    text = (
+        str(ghn.config.extra.get("source") or ghn.config.extra.get("name") or "") if isinstance(src, GHN) else str(src)
+    )
     if text.startswith(HF_SCHEME):
         return text + (f"@{revision}" if revision and "@" not in text else "")
     if text == "bundled":
@@ -96,7 +106,9 @@ def registry_notes(entry: RegistryEntry) -> list[str]:
     """Facts about a published GHN for its model card: the original file, its size and hash, what verify checks."""
     return [
         f"Original file: [{entry.filename}]({entry.upstream_url}) in `{entry.repo_id}`, {entry.file_format} format, "
-        f"{entry.size}" + (f", sha256 `{entry.sha256}`" if entry.sha256 else "") + f"; revision: {entry.revision_note}.",
+        f"{entry.size}"
+        + (f", sha256 `{entry.sha256}`" if entry.sha256 else "")
+        + f"; revision: {entry.revision_note}.",
         f"Parameters: {entry.parameters}. Trained on {entry.trained_on}.",
         f"`ghn-init verify --ghn {entry.name}` checks its predictions against the `{entry.results_key}-paramnorm` "
         "figures the authors publish in `ghn3_results.jsonl`."
@@ -116,27 +128,20 @@ def model_card(
     repo_id: Optional[str] = None,
     weights: str = "float32",
     notes: Sequence[str] = (),
-) -> str:
+) -> ModelCard:
     """A Hugging Face model card for a converted GHN; ``config=None`` points readers to ``config.json`` instead."""
     repo = repo_id or REPO_PLACEHOLDER
     if config is None:
-        configuration = "The hyperparameters are in `config.json`, read from the checkpoint's tensor shapes at conversion."
+        configuration = (
+            "The hyperparameters are in `config.json`, read from the checkpoint's tensor shapes at conversion."
+        )
     else:
-        rows = "\n".join(f"| `{name}` | {_cell(config.get(name))} | {meaning} |" for name, meaning in _FIELD_NOTES.items())
+        rows = "\n".join(
+            f"| `{name}` | {_cell(config.get(name))} | {meaning} |" for name, meaning in _FIELD_NOTES.items()
+        )
         configuration = f"| field | value | meaning |\n|---|---|---|\n{rows}"
     extra_notes = "".join(f"- {note}\n" for note in notes)
-    return f"""---
-license: {license}
-library_name: ghn-init
-tags:
-- graph-hypernetwork
-- parameter-prediction
-- initialization
-- pytorch
-- safetensors
----
-
-# {title}
+    body = f"""# {title}
 
 A Graph HyperNetwork (GHN) that predicts the parameters of PyTorch vision models (torchvision, timm or your
 own), to initialize them before training. This repository holds it in the format the ghn-init
@@ -177,6 +182,7 @@ the GHN-3 authors published, where they published some for this GHN.
 The predicted parameters are an initialization: they give a model a better start than random init for
 fine-tuning, not a trained model. Their accuracy without training is low (see the paper).
 """
+    return make_card(body, license=license)
 
 
 def _cell(value: Any) -> str:

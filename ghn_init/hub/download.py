@@ -16,11 +16,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
+from ..constants import HF_SCHEME, WEIGHTS_NAME
 from ..errors import CorruptDownloadError, HubDownloadError, HubFileNotFoundError
 
-HF_SCHEME = "hf://"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -39,7 +39,7 @@ class HubFile:
     def describe(self) -> str:
         return f"{self.filename!r} from the Hub repo {self.repo_id!r} (revision {self.revision!r})"
 
-    def sibling(self, filename: str, revision: Optional[str] = None) -> "HubFile":
+    def sibling(self, filename: str, revision: Optional[str] = None) -> HubFile:
         """A file in the same repo folder, e.g. the ``config.json`` next to ``model.safetensors``."""
         folder = self.filename.rpartition("/")[0]
         return HubFile(self.repo_id, f"{folder}/{filename}" if folder else filename, revision or self.revision)
@@ -58,20 +58,30 @@ def parse_hf_url(url: str) -> HubFile:
             f"cannot read {url!r}: expected hf://owner/repo/path/in/repo[@revision], "
             "e.g. hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt or hf://owner/repo@v1 for a converted GHN"
         )
-    filename = "/".join(parts[2:]) or "model.safetensors"
+    filename = "/".join(parts[2:]) or WEIGHTS_NAME
     return HubFile(f"{parts[0]}/{parts[1]}", filename, revision)
 
 
-def cached_file(file: HubFile) -> Optional[Path]:
-    """The cached copy of ``file`` if the local cache has one (no network)."""
+def cached_file(file: HubFile, cache_dir: Union[str, Path, None] = None) -> Optional[Path]:
+    """The cached copy of ``file`` if the local cache (default, or ``cache_dir``) has one (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(file.repo_id, file.filename, revision=file.revision)
+    found = try_to_load_from_cache(file.repo_id, file.filename, revision=file.revision, cache_dir=cache_dir)
     return Path(found) if isinstance(found, str) else None
 
 
-def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
-    """Local path of ``file``, downloading it unless cached. Raises :class:`HubDownloadError` with a way out."""
+def download(
+    file: HubFile,
+    *,
+    size_hint: Optional[str] = None,
+    local_files_only: bool = False,
+    cache_dir: Union[str, Path, None] = None,
+    token: Union[str, bool, None] = None,
+) -> Path:
+    """Local path of ``file``, downloading it unless cached. Raises :class:`HubDownloadError` with a way out.
+
+    ``local_files_only``, ``cache_dir`` and ``token`` are passed to ``huggingface_hub.hf_hub_download``.
+    """
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -84,7 +94,7 @@ def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
 
     from .. import __version__
 
-    before = cached_file(file)
+    before = cached_file(file, cache_dir)
     try:
         path = Path(
             hf_hub_download(
@@ -93,11 +103,18 @@ def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
                 revision=file.revision,
                 library_name="ghn-init",
                 library_version=__version__,
+                local_files_only=local_files_only,
+                cache_dir=cache_dir,
+                token=token,
             )
         )
     except LocalEntryNotFoundError as e:
         raise HubDownloadError(
-            _not_cached_message(file, size_hint, offline=constants.is_offline_mode(), cause=e), file=file
+            _not_cached_message(
+                file, size_hint, offline=constants.is_offline_mode() or local_files_only, cause=e, cache_dir=cache_dir,
+                local_files_only=local_files_only,
+            ),
+            file=file,
         ) from e
     except RemoteEntryNotFoundError as e:
         raise HubFileNotFoundError(
@@ -121,7 +138,9 @@ def download(file: HubFile, *, size_hint: Optional[str] = None) -> Path:
     except HfHubHTTPError as e:
         raise HubDownloadError(f"the Hub refused {file.describe()}: {e}", file=file) from e
     except OSError as e:  # huggingface_hub's size check ("Consistency check failed") and disk errors
-        raise HubDownloadError(f"downloading {file.describe()} failed: {e}. Run the same call again to retry.", file=file) from e
+        raise HubDownloadError(
+            f"downloading {file.describe()} failed: {e}. Run the same call again to retry.", file=file
+        ) from e
     if before is None or os.path.realpath(before) != os.path.realpath(path):
         verify_lfs_hash(path, file)
     return path
@@ -166,11 +185,22 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _not_cached_message(file: HubFile, size_hint: Optional[str], *, offline: bool, cause: BaseException) -> str:
+def _not_cached_message(
+    file: HubFile,
+    size_hint: Optional[str],
+    *,
+    offline: bool,
+    cause: BaseException,
+    cache_dir: Union[str, Path, None] = None,
+    local_files_only: bool = False,
+) -> str:
     from huggingface_hub import constants
 
     size = f" ({size_hint})" if size_hint else ""
-    if offline:
+    if local_files_only:
+        why = "local_files_only=True, so nothing may be downloaded"
+        retry = f"call once without local_files_only and with network access to download it{size}"
+    elif offline:
         why = "HF_HUB_OFFLINE is set, so nothing may be downloaded"
         retry = f"unset HF_HUB_OFFLINE and run once with network access to download it{size}"
     else:
@@ -178,7 +208,8 @@ def _not_cached_message(file: HubFile, size_hint: Optional[str], *, offline: boo
         why = f"the Hub at {constants.ENDPOINT} could not be reached ({type(reason).__name__}: {reason})"
         retry = f"check the network connection, proxy and HF_ENDPOINT, then run again to download it{size}"
     return (
-        f"{file.describe()} is not in the local cache ({constants.HF_HUB_CACHE}) and {why}. To fix: {retry}; "
+        f"{file.describe()} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}. "
+        f"To fix: {retry}; "
         f"or pass the path of a local copy (ghn_init.load_ghn('/path/to/{Path(file.filename).name}'), "
         f"`--ghn /path/to/{Path(file.filename).name}`); or use the GHN shipped with ghn-init: ghn='bundled'."
     )

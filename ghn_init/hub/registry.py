@@ -10,9 +10,10 @@ Every fact below cites where it comes from, so a wrong one can be traced and fix
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence, Union
 
 GHN3_REPO = "SamsungSAILMontreal/ghn3"
 GHN3_PAPER = (
@@ -204,7 +205,11 @@ def get_entry(name: str) -> RegistryEntry:
 
 @dataclass(frozen=True)
 class GHNInfo:
-    """A registry entry and whether its file is already in the local Hugging Face cache."""
+    """A registered GHN and whether its file is already in the local Hugging Face cache.
+
+    Every fact of the registry entry is a flat attribute (``info.name``, ``info.size``, ``info.kind``,
+    ``info.hf_url``, ...), next to ``info.cached`` and ``info.cached_path``; ``info.entry`` is the entry itself.
+    """
 
     entry: RegistryEntry
     cached_path: Optional[Path]
@@ -213,20 +218,65 @@ class GHNInfo:
     def cached(self) -> bool:
         return self.cached_path is not None
 
+    def __getattr__(self, name: str) -> Any:
+        # called only for names GHNInfo itself lacks: the entry's fields and properties
+        if name.startswith("__") or name == "entry":
+            raise AttributeError(name)
+        try:
+            return getattr(self.entry, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        entry_names = set(RegistryEntry.__dataclass_fields__) | {"on_hub", "hf_url", "download_size"}
+        return sorted(set(super().__dir__()) | entry_names)
+
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self.entry), "cached": self.cached, "cached_path": str(self.cached_path) if self.cached_path else None}
+        return {
+            **asdict(self.entry),
+            "cached": self.cached,
+            "cached_path": str(self.cached_path) if self.cached_path else None,
+        }
 
 
 def cached_path(entry: RegistryEntry, revision: Optional[str] = None) -> Optional[Path]:
     """Where the cache holds ``entry``'s file for ``revision`` (default: the entry's), without any network call."""
     if entry.repo_id is None:
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from .download import HubFile, cached_file
 
-    found = try_to_load_from_cache(entry.repo_id, entry.filename, revision=revision or entry.revision)
-    return Path(found) if isinstance(found, str) else None
+    return cached_file(HubFile(entry.repo_id, entry.filename, revision or entry.revision))
 
 
-def list_ghns() -> list[GHNInfo]:
-    """Every registered GHN with its cache state (reads the local cache only, never the network)."""
-    return [GHNInfo(entry, cached_path(entry)) for entry in REGISTRY.values()]
+def list_ghns(pattern: Union[str, Sequence[str], None] = None) -> list[GHNInfo]:
+    """The registered GHNs whose name matches ``pattern``, with their cache state (never the network).
+
+    Args:
+        pattern: a shell-style wildcard (``fnmatch``, like ``timm.list_models``), e.g. ``"ghn3*"``, or a list
+            of them (a name matching any is listed); None lists every GHN.
+
+    Returns:
+        One :class:`GHNInfo` per GHN, in registry order, with flat attributes (``.name``, ``.size``,
+        ``.cached``, ``.kind``, ``.hf_url``, ...).
+
+    Raises:
+        TypeError: ``pattern`` is not a string or a list of strings.
+
+    Example:
+        >>> import ghn_init
+        >>> [info.name for info in ghn_init.list_ghns("ghn3-[ts]*")]
+        ['ghn3-s-m8', 'ghn3-t-m8']
+    """
+    if pattern is None:
+        patterns: list[str] = ["*"]
+    elif isinstance(pattern, str):
+        patterns = [pattern]
+    elif isinstance(pattern, (list, tuple)) and all(isinstance(p, str) for p in pattern):
+        patterns = list(pattern)
+    else:
+        raise TypeError(f"pattern must be a string like 'ghn3*' or a list of them, got {type(pattern).__name__}")
+    return [
+        GHNInfo(entry, cached_path(entry))
+        for entry in REGISTRY.values()
+        if any(fnmatch.fnmatchcase(entry.name, p) for p in patterns)
+    ]

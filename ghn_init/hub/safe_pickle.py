@@ -60,18 +60,99 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 PathLike = Union[str, Path]
 
+ZIP_MAGIC = b"PK\x03\x04"  # a torch.save archive starts with its first local file header
+PICKLE_PROTO = b"\x80"  # pickles of protocol 2 and later (torch.save, joblib) start with PROTO
+# Larger than any published GHN (GHN-3-XL/m16 is about 2.5 GB); a bigger file is refused before it is read.
+MAX_CHECKPOINT_BYTES = 8 << 30
+
+
+def check_regular_file(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES, what: str = "checkpoint") -> int:
+    """The size of ``path`` after checking it is a regular file of at most ``max_bytes``.
+
+    Reading a device (``/dev/zero``), a pipe or a huge unrelated file would otherwise never end or exhaust
+    memory; this refuses them before a byte is read.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: ``path`` is not a regular file, or is larger than ``max_bytes``.
+    """
+    from ..errors import CheckpointError
+
+    if not path.exists():
+        raise FileNotFoundError(f"no GHN {what} at {path}")
+    if not path.is_file():
+        message = f"{path} is not a regular file (a device, pipe or socket?); pass a GHN {what} file"
+        raise CheckpointError(message, path=path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(
+            f"{path} is {size:,} bytes, more than the {max_bytes:,} bytes a GHN {what} may have; "
+            "is it really a GHN checkpoint?",
+            path=path,
+        )
+    return size
+
+
+def _check_zip_records(path: Path, size: int) -> None:
+    """Refuse an archive whose records are compressed or claim more bytes than the file holds.
+
+    ``torch.save`` stores every record uncompressed, so the records' sizes add up to less than the file;
+    checking the central directory first means nothing is inflated before the archive is refused.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        message = f"{path} starts like a torch.save archive but is not a readable zip file ({e})"
+        raise pickle.UnpicklingError(message) from e
+    declared = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise pickle.UnpicklingError(
+                f"{path}: record {record.filename!r} is compressed; torch.save archives store records uncompressed, "
+                "so this is not one"
+            )
+        declared += record.file_size
+    if declared > size:
+        raise pickle.UnpicklingError(
+            f"{path}: its records claim {declared:,} bytes but the file has {size:,}; the archive is corrupted"
+        )
+
 
 def load_pickle(path: PathLike) -> Any:
-    """Load a ``torch.save`` archive or a plain (joblib) pickle, allowing only tensors and containers."""
+    """Load a ``torch.save`` archive or a plain (joblib) pickle, allowing only tensors and containers.
+
+    The format is told from the file's first bytes (zip magic ``PK\\x03\\x04`` or pickle ``PROTO``), never
+    from bytes further in, which may be tensor data.
+
+    Args:
+        path: a regular file of at most :data:`MAX_CHECKPOINT_BYTES`.
+
+    Returns:
+        The unpickled object (tensors and plain containers only).
+
+    Raises:
+        UnsafeCheckpointError: the file names anything but tensors and plain containers; nothing was run.
+        pickle.UnpicklingError: the file is neither a torch.save archive nor a pickle.
+        CheckpointError: not a regular file, or too large.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "sd.pt"); torch.save({"w": torch.ones(2)}, f)
+        >>> load_pickle(f)["w"]
+        tensor([1., 1.])
+    """
     path = Path(path)
+    size = check_regular_file(path)
     with open(path, "rb") as f:
         head = f.read(4)
-    if zipfile.is_zipfile(path):
+    if head == ZIP_MAGIC:
+        _check_zip_records(path, size)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise UnsafeCheckpointError(f"{path}: {e}") from e
-    if head[:1] != b"\x80":
+    if head[:1] != PICKLE_PROTO:
         raise pickle.UnpicklingError(f"{path} is neither a torch.save archive nor a pickle (starts with {head!r})")
     with open(path, "rb") as f:
         obj = _RestrictedUnpickler(f).load()

@@ -8,7 +8,25 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import ConfigError
+
 GHN2, GHN3 = "ghn2", "ghn3"
+
+# The type each config.json field must have (bool is checked before int: JSON true is not a width).
+_FIELD_TYPES: dict[str, type] = {
+    "kind": str,
+    "hid": int,
+    "max_shape": list,
+    "num_classes": int,
+    "layers": int,
+    "heads": int,
+    "mlp_ratio": int,
+    "layernorm": bool,
+    "weight_norm": bool,
+    "virtual_edges": bool,
+    "extra": dict,
+}
+_JSON_NAMES = {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "an object"}
 
 
 @dataclass
@@ -29,26 +47,84 @@ class GHNConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in (GHN2, GHN3):
-            raise ValueError(f"kind must be {GHN2!r} or {GHN3!r}, got {self.kind!r}")
-        self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
-        if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3]:
-            raise ValueError(f"max_shape must be (out, in, k, k), got {self.max_shape}")
+            raise ConfigError(f"kind must be {GHN2!r} or {GHN3!r}, got {self.kind!r}", field="kind")
+        try:
+            self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            message = f"max_shape must be 4 integers (out, in, k, k), got {self.max_shape!r}"
+            raise ConfigError(message, field="max_shape") from None
+        if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
+            message = f"max_shape must be 4 positive integers (out, in, k, k), got {self.max_shape}"
+            raise ConfigError(message, field="max_shape")
+        for name in ("hid", "num_classes", "heads", "mlp_ratio"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}", field=name)
+        if self.kind == GHN3 and (self.layers < 1 or self.hid % self.heads):
+            raise ConfigError(
+                f"a ghn3 config needs layers >= 1 and hid divisible by heads, got layers={self.layers}, "
+                f"hid={self.hid}, heads={self.heads}",
+                field="layers" if self.layers < 1 else "heads",
+            )
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types (the ``"ghn"`` section of ``config.json``)."""
         d = asdict(self)
         d["max_shape"] = list(self.max_shape)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GHNConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+    def from_dict(cls, d: Mapping[str, Any], *, origin: str = "GHN config") -> GHNConfig:
+        """A config from its :meth:`to_dict` form, checked field by field.
+
+        Every field except ``extra`` is required and must have its JSON type (``"layernorm": "false"`` is
+        refused, not read as true); unknown fields are refused.
+
+        Args:
+            d: the ``"ghn"`` section of a ``config.json``.
+            origin: where ``d`` comes from, named in errors (e.g. the path of the config.json).
+
+        Returns:
+            The config.
+
+        Raises:
+            ConfigError: a field is missing, unknown, of the wrong type or out of range (``.field`` names it).
+
+        Example:
+            >>> GHNConfig.from_dict({**GHNConfig().to_dict(), "hid": 32}).hid
+            32
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{origin}: the GHN config must be a JSON object, got {type(d).__name__}", path=origin)
+        unknown = sorted(set(d) - set(_FIELD_TYPES))
         if unknown:
-            raise ValueError(f"unknown GHN config keys: {sorted(unknown)}")
-        return cls(**dict(d))
+            raise ConfigError(
+                f"{origin}: unknown GHN config key {unknown[0]!r} (known: {', '.join(_FIELD_TYPES)})",
+                path=origin,
+                field=unknown[0],
+            )
+        for name, kind in _FIELD_TYPES.items():
+            if name not in d:
+                if name == "extra":
+                    continue
+                raise ConfigError(f"{origin}: the GHN config has no {name!r}", path=origin, field=name)
+            value = d[name]
+            wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+            if name == "max_shape" and not wrong:
+                wrong = not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            if wrong:
+                expected = "a list of 4 integers" if name == "max_shape" else _JSON_NAMES[kind]
+                raise ConfigError(
+                    f"{origin}: GHN config field {name!r} must be {expected}, got {json_repr(value)}",
+                    path=origin,
+                    field=name,
+                )
+        try:
+            return cls(**dict(d))
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}", path=origin, field=e.field) from None
 
     @classmethod
-    def from_ppuda(cls, d: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> "GHNConfig":
+    def from_ppuda(cls, d: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> GHNConfig:
         """The ``config`` dict stored in ppuda's GHN-2 checkpoints."""
         if d.get("hypernet", "gatedgnn") != "gatedgnn" or d.get("decoder", "conv") != "conv":
             raise ValueError(
@@ -70,7 +146,7 @@ class GHNConfig:
         )
 
     @classmethod
-    def infer(cls, state_dict: Mapping[str, torch.Tensor]) -> "GHNConfig":
+    def infer(cls, state_dict: Mapping[str, torch.Tensor]) -> GHNConfig:
         """Read the config off parameter names and shapes, as the published GHN-3 loader does."""
         keys = list(state_dict)
         if "embed.weight" not in state_dict or "decoder.conv.2.weight" not in state_dict:
@@ -99,3 +175,14 @@ class GHNConfig:
             weight_norm=True,
             virtual_edges=kind == GHN3 or any(k_.startswith("gnn.mlp_ve.") for k_ in keys),
         )
+
+
+def json_repr(value: Any) -> str:
+    """``value`` as it would appear in JSON, shortened (for error messages)."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

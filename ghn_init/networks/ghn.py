@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from ..constants import VIRTUAL_EDGE_CUTOFF
+from ..decode import fit_to_shape
+from ..errors import PredictionError
 from ..graph.graph import Graph
 from ..graph.primitives import PRIMITIVES
+from ..planning import DecoderKind, Plan, Target
 from .config import GHN2, GHNConfig
 from .decoders import WeightDecoder
 from .gated_gnn import GatedGNN
@@ -21,8 +25,24 @@ from .shape_encoder import ShapeEncoder
 _GRAPHORMER_TABLES = ("centrality_embed_in", "centrality_embed_out", "input_dist_embed")
 
 
+#: ``sink(graph index, tensor name, tensor)``: receives each predicted tensor in a dry run (see :meth:`GHN.forward`).
+Sink = Callable[[int, str, torch.Tensor], None]
+
+
 class GHN(nn.Module):
-    """GHN-2 (gated GNN) or GHN-3 (Graphormer), with parameter names of the published checkpoints."""
+    """GHN-2 (gated GNN) or GHN-3 (Graphormer), with parameter names of the published checkpoints.
+
+    Calling it, ``ghn(graphs, plans)``, predicts the tensors of each graph's model (:meth:`forward`).
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> ghn = ghn_init.load_ghn("bundled")
+        >>> model = torchvision.models.resnet18()
+        >>> graph = ghn_init.trace(model, virtual_edge_cutoff=ghn.virtual_edge_cutoff)
+        >>> tensors = ghn([graph], [ghn_init.plan(graph, model, ghn.config.max_shape)])[0]
+        >>> tuple(tensors["conv1.weight"].shape)
+        (64, 3, 7, 7)
+    """
 
     def __init__(self, config: GHNConfig):
         super().__init__()
@@ -47,20 +67,23 @@ class GHN(nn.Module):
 
     @property
     def virtual_edge_cutoff(self) -> int:
-        return 50 if self.config.virtual_edges else 1
+        """The ``virtual_edge_cutoff`` to trace graphs with for this GHN (1: no virtual edges)."""
+        return VIRTUAL_EDGE_CUTOFF if self.config.virtual_edges else 1
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed_nodes(self, graphs: Sequence[Graph], shapes: Sequence[Sequence[Optional[Sequence[int]]]]) -> list[torch.Tensor]:
+    def embed_nodes(
+        self, graphs: Sequence[Graph], shapes: Sequence[Sequence[Optional[Sequence[int]]]]
+    ) -> list[torch.Tensor]:
         """Node embeddings (N_i, hid) for each graph; ``shapes`` are the shapes the GHN is told per node."""
         device = self.embed.weight.device
         xs = []
-        for graph, node_shapes in zip(graphs, shapes):
+        for graph, node_shapes in zip(graphs, shapes, strict=True):
             x = self.embed(graph.node_types().to(device))
             xs.append(self.shape_enc(x, self.shape_enc.indices(node_shapes)))
         if self.is_ghn2:
-            xs = [self.gnn(x, graph.edge_list().to(device)) for x, graph in zip(xs, graphs)]
+            xs = [self.gnn(x, graph.edge_list().to(device)) for x, graph in zip(xs, graphs, strict=True)]
         else:
             xs = self._graphormer(xs, graphs)
         if self.config.layernorm:
@@ -74,13 +97,90 @@ class GHN(nn.Module):
         x = torch.zeros(len(xs), n, xs[0].shape[1], device=device, dtype=xs[0].dtype)
         edges = torch.zeros(len(xs), n, n, dtype=torch.long, device=device)
         valid = torch.zeros(len(xs), n, dtype=torch.bool, device=device)
-        for b, (xi, graph) in enumerate(zip(xs, graphs)):
+        for b, (xi, graph) in enumerate(zip(xs, graphs, strict=True)):
             x[b, : sizes[b]] = xi
             edges[b, : sizes[b], : sizes[b]] = graph.dense_adjacency(device)
             valid[b, : sizes[b]] = True
         mask = valid.unsqueeze(2) & valid.unsqueeze(1)
         out = self.gnn(x, edges, mask)
         return [out[b, : sizes[b]] for b in range(len(xs))]
+
+    def forward(
+        self,
+        graphs: Sequence[Graph],
+        plans: Sequence[Plan],
+        *,
+        predict_classifier: bool = True,
+        sink: Optional[Sink] = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Predict the tensors of each graph's model: embed the nodes, then decode every planned target.
+
+        Targets with the same :attr:`Target.key` (decoder kind and decoded shape) are decoded in one
+        batched call, whatever graph they come from; each output is then cropped, tiled and (with
+        ``config.weight_norm``) scaled to its tensor's shape (:func:`ghn_init.decode.fit_to_shape`).
+        The tensors keep their autograd history, so the same call trains GHNs
+        (``torch.func.functional_call(model, tensors, x)``). Nothing is written into any model.
+
+        Args:
+            graphs: the models' graphs (:func:`ghn_init.trace`).
+            plans: one :class:`~ghn_init.Plan` per graph (:func:`ghn_init.plan`).
+            predict_classifier: also decode the models' last (classification) layer.
+            sink: a dry run: each tensor is handed to ``sink(graph index, tensor name, tensor)`` as soon
+                as it is made and is not kept (the returned dicts stay empty), so predicting a huge
+                model (e.g. built on the meta device) needs the memory of one tensor, not of the model.
+
+        Returns:
+            Per graph, ``{tensor name: predicted tensor}`` in the GHN's dtype and device.
+
+        Raises:
+            PredictionError: the GHN predicted non-finite values.
+        """
+        if len(graphs) != len(plans):
+            raise ValueError(f"got {len(graphs)} graphs but {len(plans)} plans; pass one plan per graph")
+        xs = self.embed_nodes(graphs, [p.shapes for p in plans])
+        results: list[dict[str, torch.Tensor]] = [{} for _ in graphs]
+        groups: dict[tuple[DecoderKind, tuple[int, ...]], list[tuple[int, Target]]] = {}
+        for b, p in enumerate(plans):
+            for target in p.targets:
+                if predict_classifier or not target.is_classifier:
+                    groups.setdefault(target.key, []).append((b, target))
+        centre = not self.is_ghn2
+        for (kind, shape), members in groups.items():
+            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
+            if not torch.isfinite(decoded).all():
+                raise PredictionError(
+                    f"the GHN predicted non-finite values for {len(members)} tensor(s) of group {kind.value} {shape}; "
+                    "the model was not changed (is the GHN checkpoint corrupted?)"
+                )
+            for row, (b, target) in enumerate(members):
+                slot, w = target.slot, decoded[row]
+                if len(slot.shape) == 1:  # 1-D decoders give two rows: weight, bias
+                    outputs = [(slot, w[0 if slot.is_weight else 1])]
+                    if target.bias is not None:
+                        outputs.append((target.bias, w[1]))
+                else:
+                    outputs = [(slot, w)]
+                for out_slot, tensor in outputs:
+                    norm = out_slot.is_weight if self.config.weight_norm else None
+                    # a norm layer's bias is fitted to its weight's shape, as the published code does
+                    tensor = fit_to_shape(tensor, slot.shape, centre, norm)
+                    if sink is not None:
+                        sink(b, out_slot.name, tensor)
+                    else:
+                        results[b][out_slot.name] = tensor
+        return results
+
+    def _decode(self, kind: DecoderKind, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``."""
+        n = x.shape[0]
+        if kind is DecoderKind.WEIGHT:
+            return self.decoder(x, shape)
+        if kind is DecoderKind.CLASSIFIER:
+            return self.decoder(x, (shape[0], shape[1], 1, 1), classifier=True)
+        if kind is DecoderKind.TENSOR_3D:
+            return self.decoder_1d(x).view(n, -1, 1, 1)
+        decoded = self.decoder_1d(x).view(n, 2, -1)
+        return self.bias_class(decoded) if kind is DecoderKind.CLASSIFIER_BIAS else decoded
 
     def load_published_state_dict(
         self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False

@@ -56,7 +56,9 @@ class EdgeAwareAttention(nn.Module):
         bw = edges.transpose(1, 2) + 2
         pair = fw * MAX_EDGE_VALUE + bw
         values, inverse = torch.unique(pair, return_inverse=True)
-        table = torch.cat((self.edge_embed.embed(values // MAX_EDGE_VALUE), self.edge_embed.embed(values % MAX_EDGE_VALUE)), -1)
+        table = torch.cat(
+            (self.edge_embed.embed(values // MAX_EDGE_VALUE), self.edge_embed.embed(values % MAX_EDGE_VALUE)), -1
+        )
         bias = self.proj_e(table)  # (distinct pairs, heads)
         return bias[inverse].permute(0, 3, 1, 2)
 
@@ -75,7 +77,9 @@ class EdgeAwareAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim), nn.Identity())
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim), nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

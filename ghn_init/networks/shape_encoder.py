@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import bisect
-import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from ..shapes import token_map_shape
 
 
 def shape_to_4d(shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -18,11 +19,7 @@ def shape_to_4d(shape: Sequence[int]) -> tuple[int, int, int, int]:
     if len(s) == 2:
         s = (s[0], s[1], 1, 1)
     if len(s) == 3:
-        if s[0] == 1 and min(s[1:]) > 1:
-            side = int(math.floor(s[1] ** 0.5))
-            s = (1, s[2], side, side)
-        else:
-            s = (s[0], s[1], s[2], 1)
+        s = token_map_shape(s) or (s[0], s[1], s[2], 1)
     return s[:4]  # type: ignore[return-value]
 
 

@@ -175,7 +175,7 @@ def sample_arch(
     base_width = rng.randrange(WIDTH_STEP, max_width + 1, WIDTH_STEP)
 
     stages = []
-    for index, (start, end) in enumerate(zip(cuts, cuts[1:])):
+    for index, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
         stride = stem_stride * 2**index
         stages.append(
             StageSpec(
@@ -347,7 +347,7 @@ class Cell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states = [x]
-        for op, inputs in zip(self.nodes, self.node_inputs):
+        for op, inputs in zip(self.nodes, self.node_inputs, strict=True):
             states.append(op(*[states[i] for i in inputs]))
         return self.output(*[states[i] for i in self.leaves])
 

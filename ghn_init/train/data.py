@@ -91,7 +91,7 @@ def _image_folder(root: Path, image_size: int, val_fraction: float, seed: int) -
 
 def materialize(dataset: Dataset) -> TensorDataset:
     """Render a deterministic dataset once into memory, so training steps only index tensors."""
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))  # type: ignore[arg-type]
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)  # type: ignore[arg-type]
     return TensorDataset(torch.stack(images), torch.tensor(labels))
 
 

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..hub.checkpoints import CARD_NAME, WEIGHTS_NAME, save_folder
+from ..constants import WEIGHTS_NAME
+from ..hub.card import make_card, save_card
+from ..hub.checkpoints import save_folder
 from ..networks import GHN
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 
 def _format_metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> str:
-    """A README that says what the GHN was trained on, for how long, and how good it measured."""
+def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCard:
+    """A model card that says what the GHN was trained on, for how long, and how good it measured.
+
+    Its license is "other": whoever trained the GHN sets it (the data's license may constrain it).
+    """
     cfg = ghn.config
     data, archs, metrics = provenance["data"], provenance["architectures"], provenance["final_metrics"]
     lines = [
@@ -65,12 +73,12 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return make_card("\n".join(lines), license="other")
 
 
 def export_folder(ghn: GHN, folder: Path, provenance: dict[str, Any], dtype: torch.dtype = torch.float32) -> Path:
     """``model.safetensors`` (``dtype``), ``config.json`` ({"format_version", "ghn", "training"}), ``README.md``."""
     save_folder(ghn, folder, dtype=dtype, training=provenance)
     weights = folder / WEIGHTS_NAME
-    (folder / CARD_NAME).write_text(model_card(ghn, provenance, weights.stat().st_size))
+    save_card(model_card(ghn, provenance, weights.stat().st_size), folder)
     return folder

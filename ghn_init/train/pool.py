@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Union
 
 import torch
 from torch import nn
 
 from ..graph import Graph, trace
-from ..planning import Target, plan
+from ..planning import Plan, plan
 from .archs import SHRINKABLE_TORCHVISION, build_model, sample_arch, shrink_torchvision
 
 TORCHVISION_WIDTHS = (0.25, 0.35, 0.5, 0.75)
@@ -28,7 +28,7 @@ class PooledArch:
     description: str
     model: nn.Module
     graph: Graph
-    plan: tuple[list[Target], list[Optional[tuple[int, ...]]]]
+    plan: Plan
 
 
 class ArchitecturePool:
@@ -47,7 +47,7 @@ class ArchitecturePool:
         max_width: int = 64,
         max_cells: int = 6,
         torchvision_fraction: float = 0.0,
-        device: torch.device = torch.device("cpu"),
+        device: Union[str, torch.device] = "cpu",
     ) -> None:
         if size < 1:
             raise ValueError(f"an architecture pool needs at least one architecture, got size={size}")
@@ -63,7 +63,7 @@ class ArchitecturePool:
         self.max_width = max_width
         self.max_cells = max_cells
         self.torchvision_fraction = torchvision_fraction
-        self.device = device
+        self.device = torch.device(device)
         self._cache: dict[int, PooledArch] = {}
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -24,16 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..decode import decode
-from ..graph import Graph
+from ..constants import CHECKPOINT_NAME, METRICS_NAME
 from ..networks import GHN, GHNConfig
-from ..planning import Target
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .pool import ArchitecturePool
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_VERSION = 1
 RECENT_LOSS_WINDOW = 100  # steps averaged into the reported training loss
 # Settings that may differ between a run and its resumption without changing the result.
@@ -104,9 +100,32 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.export_dtype not in ("float32", "float16"):
             raise ValueError(f"export_dtype must be float32 or float16, got {self.export_dtype!r}")
-        for name in ("steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs"):
+        if self.kind not in ("ghn2", "ghn3"):
+            raise ValueError(f"kind must be ghn2 or ghn3, got {self.kind!r}")
+        if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
+            raise ValueError(f"max_shape must be 4 positive integers OUT IN K K, got {self.max_shape}")
+        at_least_one = (
+            "steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs",
+            "image_size", "samples_per_class", "val_samples_per_class", "hid", "layers", "heads", "max_width",
+            "max_cells", "eval_images",
+        )
+        for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_classes", "threads"):  # optional, but not 0 (0 would silently mean the default)
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or left out for the default), got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "num_workers", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.torchvision_fraction <= 1:
+            raise ValueError(f"torchvision_fraction must be between 0 and 1, got {self.torchvision_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.kind == "ghn3" and self.init_from is None and self.hid % self.heads:
+            raise ValueError(f"hid ({self.hid}) must be divisible by heads ({self.heads}) for a ghn3")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,26 +139,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class Predictor(nn.Module):
-    """``forward`` = GHN decoding, so DistributedDataParallel sees (and syncs) every GHN call."""
-
-    def __init__(self, ghn: GHN) -> None:
-        super().__init__()
-        self.ghn = ghn
-
-    def forward(
-        self, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
-    ) -> list[dict[str, torch.Tensor]]:
-        return predicted_params(self.ghn, graphs, plans)
-
-
-def predicted_params(
-    ghn: GHN, graphs: Sequence[Graph], plans: Sequence[tuple[list[Target], list]]
-) -> list[dict[str, torch.Tensor]]:
-    """Per graph, {tensor name: predicted tensor}, ready for ``torch.func.functional_call``."""
-    return [{name: tensor for name, (_, tensor) in result.items()} for result in decode(ghn, graphs, plans)]
 
 
 def _distributed_context() -> tuple[int, int, int]:
@@ -201,10 +200,11 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # the GHN's initialisation is the same on every rank
         self.ghn = self._initial_ghn().to(self.device).train()
-        self.model: nn.Module = Predictor(self.ghn)
+        # GHN.forward decodes, so DistributedDataParallel sees (and syncs) every GHN call
+        self.model: nn.Module = self.ghn
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                self.model,
+                self.ghn,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # a meta-batch rarely uses every shape embedding
             )
@@ -294,7 +294,7 @@ class Trainer:
         with autocast:
             predicted = self.model([a.graph for a in archs], [a.plan for a in archs])
             losses, correct = [], 0.0
-            for arch, params in zip(archs, predicted):
+            for arch, params in zip(archs, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False)
                 losses.append(F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing))
                 correct += (logits.argmax(1) == labels).float().mean().item()
@@ -376,8 +376,8 @@ class Trainer:
         losses, accuracies = [], []
         for start in range(0, len(archs), self.config.meta_batch):
             chunk = archs[start : start + self.config.meta_batch]
-            predicted = predicted_params(self.ghn, [a.graph for a in chunk], [a.plan for a in chunk])
-            for arch, params in zip(chunk, predicted):
+            predicted = self.ghn([a.graph for a in chunk], [a.plan for a in chunk])
+            for arch, params in zip(chunk, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False).float()
                 losses.append(F.cross_entropy(logits, labels).item())
                 accuracies.append((logits.argmax(1) == labels).float().mean().item())
@@ -536,4 +536,4 @@ def train(config: Optional[TrainConfig] = None, **settings: Any) -> Path:
     return trainer.export()
 
 
-__all__ = ["TrainConfig", "Trainer", "train", "lr_factor", "Predictor"]
+__all__ = ["TrainConfig", "Trainer", "train", "lr_factor"]

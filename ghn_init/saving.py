@@ -1,0 +1,140 @@
+"""Save an initialized model as a real ``.safetensors`` file, with what ``apply`` did stored as metadata.
+
+The file is a plain safetensors state dict (``{"format": "pt"}`` metadata, every key of
+``model.state_dict()``), so ``timm.create_model(..., pretrained_cfg_overlay=dict(file=path))``,
+``safetensors.torch.load_file`` and ``transformers``-style loaders read it as they read any checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .report import Report
+
+REPORT_KEY = "ghn_init_report"  # metadata key holding the report as JSON
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """A report as JSON-ready data: ``report.to_dict()`` where it exists, else its dataclass fields.
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> report_dict(ghn_init.apply(torchvision.models.resnet18(), "bundled"))["fraction_predicted"]
+        1.0
+    """
+    to_dict = getattr(report, "to_dict", None)
+    data = dict(to_dict()) if callable(to_dict) else dataclasses.asdict(report)
+    data.setdefault("fraction_predicted", report.fraction_predicted)
+    return data
+
+
+def save_safetensors(
+    model: Union[nn.Module, Mapping[str, torch.Tensor]],
+    path: Union[str, Path],
+    report: Optional[Report] = None,
+    *,
+    metadata: Optional[Mapping[str, str]] = None,
+) -> Path:
+    """Write ``model``'s state dict to ``path`` in the safetensors format, atomically.
+
+    Tensors shared between several keys (tied weights) are stored once per key, so every key of the
+    state dict is in the file and ``model.load_state_dict(load_file(path))`` works with ``strict=True``.
+
+    Args:
+        model: an ``nn.Module`` (its ``state_dict()`` is written) or a state dict.
+        path: the file to write (conventionally ``*.safetensors``); its folder must exist. The file appears
+            whole or not at all.
+        report: the :class:`Report` of :func:`ghn_init.apply`, stored as JSON under the metadata key
+            ``"ghn_init_report"``.
+        metadata: more string metadata to store (``"format": "pt"`` is always set).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
+        TypeError: ``metadata`` has non-string keys or values.
+
+    Example:
+        >>> import ghn_init, torchvision, tempfile, os
+        >>> from safetensors import safe_open
+        >>> model = torchvision.models.resnet18()
+        >>> path = ghn_init.save_safetensors(model, os.path.join(tempfile.mkdtemp(), "r18.safetensors"),
+        ...                                  ghn_init.apply(model, "bundled"))
+        >>> with safe_open(str(path), "pt") as f:
+        ...     "ghn_init_report" in f.metadata()
+        True
+    """
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    path = Path(path)
+    check_save_path(path)
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, t in state.items():
+        t = t.detach()
+        key = (t.untyped_storage().data_ptr(), t.device.index or 0) if t.numel() else (id(t), 0)
+        shared = key in seen
+        seen.add(key)
+        # safetensors refuses shared or non-contiguous storage: give each key its own contiguous copy
+        tensors[name] = t.to("cpu").clone().contiguous() if shared or t.device.type != "cpu" else t.contiguous()
+    info = {"format": "pt", "ghn_init_version": __version__}
+    if report is not None:
+        info[REPORT_KEY] = json.dumps(report_dict(report))
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"safetensors metadata must map strings to strings, got {k!r}: {type(v).__name__}")
+        info[k] = v
+    partial = path.with_name(path.name + ".partial")
+    try:
+        save_file(tensors, str(partial), metadata=info)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path
+
+
+def read_report(path: Union[str, Path]) -> Optional[dict[str, Any]]:
+    """The report stored by :func:`save_safetensors` in ``path``, or None if it has none.
+
+    Example:
+        >>> read_report("resnet18.safetensors")["fraction_predicted"]  # doctest: +SKIP
+        1.0
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        text = (f.metadata() or {}).get(REPORT_KEY)
+    return json.loads(text) if text else None
+
+
+def check_save_path(path: Union[str, Path]) -> None:
+    """Fail before any work if ``path`` cannot be written: its folder is missing or it is a folder.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
+        PermissionError: the folder is not writable.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}"
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot save to {path}: the folder {folder} is not writable")

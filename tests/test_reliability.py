@@ -1,0 +1,274 @@
+"""Regression tests of issue 11: shared GHNs are never moved or mode-switched, concurrent applies are safe,
+writes are all or nothing under injected failures, and finiteness is checked in the model's dtype."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ghn_init
+from ghn_init import writing
+from ghn_init.hub.copies import inference_copy
+
+from .conftest import tiny_ghn
+
+
+def small_net(classes: int = 10) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, classes),
+    )
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), f"{k} changed"
+
+
+def ghn_state(ghn: ghn_init.GHN) -> dict[str, tuple]:
+    return {k: (v.device, v.dtype, v.clone()) for k, v in ghn.state_dict().items()}
+
+
+def assert_ghn_untouched(ghn: ghn_init.GHN, before: dict[str, tuple], training: bool) -> None:
+    assert ghn.training is training
+    assert all(m.training is training for m in ghn.modules())
+    for k, (device, dtype, value) in before.items():
+        now = ghn.state_dict()[k]
+        assert now.device == device and now.dtype == dtype and torch.equal(now, value), k
+
+
+# ---------------------------------------------------------------- no poisoned process
+
+
+def test_apply_on_a_meta_model_is_refused_and_leaves_the_ghn_usable() -> None:
+    ghn = tiny_ghn()
+    before = ghn_state(ghn)
+    with torch.device("meta"):
+        meta_model = small_net()
+    with pytest.raises(ValueError, match="meta device"):
+        ghn_init.apply(meta_model, ghn)
+    assert_ghn_untouched(ghn, before, training=False)
+    report = ghn_init.apply(small_net(), ghn)  # a later apply in the same process still works
+    assert report.fraction_predicted == 1.0
+
+
+def test_load_ghn_on_meta_returns_a_copy_and_later_applies_work() -> None:
+    home = ghn_init.load_ghn("bundled")
+    before = ghn_state(home)
+    meta = ghn_init.load_ghn("bundled", device="meta")
+    assert meta is not home and meta.embed.weight.is_meta
+    assert ghn_init.load_ghn("bundled", device="meta") is meta  # the copy is cached and shared
+    assert ghn_init.load_ghn("bundled") is home
+    assert_ghn_untouched(home, before, training=False)
+    model = small_net()
+    assert ghn_init.apply(model, "bundled").fraction_predicted == 1.0
+    assert all(not p.is_meta and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_shared_ghn_moved_to_meta_in_place_is_loaded_again(caplog: pytest.LogCaptureFixture) -> None:
+    ghn_init.load_ghn("bundled").to("meta")  # a user breaking the sharing rule
+    with caplog.at_level("WARNING", logger="ghn_init"):
+        ghn = ghn_init.load_ghn("bundled")
+    assert "moved to the meta device in place" in caplog.text
+    assert not ghn.embed.weight.is_meta
+    assert ghn_init.apply(small_net(), "bundled").fraction_predicted == 1.0
+
+
+def test_a_ghn_given_with_a_device_is_copied_not_moved() -> None:
+    ghn = tiny_ghn().train()
+    before = ghn_state(ghn)
+    copy = ghn_init.load_ghn(ghn, device="meta")
+    assert copy is not ghn and copy.embed.weight.is_meta and not copy.training
+    assert ghn_init.load_ghn(ghn, device="cpu") is ghn  # already there: returned as is
+    assert_ghn_untouched(ghn, before, training=True)
+
+
+def test_a_ghn_in_train_mode_stays_in_train_mode_and_predicts_like_in_eval_mode() -> None:
+    ghn = tiny_ghn()
+    expected = ghn_init.predict(small_net(), ghn).tensors
+    ghn.train()
+    before = ghn_state(ghn)
+    got = ghn_init.predict(small_net(), ghn).tensors
+    assert_ghn_untouched(ghn, before, training=True)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name][1], expected[name][1]), name
+
+
+def test_concurrent_applies_from_threads_match_sequential_ones() -> None:
+    ghn = tiny_ghn().train()
+    before = ghn_state(ghn)
+    expected = snapshot(small_net())
+    ghn_init.apply(reference := small_net(), ghn)
+    expected = snapshot(reference)
+    results: list[dict[str, torch.Tensor]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            for _ in range(3):
+                model = small_net()
+                ghn_init.apply(model, ghn)
+                with lock:
+                    results.append(snapshot(model))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 12
+    for state in results:
+        for k, v in expected.items():
+            assert torch.equal(state[k], v), k
+    assert_ghn_untouched(ghn, before, training=True)
+
+
+def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghn_init.hub import checkpoints
+
+    folder = checkpoints.save_folder(tiny_ghn(), tmp_path / "tiny")
+    loads = []
+    real = ghn_init.hub.load_file
+
+    def counting_load(path):
+        loads.append(path)
+        time.sleep(0.2)  # a slow load: without the per-source lock, the other threads would load too
+        return real(path)
+
+    monkeypatch.setattr(ghn_init.hub, "load_file", counting_load)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(ghn_init.load_ghn(folder))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(g is got[0] for g in got)
+    assert len(loads) == 1
+
+
+def test_devices_this_machine_lacks_are_named() -> None:
+    with pytest.raises(ValueError, match="not a torch device"):
+        ghn_init.load_ghn("bundled", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="has no cuda device"):
+            ghn_init.load_ghn("bundled", device="cuda")
+
+
+def test_inference_copies_follow_changes_of_the_original() -> None:
+    ghn = tiny_ghn()
+    first = inference_copy(ghn, "meta")
+    assert inference_copy(ghn, "meta") is first
+    with torch.no_grad():
+        ghn.embed.weight.mul_(2)  # an optimizer step, in place
+    second = inference_copy(ghn, "meta")
+    assert second is not first
+    same_device = inference_copy(ghn)
+    assert same_device.embed.weight.data_ptr() == ghn.embed.weight.data_ptr()  # no copy on the same device
+
+
+# ---------------------------------------------------------------- all or nothing
+
+
+def _failing_swap(position: int, takes_effect: bool):
+    calls = {"n": 0}
+    real = writing._swap
+
+    def swap(target: torch.Tensor, data: torch.Tensor) -> None:
+        calls["n"] += 1
+        if calls["n"] == position + 1:
+            if takes_effect:
+                real(target, data)
+            raise RuntimeError(f"injected failure at swap {position}")
+        real(target, data)
+
+    return swap
+
+
+@pytest.mark.parametrize("takes_effect", [False, True], ids=["fails-before", "fails-after"])
+def test_a_failing_swap_at_every_position_leaves_the_model_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, takes_effect: bool
+) -> None:
+    ghn = tiny_ghn()
+    model = small_net()
+    n = len(ghn_init.predict(model, ghn).tensors)
+    assert n >= 10
+    for position in range(n):
+        before = snapshot(model)
+        params = {k: p for k, p in model.named_parameters()}
+        monkeypatch.setattr(writing, "_swap", _failing_swap(position, takes_effect))
+        with pytest.raises(ghn_init.WriteError, match=f"injected failure at swap {position}") as info:
+            ghn_init.apply(model, ghn)
+        assert info.value.name
+        assert_unchanged(model, before)
+        assert all(p is params[k] for k, p in model.named_parameters())  # the same Parameter objects
+    monkeypatch.undo()
+    assert ghn_init.apply(model, ghn).fraction_predicted == 1.0
+
+
+def test_a_swap_interrupted_by_keyboard_interrupt_is_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    ghn = tiny_ghn()
+    model = small_net()
+    before = snapshot(model)
+    calls = {"n": 0}
+    real = writing._swap
+
+    def swap(target: torch.Tensor, data: torch.Tensor) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        real(target, data)
+
+    monkeypatch.setattr(writing, "_swap", swap)
+    with pytest.raises(KeyboardInterrupt):
+        ghn_init.apply(model, ghn)
+    assert_unchanged(model, before)
+
+
+def overflowing_ghn() -> ghn_init.GHN:
+    """A GHN whose predictions are finite in float32 but far beyond float16's range (65504)."""
+    ghn = tiny_ghn(weight_norm=False)
+    with torch.no_grad():
+        for head in (ghn.decoder.conv, ghn.decoder_1d.fc):
+            last = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+            last.weight.mul_(1e7)
+            last.bias.fill_(1e6)
+    return ghn
+
+
+def test_finiteness_is_checked_in_the_models_dtype() -> None:
+    ghn = overflowing_ghn()
+    reference = ghn_init.predict(small_net(), ghn)
+    assert all(torch.isfinite(v).all() for _, v in reference.tensors.values())  # finite in float32
+    model = small_net().half()
+    before = snapshot(model)
+    with pytest.raises(ghn_init.PredictionError, match="not finite in the model's dtype") as info:
+        ghn_init.apply(model, ghn)
+    assert info.value.names and all(n in dict(model.named_parameters()) for n in info.value.names)
+    assert "float16" in str(info.value)
+    assert_unchanged(model, before)
+    float32 = small_net()
+    ghn_init.apply(float32, ghn)  # the same predictions fit a float32 model
+    assert all(torch.isfinite(p).all() for p in float32.parameters())
