@@ -253,3 +253,11 @@ def test_exported_program_graph_matches_module(cls) -> None:
     model = cls().eval()
     ep = torch.export.export(model, (torch.randn(2, 3, 16, 16),))
     assert ghn_init.trace(ep).to_dict() == ghn_init.trace(model, (3, 16, 16)).to_dict()
+
+
+def test_cli_tracer_flag(capsys: pytest.CaptureFixture) -> None:
+    from ghn_init import cli
+
+    assert cli.main(["trace", "timm/resnet10t", "--input-size", "3", "64", "64", "--tracer", "fx"]) == 0
+    assert "tracer: fx" in capsys.readouterr().out
+    assert cli.main(["trace", "timm/resnet10t", "--tracer", "jit"]) == 2  # argparse: invalid choice
