@@ -165,6 +165,22 @@ def write(rows: list[dict], args: argparse.Namespace, done: bool = True) -> None
             f"{r['same']} | {r['fx_error']} |"
             + (f" {r['program']} | {r['program_same']} | {r['program_error']} |" if exported else "")
         )
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "- Both paths end in the same reduction rules (`ghn_init/graph/builder.py`); the fx path reads each ATen call "
+        "as the autograd node it creates (name, inputs in autograd's order, `CopySlices` for in-place calls on views, "
+        "nothing under `torch.no_grad()`), so the graphs agree node for node and edge for edge "
+        "(`tests/test_fx_trace.py` checks all 40 fixture models with `-m slow`, 10 of them by default, and tiny models).",
+        "- The fx path fails where fake tensors cannot go: data-dependent control flow, `.item()`, `nonzero` "
+        "(detection models); the autograd recorder then runs one real forward pass. It works where the meta-tensor "
+        "recorder does not because a CPU tensor is made inside `forward` (fake tensors keep the device).",
+        "- An `ExportedProgram` is read by re-tracing `program.module()` with fx; its parameter nodes refer to "
+        "`ghn_init.graph.fx_trace.program_module(program)`, a module tree of the original layer classes (from the "
+        "exporter's `nn_module_stack`, or from the ATen call that uses a weight) holding the program's own "
+        "`state_dict` tensors, so `apply(program)` writes into the program.",
+    ]
     if not done:
         lines.insert(2, "(partial: the run is still going)")
     args.out.write_text("\n".join(lines) + "\n")
