@@ -172,7 +172,7 @@ def write(rows: list[dict], args: argparse.Namespace, done: bool = True) -> None
         "- Both paths end in the same reduction rules (`ghn_init/graph/builder.py`); the fx path reads each ATen call "
         "as the autograd node it creates (name, inputs in autograd's order, `CopySlices` for in-place calls on views, "
         "nothing under `torch.no_grad()`), so the graphs agree node for node and edge for edge "
-        "(`tests/test_fx_trace.py` checks all 40 fixture models with `-m slow`, 10 of them by default, and tiny models).",
+        "(`tests/test_fx_trace.py`: all 40 fixture models with `-m slow`, 10 of them by default, and tiny models).",
         "- The fx path fails where fake tensors cannot go: data-dependent control flow, `.item()`, `nonzero` "
         "(detection models); the autograd recorder then runs one real forward pass. It works where the meta-tensor "
         "recorder does not because a CPU tensor is made inside `forward` (fake tensors keep the device).",
