@@ -50,7 +50,8 @@ def trace(
     ``"fx"`` captures ATen operations with ``torch.fx`` (``make_fx`` on fake tensors) and reads them as
     autograd would (same graph; see ``docs/tracers.md``), ``"auto"`` (default) tries autograd on meta
     tensors (10-20x faster on every measured model), then fx, then a real forward pass. A
-    :class:`torch.export.ExportedProgram` is always read with fx; its graph's parameter nodes refer to
+    :class:`torch.export.ExportedProgram` is always read with fx, with its own example inputs
+    (``input_size`` is not used); its graph's parameter nodes refer to
     :func:`~ghn_init.graph.fx_trace.program_module` of the program.
     """
     if tracer not in TRACERS:
