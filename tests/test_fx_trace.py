@@ -143,7 +143,20 @@ class NoGradInside(nn.Module):
         return self.fc((self.conv(x) + y).mean((2, 3)))
 
 
-@pytest.mark.parametrize("cls", [SEBlock, Attention, InPlaceOnViews, Tied, NoGradInside])
+class DtypeCasts(nn.Module):
+    """A cast to an integer type ends the gradient; a float64 round trip does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.fc((y.to(torch.float64).float() + y.to(torch.int64).float()).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls", [SEBlock, Attention, InPlaceOnViews, Tied, NoGradInside, DtypeCasts])
 def test_tiny_models_agree(cls) -> None:
     torch.manual_seed(0)
     graph = assert_same_graph(cls(), (3, 16, 16))
@@ -154,7 +167,8 @@ def test_tiny_models_agree(cls) -> None:
 
 def test_tiny_models_agree_on_the_raw_autograd_graph() -> None:
     """Before the reduction rules: same node names in the same depth-first order, same edges."""
-    for model in (SEBlock(), InPlaceOnViews(), NoGradInside(), torchvision.models.mobilenet_v3_small().eval()):
+    models = (SEBlock(), InPlaceOnViews(), NoGradInside(), DtypeCasts(), torchvision.models.mobilenet_v3_small().eval())
+    for model in models:
         a, b = record(model, (3, 32, 32)), record_fx(model, (3, 32, 32))
         assert [(n.name, n.size, n.kernel_size) for n in a.nodes] == [(n.name, n.size, n.kernel_size) for n in b.nodes]
         assert a.edges == b.edges

@@ -246,7 +246,10 @@ def _meta_like(value: torch.Tensor, requires_grad: bool) -> torch.Tensor:
 def _probe(op: Any, node: fx.Node, flat: list[fx.Node], grads: list[bool]) -> _Probe:
     """Run ``op`` once on empty meta tensors shaped like the node's inputs and read its grad_fn."""
     pooling = (_op_prefix(op) + "Backward").startswith(POOL_OPS)
-    key = (op, tuple(grads), tuple(len(v) for v in _tensor_args(op, node)[1].values()))
+    val = node.meta.get("val")
+    values = val if isinstance(val, (list, tuple)) else [val]
+    floating_out = tuple(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
+    key = (op, tuple(grads), tuple(len(v) for v in _tensor_args(op, node)[1].values()), floating_out)
     if not pooling and key in _PROBES:
         return _PROBES[key]
     mutated = {i for i, a in enumerate(op._schema.arguments) if a.alias_info is not None and a.alias_info.is_write}
