@@ -1,7 +1,8 @@
-"""Coverage sweep: apply a GHN to every torchvision and timm classification model.
+"""Coverage sweep: apply a GHN to every torchvision model (every family) and every timm model.
 
     python benchmarks/coverage.py                       # torchvision + timm, GHN-3-T fixture layout
     python benchmarks/coverage.py --source torchvision --ghn ghn2
+    python benchmarks/coverage.py --source families     # detection, segmentation, video, optical flow, quantization
     python benchmarks/coverage.py --models resnet18 timm/resnet10t --out-dir /tmp/cov
 
 Each model runs in a fresh process forked from a parent that imported torch, torchvision, timm and
@@ -10,6 +11,11 @@ in the child, and a time limit can be enforced (the child is killed). Results ar
 ``<out-dir>/coverage_<ghn>.csv`` as they come in; a rerun skips the models already in the CSV
 (``--retry`` redoes the ones that did not end ``ok``). ``<out-dir>/coverage.md`` is regenerated from
 the CSVs at the end (or alone with ``--report-only``).
+
+torchvision families other than classification are listed with ``torchvision.models.list_models(module=...)``
+and built with :func:`ghn_init.models.create_model` (no weights, no backbone weights); their ``source`` is
+``torchvision.<family>``. After a write, the model is run once more on the recorded input (CSV column
+``runs_after``: ``ok`` when every output tensor is finite).
 
 Models with more than ``--meta-above`` parameters (counted by building the model on the meta
 device) are built on the meta device and go through trace + plan + GHN decoding on CPU, with the
@@ -56,8 +62,13 @@ COLUMNS = [
     "seconds_write",
     "seconds_total",
     "peak_rss_mb",
+    "runs_after",
     "notes",
 ]
+
+# torchvision.models sub-packages, each a family of list_models(module=...) besides classification
+FAMILIES = ("detection", "segmentation", "video", "optical_flow", "quantization")
+SOURCES = ("torchvision", *(f"torchvision.{f}" for f in FAMILIES), "timm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,6 +81,13 @@ def list_models(source: str) -> list[str]:
         import torchvision
 
         return sorted(torchvision.models.list_models(module=torchvision.models))
+    if source.startswith("torchvision."):
+        import importlib
+
+        import torchvision
+
+        family = importlib.import_module(f"torchvision.models.{source.split('.', 1)[1]}")
+        return sorted(torchvision.models.list_models(module=family))
     if source == "timm":
         import timm
 
@@ -77,8 +95,16 @@ def list_models(source: str) -> list[str]:
     raise ValueError(source)
 
 
+_FAMILY_OF: dict[str, str] = {}
+
+
 def source_of(name: str) -> str:
-    return "timm" if name.startswith("timm/") else "torchvision"
+    if name.startswith("timm/"):
+        return "timm"
+    if not _FAMILY_OF:
+        for source in SOURCES[1:-1]:
+            _FAMILY_OF.update(dict.fromkeys(list_models(source), source))
+    return _FAMILY_OF.get(name, "torchvision")
 
 
 def build(name: str, meta: bool = False):
@@ -90,9 +116,9 @@ def build(name: str, meta: bool = False):
             import timm
 
             return timm.create_model(name[len("timm/") :], pretrained=False)
-        import torchvision
+        from ghn_init.models import create_model
 
-        return torchvision.models.get_model(name)
+        return create_model(name)  # no weights, no backbone weights (detection/segmentation)
 
 
 def _group_left_alone(left_alone: dict[str, str]) -> str:
@@ -133,6 +159,7 @@ def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
         report = ghn_init.predict(model, ghn, dry_run=True).report
     else:
         report = ghn_init.apply(model, ghn)
+        row["runs_after"] = runs_after(model)
     row.update(
         status="ok",
         error="",
@@ -151,6 +178,29 @@ def run_one(name: str, ghn, meta_above: Optional[int]) -> dict[str, Any]:
     )
     row["seconds_total"] = time.perf_counter() - t0
     return row
+
+
+def runs_after(model) -> str:
+    """Run the (written) model once in eval mode on its recording input: "ok" if every output is finite."""
+    import torch
+
+    from ghn_init.graph import default_input_size
+    from ghn_init.graph.autograd_trace import output_tensors
+    from ghn_init.graph.inputs import default_inputs
+
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*default_inputs(model, default_input_size(model), batch=1))
+        tensors = [t for t in output_tensors(out) if t.is_floating_point()]
+        if not tensors:
+            return "no tensor output"
+        return "ok" if all(bool(torch.isfinite(t).all()) for t in tensors) else "non-finite output"
+    except Exception as e:  # noqa: BLE001 - a model that no longer runs is a result
+        return _one_line(f"{type(e).__name__}: {e}", 120)
+    finally:
+        model.train(training)
 
 
 def _peak_rss_mb() -> float:
@@ -220,6 +270,15 @@ def latest_rows(path: Path) -> dict[str, dict[str, str]]:
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != COLUMNS:  # a CSV from an older sweep: rewrite it with the current columns
+            old = read_rows(path)
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(old)
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         if new:
@@ -325,6 +384,11 @@ initialization and is listed in `Report.left_alone` with the reason:
 | `in the graph, but the published GHN writes no tensor for it` | parameters whose node exists but that the published layout cannot decode (e.g. 5-D weights) | the decoders only produce 1-D..4-D tensors. |
 | `norm bias of a weight the GHN does not predict` | the bias of a norm layer whose weight is left alone | norm weight and bias are decoded together, from the weight's node. |
 | `not used by the forward pass in eval mode (e.g. an auxiliary head): no graph node` | parameters the recorded forward pass never touched (GoogLeNet/Inception-v3 auxiliary heads, unused branches) | there is no graph node to predict them from. |
+| `its layer ran, but no gradient path leads from it to the outputs in eval mode (detached or discrete: ...)` | detection models' region-proposal heads (their proposals are detached before the box heads), argmax/top-k branches | the graph is read off autograd from the outputs, so a layer reached only through `detach()` or a discrete op has no node. |
+| `in the graph as 'stem.weight': the published builder cuts names at 'stem'/'pos_enc' ...` | timm's `conv_stem.weight` (EfficientNet, MobileNet-V3, ...) | the published builder renames parameters to their DeepNets-1M suffix and finds no tensor under the new name; kept for fidelity to the published GHNs. |
+| `'X' of Layer: the GHN predicts only a layer's weight and bias` | extra parameters of a layer in the vocabulary (a gain on a conv subclass) | the GHN decodes one weight (and bias) per node. |
+| `parametrized tensor (...)` / `weight_g of a weight computed by a hook (...)` | `weight_norm` / `spectral_norm` parts (`original0`, `weight_g`, `weight_v`, `weight_orig`) | the GHN predicts a layer's weight, not the parts it is computed from. |
+| `classifier kept at its default init (predict_classifier=False)` | the last layer, on request | — |
 
 Parameters that do have a node keep the published behaviour exactly (verified node-for-node and
 value-for-value on 40 reference models by `tests/test_fixtures.py`); tied weights are written once
@@ -352,12 +416,14 @@ def _status_cell(r: dict[str, str]) -> str:
 
 
 def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> Path:
-    lines = ["# Coverage: ghn-init on every torchvision and timm classification model", ""]
+    lines = ["# Coverage: ghn-init on every torchvision model (every family) and every timm model", ""]
     lines.append(
         "Generated by `python benchmarks/coverage.py` (each model in a fresh forked process with a time limit; "
         "GHN fixtures with random weights in the official layouts, so this measures coverage and cost, not "
-        "accuracy). Models are built with default arguments and recorded at the input size of their "
-        "pretrained config (224 for torchvision, 299 for Inception-v3). Per-model rows: `coverage_<ghn>.csv` "
+        "accuracy). Models are built with default arguments (torchvision: no weights, no backbone weights) and "
+        "recorded with the input read off the model (`ghn_init.graph.inputs.infer_input_size`: 224 for most, 299 for "
+        "Inception-v3, (3, 16, 224, 224) clips for video models, two images for optical flow). `runs after` = the "
+        "written model ran once more with finite outputs. Per-model rows: `coverage_<ghn>.csv` "
         "(`mode` = `write`: built on CPU and written; `meta`: built on the meta device because it has more "
         "parameters than `--meta-above`, traced, planned and decoded on CPU with the write checks, not written)."
     )
@@ -374,7 +440,7 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
             "| median trace | median predict |"
         )
         lines.append("|---|---|---|---|---|---|---|---|---|")
-        for src in ("torchvision", "timm"):
+        for src in SOURCES:
             rs = [r for r in rows.values() if r["source"] == src]
             if not rs:
                 continue
@@ -413,14 +479,14 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
         sections.append((g, rows))
     lines.append(SEMANTICS)
     for g, rows in sections:
-        for src in ("torchvision", "timm"):
+        for src in SOURCES:
             rs = [r for r in rows.values() if r["source"] == src]
             if not rs:
                 continue
             lines.append(f"## {src} — {GHN_LABELS.get(g, g)}")
             lines.append("")
-            lines.append("| model | status | mode | tracer | params | predicted | left alone | nodes | time (s) |")
-            lines.append("|---|---|---|---|---|---|---|---|---|")
+            lines.append("| model | status | mode | tracer | params | predicted | left alone | nodes | time (s) | runs after |")
+            lines.append("|---|---|---|---|---|---|---|---|---|---|")
             for r in sorted(rs, key=lambda r: r["model"]):
                 share = _pct(float(r["share_predicted"])) if r.get("share_predicted") else ""
                 params = f"{int(r['params']) / 1e6:.1f}M" if r.get("params") else ""
@@ -429,7 +495,7 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
                 t = f"{float(r['seconds_total']):.1f}" if r.get("seconds_total") else ""
                 lines.append(
                     f"| {r['model']} | {_status_cell(r)} | {r.get('mode', '')} | {r.get('tracer', '')} | {params} | "
-                    f"{share} | {left} | {r.get('nodes', '')} | {t} |"
+                    f"{share} | {left} | {r.get('nodes', '')} | {t} | {r.get('runs_after', '')} |"
                 )
             lines.append("")
     path = out_dir / "coverage.md"
@@ -442,7 +508,12 @@ def write_markdown(out_dir: Path, ghns: list[str], expected: dict[str, int]) -> 
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", choices=["torchvision", "timm", "all"], default="all")
+    ap.add_argument(
+        "--source",
+        choices=[*SOURCES, "families", "all"],
+        default="all",
+        help="'families': every torchvision family but classification; 'all': everything",
+    )
     ap.add_argument("--models", nargs="*", help="explicit models (torchvision names or timm/NAME)")
     ap.add_argument("--filter", help="only models whose name contains this substring")
     ap.add_argument("--limit", type=int, help="at most this many models (after skipping done ones)")
@@ -470,7 +541,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from ghn_init.hub.checkpoints import load_file
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    expected = {"torchvision": len(list_models("torchvision")), "timm": len(list_models("timm"))}
+    expected = {src: len(list_models(src)) for src in SOURCES}
     ghns = [g for g in GHN_FILES if (args.out_dir / f"coverage_{g}.csv").exists() or g == args.ghn]
     if args.report_only:
         print(write_markdown(args.out_dir, ghns, expected))
@@ -479,7 +550,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.models:
         names = list(args.models)
     else:
-        sources = ["torchvision", "timm"] if args.source == "all" else [args.source]
+        if args.source == "all":
+            sources = list(SOURCES)
+        elif args.source == "families":
+            sources = [s for s in SOURCES if s.startswith("torchvision.")]
+        else:
+            sources = [args.source]
         names = [n for s in sources for n in list_models(s)]
     if args.filter:
         names = [n for n in names if args.filter in n]

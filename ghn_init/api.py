@@ -1,23 +1,23 @@
 """The public pipeline: ``trace -> plan -> predict -> write``, and ``apply`` (= predict + write).
 
-    graph = ghn_init.trace(model)                        # stage 1: the model's GHN graph
-    plan = ghn_init.plan(graph, model, ghn.config.max_shape)  # stage 2: node -> tensor
-    prediction = ghn_init.predict(model, ghn)            # stages 1-3: predicted tensors, model untouched
-    prediction.report                                    # what will be written, what is left alone, why
-    prediction.write()                                   # stage 4: all or nothing, in place
+graph = ghn_init.trace(model)                        # stage 1: the model's GHN graph
+plan = ghn_init.plan(graph, model, ghn.config.max_shape)  # stage 2: node -> tensor
+prediction = ghn_init.predict(model, ghn)            # stages 1-3: predicted tensors, model untouched
+prediction.report                                    # what will be written, what is left alone, why
+prediction.write()                                   # stage 4: all or nothing, in place
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union, overload
+from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
 import torch.nn as nn
 
 from .errors import StrictError
-from .graph import Graph, trace
+from .graph import Graph, trace, unwrap
 from .graph.fx_trace import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
@@ -104,6 +104,8 @@ def predict(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     dry_run: bool = False,
     tracer: str = "auto",
 ) -> Union[Prediction, list[Prediction]]:
@@ -116,6 +118,9 @@ def predict(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError` if any trainable tensor would keep its default init.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
             tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
             The report is complete; the prediction cannot be written.
@@ -144,6 +149,7 @@ def predict(
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
+    models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     device = _model_device(models[0])
     if any(_model_device(m) != device for m in models):
         raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
@@ -160,7 +166,14 @@ def predict(
     graphs: list[Graph] = []
     plans: list[Plan] = []
     for source, m in zip(sources, models, strict=True):
-        graph = trace(source, input_size, virtual_edge_cutoff=net.virtual_edge_cutoff, tracer=tracer)
+        graph = trace(
+            source,
+            input_size,
+            example_inputs=example_inputs,
+            example_kwargs=example_kwargs,
+            virtual_edge_cutoff=net.virtual_edge_cutoff,
+            tracer=tracer,
+        )
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
     traced = time.perf_counter()
@@ -183,7 +196,16 @@ def predict(
     n = len(models)
     seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
     predictions = [
-        Prediction(m, g, p, r, build_report(m, net, g, c if dry_run else r, seconds=seconds), dry_run)
+        Prediction(
+            m,
+            g,
+            p,
+            r,
+            build_report(
+                m, net, g, c if dry_run else r, seconds=seconds, plan=p, predict_classifier=predict_classifier
+            ),
+            dry_run,
+        )
         for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
     if strict:
@@ -211,6 +233,8 @@ def apply(
     predict_classifier: bool = True,
     strict: bool = False,
     input_size: Optional[Sequence[int]] = None,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     tracer: str = "auto",
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
@@ -225,6 +249,9 @@ def apply(
         predict_classifier: also predict the last (classification) layer; False keeps its default init.
         strict: raise :class:`StrictError`, before writing anything, if a trainable tensor is not predicted.
         input_size: ``(C, H, W)`` to record the model with (default: read from the model).
+        example_inputs: positional arguments to record the model with instead of a zero image batch
+            (e.g. RAFT's two images); see :func:`trace`.
+        example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
             predictions are written into the tensors of its ``state_dict``.
 
@@ -243,7 +270,14 @@ def apply(
         1.0
     """
     predictions = predict(
-        model, ghn, predict_classifier=predict_classifier, strict=strict, input_size=input_size, tracer=tracer
+        model,
+        ghn,
+        predict_classifier=predict_classifier,
+        strict=strict,
+        input_size=input_size,
+        example_inputs=example_inputs,
+        example_kwargs=example_kwargs,
+        tracer=tracer,
     )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]

@@ -40,6 +40,8 @@ def fit_to_shape(
             w = _crop_spatial(w, min(t[2], s[2]), min(t[3], s[3]) if len(s) > 3 else 1, centre_crop)
         else:
             w = w[: t[0], : t[1]].unsqueeze(2).unsqueeze(3)
+            if t[2] > 1 or t[3] > 1:  # a k x k conv decoded as a classifier (last layer): tile the 1 x 1 kernel
+                w = w.repeat(1, 1, t[2], t[3])
     if is_weight is not None:
         w = scale(w, is_weight, shape=t)
     s = w.shape

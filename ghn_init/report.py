@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Optional
 
+import torch
 import torch.nn as nn
 
 from .graph import Graph
 from .graph.autograd_trace import parameter_owners
 from .networks import GHN
-from .planning import Slot
+from .planning import Plan, Slot
+
+__all__ = ["Report", "build_report", "why_left_alone", "ghn_name", "model_name", "suspect_buffers"]
 
 
 @dataclass
 class Report:
-    """What ``apply`` did to one model."""
+    """What ``apply`` did to one model.
+
+    Attributes:
+        model: the model's class name (a ``torch.compile``'d model is named after the model it wraps).
+        ghn: the GHN's name (registry name, path or Hub source; "fine-tuned from ..." where it applies).
+        tracer: how the graph was recorded (``autograd-meta`` or ``autograd-forward``).
+        nodes: graph nodes.
+        predicted: names of the tensors written.
+        left_alone: ``{name: reason}`` for every parameter that keeps its value.
+        numel_predicted: elements written.
+        numel_total: elements in all parameters.
+        seconds: time per stage.
+        notes: remarks on the recording (real forward, cycles, ...).
+        suspect_buffers: ``{name: why}`` for buffers whose values cannot be a layer's state (e.g. left
+            uninitialized by ``to_empty``); the GHN never writes buffers, so they stay that way.
+    """
 
     model: str
     ghn: str
@@ -27,16 +45,32 @@ class Report:
     numel_total: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    suspect_buffers: dict[str, str] = field(default_factory=dict)
 
     @property
     def fraction_predicted(self) -> float:
+        """Share of the parameters' elements that were predicted (0.0 for a model without parameters)."""
         return self.numel_predicted / self.numel_total if self.numel_total else 0.0
 
     def reasons(self) -> dict[str, list[str]]:
+        """``{reason: [tensor names]}``: the left-alone tensors grouped by why."""
         grouped: dict[str, list[str]] = {}
         for name, reason in self.left_alone.items():
             grouped.setdefault(reason, []).append(name)
         return grouped
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, plus ``fraction_predicted``, as plain JSON-serializable Python values.
+
+        Example:
+            >>> import json, ghn_init, torchvision
+            >>> report = ghn_init.apply(torchvision.models.resnet18(), "bundled")
+            >>> json.loads(json.dumps(report.to_dict()))["fraction_predicted"]
+            1.0
+        """
+        d = asdict(self)
+        d["fraction_predicted"] = self.fraction_predicted
+        return d
 
     def __str__(self) -> str:
         t = self.seconds
@@ -51,27 +85,129 @@ class Report:
         for reason, names in sorted(self.reasons().items(), key=lambda kv: -len(kv[1])):
             shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
             lines.append(f"  left alone {len(names):5d} tensors  {reason}: {shown}")
+        if self.suspect_buffers:
+            names = list(self.suspect_buffers)
+            shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
+            lines.append(
+                f"  WARNING    {len(names):5d} buffers look uninitialized (not written by the GHN): {shown}; "
+                "reset them, e.g. m.reset_running_stats() for norm layers"
+            )
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
-def why_left_alone(name: str, module: nn.Module, used: bool, graph_names: set[str], norm_bias_owners: set[str]) -> str:
-    """Why the tensor ``name`` (held directly by ``module``) keeps its default initialization."""
+# the tensor names a published GHN writes (see planning.writable_slots)
+LAYER_TENSORS = ("weight", "bias", "in_proj_weight", "in_proj_bias", "pos_embedding", "layer_scale")
+CLASSIFIER_KEPT = "classifier kept at its default init (predict_classifier=False)"
+PUBLISHED_RENAME = (
+    "in the graph as {published!r}: the published builder cuts names at 'stem'/'pos_enc' (DeepNets-1M naming) "
+    "and finds no tensor under that name, so the published GHN leaves it"
+)
+
+
+def why_left_alone(
+    name: str,
+    module: nn.Module,
+    used: bool,
+    graph_names: Mapping[str, str],
+    norm_bias_owners: set[str],
+    *,
+    ran: bool = False,
+) -> str:
+    """Why the tensor ``name`` (held directly by ``module``) keeps its default initialization.
+
+    Args:
+        name: the tensor's qualified name.
+        module: the module holding it directly.
+        used: the recorded forward pass reached it from the outputs.
+        graph_names: ``{graph node name: the name the published builder matched it by}``.
+        norm_bias_owners: biases of norm layers whose weight is not written.
+        ran: its module was called during the recorded forward pass.
+
+    Returns:
+        One line.
+    """
+    attr = name.rsplit(".", 1)[-1]
+    kind = type(module).__name__
     if name in norm_bias_owners:
         return "norm bias of a weight the GHN does not predict"
+    if ".parametrizations." in f".{name}" and attr.startswith("original"):
+        return (
+            "parametrized tensor (torch.nn.utils.parametrize, e.g. weight_norm/spectral_norm): the GHN predicts "
+            "a layer's weight, not the parts it is computed from"
+        )
+    hook_part = attr.endswith(("_g", "_v", "_orig")) and hasattr(module, attr[: attr.rfind("_")])
+    if attr in ("weight_g", "weight_v", "weight_orig") or hook_part:
+        return (
+            f"{attr} of a weight computed by a hook (torch.nn.utils.weight_norm/spectral_norm): the GHN predicts "
+            "a layer's weight, not the parts it is computed from"
+        )
+    if attr not in LAYER_TENSORS:
+        if any(True for _ in module.children()):  # a token, embedding, scale... of a block
+            return f"parameter held directly by {kind} (token, position embedding, scale...): no GHN node type for it"
+        return f"{attr!r} of {kind}: the GHN predicts only a layer's weight and bias"
     if name in graph_names:
+        published = graph_names[name]
+        if published != name:
+            return PUBLISHED_RENAME.format(published=published)
         return "in the graph, but the published GHN writes no tensor for it"
     if not used:
+        if ran:
+            return (
+                "its layer ran, but no gradient path leads from it to the outputs in eval mode "
+                "(detached or discrete: e.g. detection proposals): no graph node"
+            )
         return "not used by the forward pass in eval mode (e.g. an auxiliary head): no graph node"
-    kind = type(module).__name__
-    is_layer_param = name.rsplit(".", 1)[-1] in ("weight", "bias")
-    if not is_layer_param and any(True for _ in module.children()):  # a token, embedding, scale... of a block
-        return f"parameter held directly by {kind} (token, position embedding, scale...): no GHN node type for it"
     return f"{kind} is outside the GHN vocabulary (register_module can map it)"
 
 
+def ghn_name(ghn: GHN) -> str:
+    """The name a report gives ``ghn``: its registry name, else where it was loaded from, else its kind."""
+    extra = ghn.config.extra
+    name = str(extra.get("name") or extra.get("source") or ghn.config.kind)
+    base = extra.get("fine_tuned_from")
+    return f"{name} (fine-tuned from {base})" if base and base != name else name
+
+
+def model_name(model: nn.Module) -> str:
+    """The model's class name; ``torch.compile`` wrappers are named after the model they wrap."""
+    inner = getattr(model, "_orig_mod", None)
+    return type(inner).__name__ if isinstance(inner, nn.Module) else type(model).__name__
+
+
+def suspect_buffers(model: nn.Module) -> dict[str, str]:
+    """Buffers whose values no layer could hold: left uninitialized (``to_empty``) or corrupted.
+
+    Floating buffers with non-finite values, and norm running variances that are not all positive
+    (a fresh norm layer has ones). Meta tensors hold no values and are not checked.
+
+    Args:
+        model: the model.
+
+    Returns:
+        ``{buffer name: why}``.
+    """
+    found: dict[str, str] = {}
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if b.is_meta or not b.is_floating_point() or b.numel() == 0:
+                continue
+            if not torch.isfinite(b).all():
+                found[name] = "non-finite values"
+            elif name.rsplit(".", 1)[-1] == "running_var" and not bool((b > 0).all()):
+                found[name] = "running variance not positive"
+    return found
+
+
 def build_report(
-    model: nn.Module, ghn: GHN, graph: Graph, result: Mapping[str, tuple[Slot, Any]], seconds: Mapping[str, float]
+    model: nn.Module,
+    ghn: GHN,
+    graph: Graph,
+    result: Mapping[str, tuple[Slot, Any]],
+    seconds: Mapping[str, float],
+    *,
+    plan: Optional[Plan] = None,
+    predict_classifier: bool = True,
 ) -> Report:
     """Describe what a prediction writes into ``model``: every parameter is either predicted or left alone, with why.
 
@@ -81,29 +217,46 @@ def build_report(
         graph: the model's graph.
         result: {tensor name: (slot, value)} of the tensors that will be written (values are not read).
         seconds: timings to carry (``{"load": ..., "trace": ...}``).
+        plan: the plan the prediction followed; with ``predict_classifier=False`` it tells which tensors
+            are the classifier's.
+        predict_classifier: whether the classifier was predicted.
+
+    Returns:
+        The :class:`Report`.
     """
     rep = Report(
-        model=type(model).__name__,
-        ghn=str(ghn.config.extra.get("name") or ghn.config.extra.get("source") or ghn.config.kind),
+        model=model_name(model),
+        ghn=ghn_name(ghn),
         tracer=graph.tracer,
         nodes=len(graph.nodes),
         seconds=dict(seconds),
         notes=list(graph.notes),
+        suspect_buffers=suspect_buffers(model),
     )
     by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
-    graph_names = {n.name for n in graph.nodes if n.is_param}
+    graph_names = {n.name: n.published_name for n in graph.nodes if n.is_param}
+    classifier: set[int] = set()
+    if plan is not None and not predict_classifier:
+        for target in plan.targets:
+            if target.is_classifier:
+                classifier.add(id(target.slot.module.__dict__["_parameters"].get(target.slot.attr)))
     # biases of norm layers whose weight node exists but was not written
     norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
     unwritten_norm_biases = norm_biases - set(result)
     owners = parameter_owners(model)  # id(tensor) -> every (name, module): tied weights have several
+    executed = getattr(graph, "executed", frozenset())
     for name, p in model.named_parameters():
         rep.numel_total += p.numel()
         if id(p) in by_tensor:
             rep.predicted.append(name)
             rep.numel_predicted += p.numel()
+        elif id(p) in classifier:
+            rep.left_alone[name] = CLASSIFIER_KEPT
         else:
             pairs = owners.get(id(p), [(name, model)])
             module, aliases = pairs[0][1], [alias for alias, _ in pairs]
             used = not graph.recorded or any(a in graph.recorded for a in aliases)
-            rep.left_alone[name] = why_left_alone(name, module, used, graph_names, unwritten_norm_biases)
+            ran = any(a in executed for a in aliases)
+            rep.left_alone[name] = why_left_alone(name, module, used, graph_names, unwritten_norm_biases, ran=ran)
     return rep
+

@@ -275,3 +275,46 @@ def test_cli_tracer_flag(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["trace", "timm/resnet10t", "--input-size", "3", "64", "64", "--tracer", "fx"]) == 0
     assert "tracer: fx" in capsys.readouterr().out
     assert cli.main(["trace", "timm/resnet10t", "--tracer", "jit"]) == 2  # argparse: invalid choice
+
+
+class CachesInForward(nn.Module):
+    """Its forward stores a tensor and a counter on itself (like torchvision's AnchorGenerator cache)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.calls = 0
+        self.plain = torch.zeros(1)  # a plain tensor attribute, written in place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.plain += 1
+        self.cached = self.conv(x)
+        return self.cached.mean((2, 3))
+
+
+def test_fx_capture_leaves_no_state_behind() -> None:
+    model = CachesInForward()
+    ghn_init.trace(model, (3, 8, 8), tracer="fx")
+    assert model.calls == 0 and not hasattr(model, "cached") and model.plain.item() == 0
+    assert not model.conv._forward_pre_hooks  # the hooks that note which modules ran are gone
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4)  # real tensors, not fake ones
+
+
+class TwoImages(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(3, 4, 3)
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+        return (self.a(image1) * scale + self.b(image2)).mean((2, 3))
+
+
+def test_fx_example_inputs_and_kwargs() -> None:
+    model = TwoImages()
+    inputs = (torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+    by_fx = ghn_init.trace(model, example_inputs=inputs, example_kwargs={"scale": 2.0}, tracer="fx")
+    by_autograd = ghn_init.trace(model, example_inputs=inputs, example_kwargs={"scale": 2.0}, tracer="autograd")
+    assert by_fx.to_dict() == by_autograd.to_dict() and by_fx.tracer == "fx"
+    assert by_fx.executed == by_autograd.executed

@@ -2,57 +2,159 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch.nn as nn
-import torchvision
+from torch.nn.parameter import is_lazy
 
-from ..constants import DEFAULT_IMAGE_SIDE, INCEPTION_IMAGE_SIDE, VIRTUAL_EDGE_CUTOFF
+from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..errors import TraceError
-from .autograd_trace import record
+from ..log import logger
+from .autograd_trace import RawGraph, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, is_exported_program, program_module, record_fx, record_program
 from .graph import Graph, Node
+from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
 
-__all__ = ["Graph", "Node", "PRIMITIVES", "TRACERS", "TraceError", "register_module", "trace", "default_input_size"]
+__all__ = [
+    "Graph",
+    "Node",
+    "PRIMITIVES",
+    "TRACERS",
+    "TraceError",
+    "register_module",
+    "trace",
+    "default_input_size",
+    "unwrap",
+]
 
 TRACERS = ("auto", "autograd", "fx")
+# The ways each tracer tries, in order: autograd on meta tensors, torch.fx on fake tensors, a real forward pass.
+_WAYS = {"auto": ("meta", "fx", "real"), "autograd": ("meta", "real"), "fx": ("fx",)}
+_WAY_NAMES = {"meta": "meta forward", "fx": "fx capture", "real": "real forward"}
+_FALLBACKS = {"fx": "a torch.fx capture on fake tensors", "real": "one real forward pass"}
 
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
-    """(C, H, W) to record the model with: ``model.expected_input_sz`` if set, 299 for Inception-v3,
-    the input size of a timm model's pretrained config, else 224."""
-    size = getattr(model, "expected_input_sz", None)
-    if size is None:
-        if isinstance(model, torchvision.models.Inception3):
-            size = INCEPTION_IMAGE_SIDE
-        else:
-            cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-            size = tuple(cfg["input_size"]) if isinstance(cfg, dict) and "input_size" in cfg else DEFAULT_IMAGE_SIDE
-    return tuple(size) if isinstance(size, (tuple, list)) else (3, int(size), int(size))
+    """One input sample's size to record ``model`` with, read off the model (see :func:`.inputs.infer_input_size`)."""
+    return infer_input_size(model)
+
+
+def _describe(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    def one(a: Any) -> str:
+        return f"tensor of shape {tuple(a.shape)}" if hasattr(a, "shape") else type(a).__name__
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts) if parts else "no input"
+
+
+def _record(
+    model: nn.Module, args: tuple, kwargs: dict[str, Any], ways: Sequence[str]
+) -> tuple[Optional[RawGraph], list[str]]:
+    """Record with each way in turn until one works; (raw graph or None, failed attempts)."""
+    errors: list[str] = []
+    for i, way in enumerate(ways):
+        try:
+            if way == "fx":
+                raw = record_fx(model, args=args, kwargs=kwargs)
+            else:
+                raw = record(model, meta=way == "meta", args=args, kwargs=kwargs)
+        except TraceError:  # the model could not be put back as it was: never swallowed
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
+            errors.append(f"{_WAY_NAMES[way]}: {type(e).__name__}: {e}")
+            if i + 1 < len(ways):
+                logger.warning(
+                    "%s cannot be recorded with a %s (%s: %s); falling back to %s",
+                    type(model).__name__,
+                    _WAY_NAMES[way],
+                    type(e).__name__,
+                    (str(e).splitlines() or [""])[0][:160],
+                    _FALLBACKS[ways[i + 1]],
+                )
+            continue
+        if not raw.nodes:
+            errors.append(f"{_WAY_NAMES[way]}: the forward pass used none of the model's parameters")
+            continue
+        return raw, errors
+    return None, errors
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model a ``torch.compile`` wrapper holds (``_orig_mod``), else ``model``: same parameters, no compiling.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = nn.Linear(2, 2)
+        >>> unwrap(torch.compile(m)) is m
+        True
+    """
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _parameters_of(model: nn.Module, module_ids: set[int]) -> frozenset[str]:
+    """Names of the parameters held directly by the modules in ``module_ids`` (every name of a shared one)."""
+    names = []
+    for module_name, m in model.named_modules(remove_duplicate=False):
+        if id(m) in module_ids:
+            names.extend(f"{module_name}.{a}" if module_name else a for a, t in m._parameters.items() if t is not None)
+    return frozenset(names)
 
 
 def trace(
     model: nn.Module,
     input_size: Optional[Sequence[int]] = None,
     *,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     virtual_edge_cutoff: int = VIRTUAL_EDGE_CUTOFF,
     tracer: str = "auto",
 ) -> Graph:
     """Build the GHN graph of ``model``.
 
     The forward pass is recorded on meta tensors (no arithmetic, no activations); models that cannot
-    run on meta tensors are recorded with one real forward pass of a batch of 2 on their own device.
-    ``Graph.tracer`` says which was used. The model's tensors and train/eval modes are unchanged.
+    run on meta tensors are recorded with one real forward pass on copies of their tensors, on their own
+    device (a warning is logged on the ``"ghn_init"`` logger). ``Graph.tracer`` says which was used.
+    Recording never changes the model: its tensors, buffers, attributes and train/eval modes are as before,
+    whether recording succeeds or fails. It also works inside ``torch.inference_mode()``. A
+    ``torch.compile``'d model is recorded through the module it wraps (tensor names without ``_orig_mod.``).
 
-    ``tracer`` picks how: ``"autograd"`` reads autograd (on meta tensors, else a real forward pass),
-    ``"fx"`` captures ATen operations with ``torch.fx`` (``make_fx`` on fake tensors) and reads them as
-    autograd would (same graph; see ``docs/tracers.md``), ``"auto"`` (default) tries autograd on meta
-    tensors (10-20x faster on every measured model), then fx, then a real forward pass. A
-    :class:`torch.export.ExportedProgram` is always read with fx, with its own example inputs
-    (``input_size`` is not used); its graph's parameter nodes refer to
-    :func:`~ghn_init.graph.fx_trace.program_module` of the program.
+    Args:
+        model: the model.
+        input_size: one input sample's size, e.g. ``(3, 224, 224)``; the model is called with a zero
+            batch of 2 (one per positional argument its ``forward`` requires). Default: read off the
+            model (stem conv channels, patch embedding / ViT image size, timm config; see
+            :func:`ghn_init.graph.inputs.infer_input_size`).
+        example_inputs: positional arguments to call the model with instead, e.g. ``(image1, image2)``;
+            tensors may sit in nested lists, tuples and dicts. Only their shapes and dtypes matter when
+            the model runs on meta tensors.
+        example_kwargs: keyword arguments to call the model with, e.g. ``{"pixel_values": x}``.
+        virtual_edge_cutoff: longest shortest-path distance that gets a virtual edge.
+        tracer: ``"autograd"`` reads autograd (on meta tensors, else a real forward pass); ``"fx"``
+            captures the ATen operations with ``torch.fx`` (``make_fx`` on fake tensors) and reads them
+            as autograd would (the same graph; see ``docs/tracers.md``); ``"auto"`` (default) tries
+            autograd on meta tensors (about 10x faster than fx), then fx, then a real forward pass.
+            A :class:`torch.export.ExportedProgram` is always read with fx, with its own example inputs
+            (``input_size`` and ``example_*`` are not used); its graph's parameter nodes refer to
+            :func:`~ghn_init.graph.fx_trace.program_module` of the program.
+
+    Returns:
+        The model's :class:`Graph`.
+
+    Raises:
+        ValueError: unknown ``tracer``.
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: the model has no parameters.
+        TraceError: neither way of recording worked (``.attempts`` lists why), or the model still has
+            uninitialized lazy modules.
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> graph = ghn_init.trace(torchvision.models.resnet18())
+        >>> graph.tracer
+        'autograd-meta'
     """
     if tracer not in TRACERS:
         raise ValueError(f"unknown tracer {tracer!r}; choose one of {', '.join(TRACERS)}")
@@ -60,31 +162,47 @@ def trace(
         return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
-    size = tuple(input_size) if input_size is not None else default_input_size(model)
-    errors = []
-    ways = {"auto": ("meta", "fx", "real"), "autograd": ("meta", "real"), "fx": ("fx",)}[tracer]
-    for way in ways:
-        try:
-            raw = record_fx(model, size) if way == "fx" else record(model, size, meta=way == "meta")
-        except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
-            errors.append(f"{'fx capture' if way == 'fx' else way + ' forward'}: {type(e).__name__}: {e}")
-            continue
-        if not raw.nodes:
-            errors.append("the forward pass used none of the model's parameters")
-            continue
-        graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
-        if errors:
-            graph.notes.append(f"recorded with {'fx' if way == 'fx' else 'a real forward pass'}: " + errors[0])
-        return graph
-    raise TraceError(
-        f"could not record {type(model).__name__} with an input of shape (2, {', '.join(map(str, size))}):\n  "
-        + "\n  ".join(errors)
-        + "\nIf the model expects another input size, pass input_size=(C, H, W).",
-        model=type(model).__name__,
-        attempts=errors,
-    )
+    lazy = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:
+        raise TraceError(
+            f"{type(model).__name__} has uninitialized lazy tensors ({', '.join(lazy[:3])}): run the model once "
+            "on a real input so that its lazy modules (LazyLinear, LazyConv2d, ...) get their shapes, then retry",
+            model=type(model).__name__,
+        )
+    if example_inputs is not None and not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    if example_inputs is not None or example_kwargs is not None:
+        args, kwargs = tuple(example_inputs or ()), dict(example_kwargs or {})
+    else:
+        size = tuple(input_size) if input_size is not None else infer_input_size(model)
+        args, kwargs = default_inputs(model, size), {}
+    raw, errors = _record(model, args, kwargs, _WAYS[tracer])
+    if raw is None:
+        if example_inputs is not None or example_kwargs is not None:
+            hint = "Check that example_inputs/example_kwargs are what the model's forward expects."
+        else:
+            hint = (
+                "If the model expects another input size, pass input_size=(C, H, W); if its forward takes "
+                "something else than image batches, pass example_inputs=(...) and/or example_kwargs={...}."
+            )
+        raise TraceError(
+            f"could not record {type(model).__name__} called with ({_describe(args, kwargs)}):\n  "
+            + "\n  ".join(errors)
+            + "\n"
+            + hint,
+            model=type(model).__name__,
+            attempts=errors,
+        )
+    graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
+    graph.executed = _parameters_of(model, raw.ran)
+    if errors:
+        first = errors[0] if len(errors[0]) <= 200 else errors[0][:197] + "..."
+        how = "torch.fx" if raw.tracer == "fx" else "a real forward pass"
+        graph.notes.append(f"recorded with {how}: " + first)
+    return graph
 
 
 def _trace_program(program: Any, tracer: str, cutoff: int) -> Graph:
@@ -97,4 +215,6 @@ def _trace_program(program: Any, tracer: str, cutoff: int) -> Graph:
         raise TraceError(f"could not read the ExportedProgram: {e}", model="ExportedProgram", attempts=[str(e)]) from e
     if not raw.nodes:
         raise TraceError("the ExportedProgram uses none of its parameters", model="ExportedProgram", attempts=[])
-    return build_graph(raw, module, cutoff=cutoff)
+    graph = build_graph(raw, module, cutoff=cutoff)
+    graph.executed = frozenset(n for n, _ in module.named_parameters(remove_duplicate=False))
+    return graph

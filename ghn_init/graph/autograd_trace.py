@@ -1,14 +1,20 @@
 """Record a model's operation graph from autograd, without computing anything.
 
 The published GHNs were trained on graphs read off PyTorch's autograd graph (every ``grad_fn`` of
-a forward pass), so that is the graph we read too. We run the forward pass through
-``torch.func.functional_call`` with the parameters and buffers replaced by *meta* tensors: autograd
+a forward pass), so that is the graph we read too. We run the forward pass with the parameters and
+buffers swapped for *meta* tensors (in each module's parameter and buffer dicts): autograd
 records every operation, but no arithmetic is done and no memory is allocated for activations.
 The model's own tensors are never touched.
 
 If a model cannot run on meta tensors (it calls ``.item()`` or mixes in real tensors), the same
-recording is done with a real forward pass of a small batch on the model's device, through
-detached aliases of its parameters (no copy, no gradient written to the model).
+recording is done with a real forward pass of a small batch on the model's device, on *copies* of
+its parameters and buffers, so in-place updates made by the forward (a call counter, an EMA,
+spectral norm's power iteration) land on the copies.
+
+Either way the model is left exactly as it was: every module attribute the forward pass sets,
+replaces or adds (cached anchors, a recomputed ``weight``, a memo dict) is put back, every tensor we
+substituted is restored under every name it has (a module used twice is one module), and a
+post-condition check raises instead of leaving a substituted tensor behind.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+
+from ..errors import TraceError
 
 POOL_OPS = ("MaxPool2DWithIndicesBackward", "AvgPool2DBackward")
 
@@ -40,6 +48,7 @@ class RawGraph:
     nodes: list[RawNode]
     edges: set[tuple[int, int]] = field(default_factory=set)
     tracer: str = "autograd-meta"
+    ran: set[int] = field(default_factory=set)  # id() of every module the forward pass called
 
 
 class _FusedAttention(torch.autograd.Function):
@@ -144,60 +153,205 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _outputs(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [o for o in out if isinstance(o, torch.Tensor)]
-    if hasattr(out, "logits") and isinstance(out.logits, torch.Tensor):
-        return [out.logits]
-    return []
+def _substitutes(model: nn.Module, meta: bool) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """Tensors to run the model with, by id of the original, and a map id(substitute) -> id(original parameter).
 
-
-def _substitutes(model: nn.Module, device: torch.device, meta: bool) -> tuple[dict[str, torch.Tensor], dict[int, int]]:
-    """Tensors to call the model with, by name, and a map id(substitute) -> id(original parameter)."""
-    tensors: dict[str, torch.Tensor] = {}
-    by_id: dict[int, torch.Tensor] = {}
+    On meta, fresh meta tensors; for a real forward, detached copies (float16/bfloat16 in float32), so
+    nothing the forward pass writes in place reaches the model. A tensor held under several names
+    (tied weights, a module used twice) gets one substitute.
+    """
+    subs: dict[int, torch.Tensor] = {}
     back: dict[int, int] = {}
-    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-        if t is None:
-            continue
-        sub = by_id.get(id(t))
-        if sub is None:
-            is_param = isinstance(t, nn.Parameter)
-            if meta:
-                dtype = torch.float32 if t.is_floating_point() else t.dtype
-                sub = torch.empty(t.shape, dtype=dtype, device="meta")
-            else:
-                sub = t.detach()
-                if t.is_floating_point():
-                    sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub
-            if is_param:
-                sub.requires_grad_(True)
-                back[id(sub)] = id(t)
-            by_id[id(t)] = sub
-        tensors[name] = sub
-    return tensors, back
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for t in store.values():
+                if t is None or id(t) in subs:
+                    continue
+                if meta:
+                    dtype = torch.float32 if t.is_floating_point() else t.dtype
+                    sub = torch.empty(t.shape, dtype=dtype, device="meta")
+                else:
+                    sub = t.detach()
+                    sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub.clone()
+                if isinstance(t, nn.Parameter):
+                    sub.requires_grad_(True)
+                    back[id(sub)] = id(t)
+                subs[id(t)] = sub
+    return subs, back
 
 
-def record(model: nn.Module, input_size: tuple[int, ...], *, meta: bool = True) -> RawGraph:
-    """Run ``model`` once on a batch of 2 and read the autograd graph into a :class:`RawGraph`."""
+_CONTAINERS = (dict, list, set)
+
+
+class _ModuleState:
+    """A snapshot of every module's attributes, to put the model back exactly as it was.
+
+    Saved per module (each module once, however often it is used): the attribute dict itself, a
+    shallow copy of every dict/list/set attribute (``_parameters``, ``_buffers``, hooks, caches), and a
+    copy of every plain tensor attribute that is not a parameter or buffer (in-place writes to it are
+    undone from the copy).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = list(model.modules())
+        self.attrs = [dict(m.__dict__) for m in self.modules]
+        self.contents = [
+            {k: (v.copy() if not isinstance(v, list) else list(v)) for k, v in d.items() if isinstance(v, _CONTAINERS)}
+            for d in self.attrs
+        ]
+        self.tensors: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        for d in self.attrs:
+            for v in d.values():
+                if isinstance(v, torch.Tensor) and not v.is_meta:
+                    try:
+                        self.tensors.append((v, v._version, v.detach().clone()))
+                    except RuntimeError:  # inference tensors have no version counter and cannot be written
+                        pass
+
+    def restore(self) -> None:
+        """Put back every attribute, container content and tensor value saved at construction."""
+        for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
+            current = m.__dict__
+            for k in [k for k in current if k not in saved]:
+                del current[k]
+            for k, v in saved.items():
+                if current.get(k) is not v:
+                    current[k] = v
+            for k, copy in contents.items():
+                v = saved[k]
+                if isinstance(v, dict) and (v.keys() != copy.keys() or any(v[i] is not copy[i] for i in copy)):
+                    v.clear()
+                    v.update(copy)
+                elif isinstance(v, list) and (
+                    len(v) != len(copy) or any(a is not b for a, b in zip(v, copy, strict=True))
+                ):
+                    v[:] = copy
+                elif isinstance(v, set) and v != copy:
+                    v.clear()
+                    v.update(copy)
+        with torch.no_grad():
+            for t, version, copy in self.tensors:
+                if t._version != version:
+                    t.copy_(copy)
+
+    def check(self) -> None:
+        """Post-condition: every parameter and buffer is the very tensor it was before recording.
+
+        Raises:
+            TraceError: a substituted tensor is still in place (after a second attempt to restore).
+        """
+        for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
+            for store in ("_parameters", "_buffers"):
+                before = contents[store]
+                after = m.__dict__[store]
+                changed = after.keys() != before.keys() or any(after[k] is not before[k] for k in before)
+                if after is not saved[store] or changed:
+                    raise TraceError(
+                        f"recording left a substituted tensor in {type(m).__name__}.{store}; "
+                        "the model was restored, please report this model to ghn-init"
+                    )
+
+
+@contextlib.contextmanager
+def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Run the body with every parameter and buffer replaced by its substitute, then put the model back.
+
+    Everything else the body changes on any module (attributes set or added, caches, in-place writes
+    to plain tensor attributes) is undone too, and the result is checked (:meth:`_ModuleState.check`).
+    """
+    state = _ModuleState(model)
+    try:
+        for module in state.modules:
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None:
+                        store[name] = subs[id(t)]
+        yield
+    finally:
+        state.restore()
+        try:
+            state.check()
+        except TraceError:
+            state.restore()
+            state.check()
+
+
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output: nested tuples, lists and dicts (detection outputs), ``.logits``."""
+    found: list[torch.Tensor] = []
+    stack = [out]
+    while stack:
+        o = stack.pop(0)
+        if isinstance(o, torch.Tensor):
+            found.append(o)
+        elif isinstance(o, dict):
+            stack[:0] = list(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack[:0] = list(o)
+        elif hasattr(o, "logits") and isinstance(o.logits, torch.Tensor):
+            found.append(o.logits)
+    return found
+
+
+def record(
+    model: nn.Module,
+    input_size: Optional[tuple[int, ...]] = None,
+    *,
+    meta: bool = True,
+    args: Optional[tuple] = None,
+    kwargs: Optional[dict[str, Any]] = None,
+) -> RawGraph:
+    """Run ``model`` once and read the autograd graph into a :class:`RawGraph`; the model is left as it was.
+
+    Args:
+        model: the model to record.
+        input_size: ``(C, H, W)`` of a zero batch of 2 to call the model with (ignored if ``args`` is given).
+        meta: run on meta tensors (nothing computed) or, if False, a real forward pass on copies.
+        args: positional inputs to call the model with instead (see :mod:`ghn_init.graph.inputs`); tensors
+            are moved to meta (or cloned) here.
+        kwargs: keyword inputs to call the model with.
+
+    Returns:
+        The raw autograd graph, ``tracer`` set to ``"autograd-meta"`` or ``"autograd-forward"``.
+
+    Raises:
+        Any exception of the model's forward pass (the model is restored first).
+    """
+    from .inputs import prepare
+
     params = list(model.parameters())
     device = torch.device("meta") if meta else (params[0].device if params else torch.device("cpu"))
-    tensors, back = _substitutes(model, device, meta)
     owners = owner_map(model)
-    x = torch.zeros(2, *input_size, device=device)
-    with eval_mode(model), torch.enable_grad():
-        attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
-        with attention:
-            out = torch.func.functional_call(model, tensors, (x,), strict=False, tie_weights=True)
-    roots = [o.grad_fn for o in _outputs(out) if o.grad_fn is not None]
-    leaf_names = {sub_id: owners[orig_id] for sub_id, orig_id in back.items() if orig_id in owners}
-    graph = read_autograd(roots, leaf_names)
+    with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()
+        if args is None:
+            args = (torch.zeros(2, *input_size),)
+        call_args, call_kwargs = prepare(args, kwargs or {}, device)
+        subs, back = _substitutes(model, meta)
+        ran: set[int] = set()
+        with eval_mode(model), torch.enable_grad(), substituted(model, subs):
+            _watch_calls(model, ran)  # the hooks go with the rest of the recording state on exit
+            attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
+            with attention:
+                out = model(*call_args, **call_kwargs)
+        roots = [o.grad_fn for o in output_tensors(out) if o.grad_fn is not None]
+        leaf_names = {sub_id: owners[orig_id] for sub_id, orig_id in back.items() if orig_id in owners}
+        graph = read_autograd(roots, leaf_names)
     graph.tracer = "autograd-meta" if meta else "autograd-forward"
+    graph.ran = ran
     return graph
+
+
+def _watch_calls(model: nn.Module, ran: set[int]) -> None:
+    """Add ``id(module)`` to ``ran`` whenever a module of ``model`` is called (forward pre-hooks)."""
+
+    def hook(module: nn.Module, args: Any) -> None:
+        ran.add(id(module))
+
+    for m in model.modules():
+        try:
+            m.register_forward_pre_hook(hook)
+        except (RuntimeError, TypeError, AttributeError):  # e.g. TorchScript modules
+            pass
 
 
 def read_autograd(roots: list[Any], leaf_names: dict[int, tuple[str, nn.Module]]) -> RawGraph:

@@ -25,12 +25,12 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch.nn as nn
-import torchvision
 
 from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..shapes import token_map_shape
 from .autograd_trace import RawGraph, RawNode
 from .graph import Graph, Node
+from .libraries import is_torchvision
 from .primitives import OP_PRIMITIVES, module_rule, op_primitive
 
 
@@ -400,7 +400,7 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = VIRTUAL_EDGE_CUTO
     reducer.reduce(first=True)
     reducer.fix_weight_edges()
     reducer.fix_softmax_edges()
-    if isinstance(model, torchvision.models.SwinTransformer):
+    if is_torchvision(model, "SwinTransformer"):
         reducer.fix_swin_edges()
     reducer.reduce(first=False)
 
@@ -428,9 +428,9 @@ def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = VIRTUAL_EDGE_CUTO
     nodes = [nodes[i] for i in order]
     edges = {(position[s], position[d]) for s, d in edges}
 
-    if isinstance(model, torchvision.models.VisionTransformer):
+    if is_torchvision(model, "VisionTransformer"):
         nodes, edges = _split_position_embedding(nodes, edges)
-    if isinstance(model, torchvision.models.SqueezeNet):
+    if is_torchvision(model, "SqueezeNet"):
         nodes = _pool_before_classifier(nodes)
 
     graph_nodes = []
@@ -472,9 +472,8 @@ def _split_position_embedding(nodes: list[RawNode], edges: set[tuple[int, int]])
         before:  input(0) -> pos_embedding(1) -> x(2)
         after:   input(0) -> Add(2) -> x(3),  pos_embedding(1) -> Add(2)
     """
-    encoder = torchvision.models.vision_transformer.Encoder
     for i, node in enumerate(nodes):
-        if isinstance(node.module, encoder):
+        if is_torchvision(node.module, "vision_transformer.Encoder"):
             shift = lambda k: k + 1 if k >= i else k  # noqa: E731, B023 - used right away; a new node is inserted at i
             edges = {(shift(s), shift(d)) for s, d in edges}
             edges.add((i, i + 1))

@@ -46,7 +46,7 @@ import contextlib
 import importlib
 import operator
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -54,7 +54,18 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .autograd_trace import POOL_OPS, RawGraph, _norm_args, _outputs, eval_mode, owner_map, read_autograd
+from ..errors import TraceError
+from .autograd_trace import (
+    POOL_OPS,
+    RawGraph,
+    _ModuleState,
+    _norm_args,
+    _watch_calls,
+    eval_mode,
+    output_tensors,
+    owner_map,
+    read_autograd,
+)
 
 __all__ = [
     "FxCaptureError",
@@ -504,31 +515,46 @@ def _unique_tensors(model: nn.Module) -> tuple[list[torch.Tensor], list[list[str
 
 
 def capture(
-    model: nn.Module, inputs: Sequence[Any], device: torch.device | None = None, *, in_eval_mode: bool = True
+    model: nn.Module,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    *,
+    in_eval_mode: bool = True,
+    ran: set[int] | None = None,
 ) -> fx.GraphModule:
-    """Capture ``model(*inputs)`` with ``make_fx`` on fake tensors.
+    """Capture ``model(*args, **kwargs)`` with ``make_fx`` on fake tensors; the model is left as it was.
 
-    The graph's placeholders are the model's distinct parameters and buffers (in
-    ``named_parameters()`` then ``named_buffers()`` order), then ``inputs``; its output is the flat
-    list of output tensors that the autograd recorder starts from. Floating-point tensors are
-    recorded as float32, parameters as requiring a gradient, as in the autograd recorder.
+    The model's parameters and buffers are swapped for fake tensors in its modules' dicts and put back
+    afterwards, with every attribute the forward pass sets (as the autograd recorder does, see
+    :func:`~ghn_init.graph.autograd_trace.substituted`; the state is saved and restored outside the
+    trace, where copies and writes are real). The graph's placeholders are the model's distinct
+    parameters and buffers (in ``named_parameters()`` then ``named_buffers()`` order), then the input
+    tensors; its output is the flat list of output tensors the autograd recorder starts from.
+    Floating-point tensors are recorded as float32, parameters as requiring a gradient, as in the
+    autograd recorder.
 
     Args:
-        model: the module; it is recorded in eval mode, and its tensors and modes are unchanged.
-        inputs: example positional inputs (tensors are replaced by fake tensors of the same shape).
+        model: the module; it is recorded in eval mode.
+        args: example positional inputs; tensors (in nested lists, tuples and dicts) are replaced by
+            fake tensors of the same shape, other values are passed as they are.
+        kwargs: example keyword inputs.
         device: the device of the fake inputs (default: each input's own device).
         in_eval_mode: record in eval mode (an exported program's module has its mode baked in).
+        ran: if given, ``id()`` of every module the forward pass calls is added to it.
 
     Returns:
         The captured ``fx.GraphModule``.
 
     Raises:
         FxCaptureError: the forward pass cannot be captured on fake tensors.
+        TraceError: the model could not be put back as it was (never expected; see ``substituted``).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.utils import _pytree as pytree
 
-    tensors, names = _unique_tensors(model)
+    tensors, _ = _unique_tensors(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
 
     def fake(t: torch.Tensor, requires_grad: bool, on: torch.device | None = None) -> torch.Tensor:
@@ -538,24 +564,53 @@ def capture(
         return f.requires_grad_(requires_grad and f.is_floating_point())
 
     fakes = [fake(t, isinstance(t, nn.Parameter)) for t in tensors]
-    example = [fake(x, False, device) if isinstance(x, torch.Tensor) else x for x in inputs]
+    leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs or {})))
+    is_input = [isinstance(v, torch.Tensor) for v in leaves]
+    inputs = [fake(v, False, device) for v in leaves if isinstance(v, torch.Tensor)]
     if any(isinstance(t, nn.Parameter) for t in tensors):
         _standin_ops()
 
-    def forward(params: list, *args: Any) -> list:
-        mapping = {name: t for t, ns in zip(params, names, strict=True) for name in ns}
+    def forward(params: list, traced_inputs: list) -> list:
+        values = iter(traced_inputs)
+        call_args, call_kwargs = pytree.tree_unflatten(
+            [next(values) if t else v for v, t in zip(leaves, is_input, strict=True)], spec
+        )
+        subs = {id(t): p for t, p in zip(tensors, params, strict=True)}  # the traced stand-ins of the tensors
+        for module in modules:
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None:
+                        store[name] = subs[id(t)]
         with _StandIns(), _NoGradOutputs():
-            out = torch.func.functional_call(model, mapping, args, strict=False, tie_weights=True)
-        return _outputs(out)
+            out = model(*call_args, **call_kwargs)
+        return output_tensors(out)
 
+    # The model's state is saved and put back outside the trace: inside it, copies and writes would be fake.
+    with torch.inference_mode(False), _restored(model) as modules:
+        if ran is not None:
+            _watch_calls(model, ran)  # the hooks go with the rest of the saved state on exit
+        try:
+            with eval_mode(model) if in_eval_mode else contextlib.nullcontext(), torch.enable_grad():
+                return make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, inputs)
+        except Exception as e:
+            message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise FxCaptureError(f"{type(e).__name__}: {message}") from e
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Save every module's attributes (see :class:`~ghn_init.graph.autograd_trace._ModuleState`), yield the
+    modules, then put everything back and check that every parameter and buffer is the one it was."""
+    state = _ModuleState(model)
     try:
-        with eval_mode(model) if in_eval_mode else contextlib.nullcontext(), torch.enable_grad():
-            gm = make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, *example)
-    except FxCaptureError:
-        raise
-    except Exception as e:
-        raise FxCaptureError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-    return gm
+        yield state.modules
+    finally:
+        state.restore()
+        try:
+            state.check()
+        except TraceError:
+            state.restore()
+            state.check()
 
 
 NO_GRAD = "ghn_init_no_grad"  # fx node meta key: the call ran with gradients disabled
@@ -588,25 +643,42 @@ def _leaves(model: nn.Module, tensors: list[torch.Tensor]) -> dict[int, tuple[st
     }
 
 
-def record_fx(model: nn.Module, input_size: Sequence[int], device: torch.device | None = None) -> RawGraph:
-    """Capture ``model`` on a fake batch of 2 inputs of shape ``input_size`` and read its graph.
+def record_fx(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    args: Sequence[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> RawGraph:
+    """Capture ``model`` on fake inputs and read its graph as the autograd recorder would record it.
 
     Args:
-        model: the module (unchanged).
-        input_size: ``(C, H, W)`` (any per-sample shape).
-        device: the device of the fake input (default: that of the first parameter).
+        model: the module (left as it was).
+        input_size: one sample's shape; the model is called with a fake batch of 2 (ignored if ``args``
+            is given).
+        args: example positional inputs instead (see :mod:`ghn_init.graph.inputs`).
+        kwargs: example keyword inputs.
 
     Returns:
-        The :class:`RawGraph` (``tracer == "fx"``).
+        The :class:`RawGraph` (``tracer == "fx"``, ``ran`` set).
 
     Raises:
-        FxCaptureError: the model cannot be captured, or autograd would record it differently.
+        FxCaptureError: the model cannot be captured on fake tensors.
+
+    Example:
+        >>> raw = record_fx(torchvision.models.resnet18(), (3, 224, 224))
+        >>> raw.tracer, raw.nodes[0].name
+        ('fx', 'fc.bias')
     """
     tensors, _ = _unique_tensors(model)
-    if device is None:
-        device = tensors[0].device if tensors else torch.device("cpu")
-    gm = capture(model, [torch.empty((2, *input_size), device="meta")], device=device)
-    return read_fx(gm, _leaves(model, tensors))
+    device = tensors[0].device if tensors else torch.device("cpu")
+    if args is None:
+        args = (torch.empty((2, *input_size), device="meta"),)
+    ran: set[int] = set()
+    gm = capture(model, args, kwargs, device=device, ran=ran)
+    graph = read_fx(gm, _leaves(model, tensors))
+    graph.ran = ran
+    return graph
 
 
 # --------------------------------------------------------------------------------------------------
@@ -763,7 +835,7 @@ def record_program(ep: Any, model: nn.Module | None = None) -> RawGraph:
         raise FxCaptureError("the program takes keyword inputs; only positional example inputs are supported")
     module = ep.module()
     tensors, _ = _unique_tensors(module)
-    gm = capture(module, list(args), in_eval_mode=False)
+    gm = capture(module, list(args), in_eval_mode=False)  # a program has fixed example inputs
     by_name = dict(model.named_parameters(remove_duplicate=False))
     names = {id(t): n for n, t in module.named_parameters(remove_duplicate=False)}
     owners = owner_map(model)

@@ -42,6 +42,7 @@ class Graph:
     tracer: str = "autograd-meta"
     notes: list[str] = field(default_factory=list)
     recorded: frozenset[str] = frozenset()  # parameters the recorded forward pass used (graph node or not)
+    executed: frozenset[str] = frozenset()  # parameters of the modules the recorded forward pass called
     _matrix: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:

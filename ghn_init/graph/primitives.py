@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Callable, Optional, Union
 
 import torch.nn as nn
-import torchvision
+
+from .libraries import torchvision_class
 
 PRIMITIVES: tuple[str, ...] = (
     "max_pool",
@@ -60,10 +61,25 @@ _MODULE_RULES: dict[type, PrimitiveRule] = {
     nn.MultiheadAttention: _conv_like,  # its in_proj_weight/in_proj_bias
     nn.BatchNorm2d: _fixed("bn"),
     nn.LayerNorm: _fixed("ln"),
-    torchvision.models.convnext.LayerNorm2d: _fixed("ln"),
     nn.Embedding: _fixed("pos_enc"),  # GHNs use pos_enc for any learned embedding
-    torchvision.models.vision_transformer.Encoder: _fixed("pos_enc"),  # holds pos_embedding
 }
+
+# torchvision layers, registered the first time a rule is looked up after torchvision is imported
+# (``import ghn_init`` does not import torchvision; a model cannot hold these before it is imported).
+_TORCHVISION_RULES: dict[str, PrimitiveRule] = {
+    "convnext.LayerNorm2d": _fixed("ln"),
+    "vision_transformer.Encoder": _fixed("pos_enc"),  # holds pos_embedding
+}
+_torchvision_registered = False
+
+
+def _register_torchvision() -> None:
+    global _torchvision_registered
+    for path, rule in _TORCHVISION_RULES.items():
+        cls = torchvision_class(path)
+        if cls is not None:
+            _MODULE_RULES.setdefault(cls, rule)  # a user's register_module keeps precedence
+    _torchvision_registered = True
 
 # Autograd operation names (without the ``Backward<N>`` suffix) that are nodes of the GHN graph.
 OP_PRIMITIVES: dict[str, str] = {
@@ -116,6 +132,8 @@ def module_rule(module: Optional[nn.Module]) -> Optional[PrimitiveRule]:
     """The rule for a module, found along its class hierarchy; None if the GHN has no node for it."""
     if module is None:
         return None
+    if not _torchvision_registered and torchvision_class("convnext.LayerNorm2d") is not None:
+        _register_torchvision()
     for cls in type(module).__mro__:
         rule = _MODULE_RULES.get(cls)
         if rule is not None:

@@ -32,9 +32,14 @@ _COPIES: weakref.WeakKeyDictionary[GHN, dict[torch.device, tuple[tuple, GHN]]] =
 def _fingerprint(ghn: GHN) -> tuple:
     """Changes whenever a tensor of ``ghn`` is replaced, moved or modified in place."""
     return tuple(
-        (name, t.device, t.dtype, t.data_ptr() if t.device.type != "meta" else id(t), t._version)
+        (name, t.device, t.dtype, t.data_ptr() if t.device.type != "meta" else id(t), _version(t))
         for name, t in ghn.state_dict(keep_vars=True).items()
     )
+
+
+def _version(t: torch.Tensor) -> int:
+    """``t._version``; -1 for inference tensors (a GHN loaded under ``torch.inference_mode()``), which have none."""
+    return -1 if t.is_inference() else t._version
 
 
 def _build(ghn: GHN, device: torch.device) -> GHN:

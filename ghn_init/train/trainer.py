@@ -249,6 +249,11 @@ class Trainer:
             ghn = load_ghn(cfg.init_from)
             copy = GHN(GHNConfig.from_dict(ghn.config.to_dict()))  # never train the cached, shared instance
             copy.load_state_dict(ghn.state_dict())
+            # the trained GHN is not the one it starts from: drop its name/source, keep where it came from
+            base = copy.config.extra
+            origin = str(base.get("name") or base.get("source") or cfg.init_from)
+            copy.config.extra = {k: v for k, v in base.items() if k not in ("name", "source")}
+            copy.config.extra["fine_tuned_from"] = origin
             return copy
         return GHN(
             GHNConfig(

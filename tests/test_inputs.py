@@ -1,0 +1,120 @@
+"""Input inference (graph/inputs.py), example inputs, and lazy imports of torchvision/timm."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import ghn_init
+from ghn_init.graph.inputs import default_inputs, infer_input_size, prepare
+
+from .conftest import REPO, tiny_ghn
+
+needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm not installed")
+
+
+def test_import_does_not_import_torchvision_or_timm_and_rules_register_late():
+    # importing torchvision after ghn_init still gives torchvision layers their GHN node types
+    code = (
+        "import sys, torch.nn as nn, ghn_init\n"
+        "print(sorted(m for m in ('torchvision', 'timm') if m in sys.modules))\n"
+        "from torchvision.models.convnext import LayerNorm2d\n"
+        "g = ghn_init.trace(nn.Sequential(nn.Conv2d(3, 4, 1), LayerNorm2d(4)), (3, 4, 4))\n"
+        "print([n.type for n in g.nodes if n.module_name == '1'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "['ln']"]
+
+
+def test_channels_come_from_the_stem_conv():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    assert infer_input_size(model) == (1, 224, 224)
+    model.pretrained_cfg = {"input_size": (3, 64, 64)}  # a stale config: the conv wins for channels
+    assert infer_input_size(model) == (1, 64, 64)
+    model.expected_input_sz = 32
+    assert infer_input_size(model) == (3, 32, 32)
+
+
+def test_torchvision_sizes():
+    assert infer_input_size(torchvision.models.inception_v3(init_weights=False, aux_logits=False)) == (3, 299, 299)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8
+    )
+    assert infer_input_size(vit) == (3, 32, 32)
+    assert infer_input_size(torchvision.models.video.r3d_18()) == (3, 16, 224, 224)
+    assert ghn_init.trace(vit).tracer == "autograd-meta"
+
+
+@needs_timm
+def test_timm_in_chans_and_img_size_need_no_argument():
+    # issue 9.1: timm's pretrained config still says (3, 224, 224)
+    import timm
+
+    cnn = timm.create_model("resnet18", in_chans=1, num_classes=10)
+    assert infer_input_size(cnn) == (1, 224, 224)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10)
+    assert infer_input_size(vit) == (3, 32, 32)
+    for model in (cnn, vit):
+        report = ghn_init.apply(model, tiny_ghn("ghn3"))
+        assert report.fraction_predicted > 0.9
+
+
+class _TwoImages(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(3, 4, 3)
+
+    def forward(self, image1, image2, scale: float = 1.0):
+        return (self.a(image1) + self.b(image2)) * scale
+
+
+def test_one_batch_per_required_positional_argument():
+    args = default_inputs(_TwoImages(), (3, 8, 8))
+    assert len(args) == 2 and all(a.shape == (2, 3, 8, 8) for a in args) and args[0] is not args[1]
+    graph = ghn_init.trace(_TwoImages(), (3, 8, 8))
+    assert {"a.weight", "b.weight"} <= {n.name for n in graph.nodes}
+
+
+class _Keyword(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, *, pixel_values, extra):
+        return self.conv(pixel_values).mean((2, 3)) + self.fc(extra["feats"][0])
+
+
+def test_example_inputs_and_kwargs():
+    model = _Keyword()
+    x = torch.ones(1, 3, 16, 16)
+    kwargs = {"pixel_values": x, "extra": {"feats": [torch.ones(1, 5)]}}
+    with pytest.raises(ghn_init.TraceError, match="example_kwargs"):
+        ghn_init.trace(model)
+    graph = ghn_init.trace(model, example_kwargs=kwargs)
+    assert {"conv.weight", "fc.weight"} <= {n.name for n in graph.nodes}
+    report = ghn_init.apply(model, tiny_ghn("ghn3"), example_kwargs=kwargs)
+    assert report.fraction_predicted == 1.0
+    assert torch.equal(x, torch.ones(1, 3, 16, 16))  # the caller's inputs are never written
+    one = ghn_init.trace(model.conv, example_inputs=torch.zeros(1, 3, 8, 8))  # a lone tensor is one argument
+    assert [n.name for n in one.nodes if n.is_param] == ["weight", "bias"]
+    two = ghn_init.trace(_TwoImages(), example_inputs=(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)))
+    assert {"a.weight", "b.weight"} <= {n.name for n in two.nodes}
+
+
+def test_prepare_moves_nested_tensors_and_keeps_the_rest():
+    args, kwargs = prepare((torch.ones(2, dtype=torch.float16), [3, torch.ones(1)]), {"k": "v"}, torch.device("meta"))
+    assert args[0].is_meta and args[0].dtype == torch.float32
+    assert args[1][0] == 3 and args[1][1].is_meta and kwargs == {"k": "v"}
+    src = torch.ones(2)
+    args, _ = prepare((src,), {}, torch.device("cpu"))
+    assert torch.equal(args[0], src) and args[0].data_ptr() != src.data_ptr()
