@@ -327,7 +327,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = "\n".join(lines)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = old[old.index("\n## ") + 1 :] if "\n## " in old else ""  # sections other benchmarks write
+    args.out.write_text(text + "\n" + ("\n" + kept if kept else ""))
     return 0
 
 

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from .tiling import tile
+
 
 def fit_to_shape(
     w: torch.Tensor, shape: Sequence[int], centre_crop: bool, is_weight: Optional[bool] = None
@@ -45,13 +47,8 @@ def fit_to_shape(
     if is_weight is not None:
         w = scale(w, is_weight, shape=t)
     s = w.shape
-    if t[0] > s[0]:
-        w = w.repeat((math.ceil(t[0] / s[0]),) + (1,) * (w.dim() - 1))
-    if len(t) > 1:
-        if t[1] > s[1]:
-            w = w.repeat((1, math.ceil(t[1] / s[1])) + (1,) * (w.dim() - 2))
-        elif len(t) == 3 and len(s) == 3 and t[2] > s[2]:
-            w = w.repeat((1, 1, math.ceil(t[2] / s[2])))
+    tiled = t[:2] if len(t) != 3 or len(s) != 3 or t[1] > s[1] else t  # the published code tiles dim 2 of 3-D
+    w = tile(w, tiled)  # tensors only where dim 1 needs no tiling; one exactly sized copy
     if len(t) <= 3:
         return w[tuple(slice(0, d) for d in t)]
     return _crop_spatial(w[: t[0], : t[1]], t[2], t[3], centre_crop)

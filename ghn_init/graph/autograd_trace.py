@@ -28,6 +28,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TraceError
+from .meta_ops import meta_stand_in
 
 POOL_OPS = ("MaxPool2DWithIndicesBackward", "AvgPool2DBackward")
 
@@ -114,6 +115,9 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
             q, k, v = args[:3]
             extra = [a for a in (*args[3:], *kwargs.values()) if isinstance(a, torch.Tensor)]
             return _FusedAttention.apply(q, k, v, *extra)
+        stand_in = meta_stand_in(func, args, kwargs)
+        if stand_in is not None:
+            return stand_in
         norm = _norm_args(func, args, kwargs)
         if norm is not None:
             x, w, b = norm

@@ -50,17 +50,36 @@ class WeightDecoder(nn.Module):
         out = F.linear(x, weight.reshape(-1, linear.in_features), bias.reshape(-1) if bias is not None else None)
         return self.fc[1:](out).view(n, -1, h, w)
 
+    def _per_pixel(self, x: torch.Tensor, out_rows: int, in_cols: int) -> torch.Tensor:
+        """``conv`` (the per-pixel MLP) on (n, 4*hid, h, w) maps -> (n, out_rows, in_cols, h, w).
+
+        Only the outputs that survive the channel crop are computed: the last layer's rows for
+        output channels ``< out_rows`` and input channels ``< in_cols``. A depthwise kernel (one input
+        channel) needs 1/64 of them, a stem convolution over 3 colour channels 3/64.
+        """
+        n, _, h, w = x.shape
+        out_ch, in_ch = self.max_shape[:2]
+        hidden = self.conv[1](self.conv[0](x.permute(0, 2, 3, 1)))
+        last = self.conv[2]
+        weight, bias = last.weight, last.bias
+        if (out_rows, in_cols) != (out_ch, in_ch):
+            weight = weight.view(out_ch, in_ch, -1)[:out_rows, :in_cols].reshape(out_rows * in_cols, -1)
+            bias = bias.view(out_ch, in_ch)[:out_rows, :in_cols].reshape(-1) if bias is not None else None
+        out = self.conv[3](F.linear(hidden, weight, bias))  # (n, h, w, out_rows * in_cols)
+        return out.permute(0, 3, 1, 2).reshape(n, out_rows, in_cols, h, w)
+
     def forward(self, x: torch.Tensor, shape: tuple[int, ...], classifier: bool = False) -> torch.Tensor:
         n = x.shape[0]
-        out_ch, in_ch, k, _ = self.max_shape
+        out_ch, in_ch = self.max_shape[:2]
         x = self._expand(x, self._crop(shape[2]), self._crop(shape[3]))
         h, w = x.shape[2:]
-        x = self.conv(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        x = x.reshape(n, out_ch, in_ch, h, w)[:, :, : shape[1], : shape[2], : shape[3]]
+        # a classifier's head reads every output channel of the centre pixel; other kernels are cropped
+        x = self._per_pixel(x, out_ch if classifier else min(shape[0], out_ch), min(shape[1], in_ch))
+        x = x[:, :, :, : shape[2], : shape[3]]
         if min(shape[2:]) > min(h, w):  # kernels larger than the decoder's grid: upsample
             flat = x.reshape(n * x.shape[1], x.shape[2], h, w)
             x = F.interpolate(flat, size=tuple(shape[2:]), mode="bilinear").view(n, x.shape[1], x.shape[2], *shape[2:])
         if classifier:
             c = x.shape[-1] // 2
             return self.class_layer_predictor(x[:, :, :, c, c].permute(0, 2, 1)).permute(0, 2, 1)
-        return x[:, : shape[0]]
+        return x

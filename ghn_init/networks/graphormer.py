@@ -55,7 +55,12 @@ class EdgeAwareAttention(nn.Module):
         fw = edges + 2
         bw = edges.transpose(1, 2) + 2
         pair = fw * MAX_EDGE_VALUE + bw
-        values, inverse = torch.unique(pair, return_inverse=True)
+        # torch.unique(pair, return_inverse=True) without sorting N*N values: mark the pairs present in
+        # a table of all possible pairs; its nonzero entries are the sorted distinct values
+        present = torch.zeros(int(pair.max()) + 1, dtype=torch.bool, device=pair.device)
+        present[pair.reshape(-1)] = True
+        values = present.nonzero().squeeze(1)
+        inverse = (torch.cumsum(present, 0) - 1)[pair]
         table = torch.cat(
             (self.edge_embed.embed(values // MAX_EDGE_VALUE), self.edge_embed.embed(values % MAX_EDGE_VALUE)), -1
         )

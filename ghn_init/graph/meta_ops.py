@@ -1,0 +1,259 @@
+"""Shape-only stand-ins for operations that are slow on meta tensors, used while recording a graph.
+
+On meta tensors PyTorch has no C++ kernel for many operations: it runs Python decompositions, a
+fraction of a millisecond to a few milliseconds per call. Activations such as hardswish and
+hardsigmoid made up most of the recording time of MobileNet-V3, and ``linear`` with a bias (whose
+``addmm`` is decomposed into elementwise Python ops) and ``roll`` a large part of that of ConvNeXt,
+Swin and ViT; shape checks of ``conv2d`` add up in CNNs with hundreds of convolutions. Nothing is
+computed on meta tensors anyway, so a stand-in only has to leave the same autograd graph behind:
+
+- the same nodes with the same names (the graph builder reads names such as ``HardswishBackward0``;
+  each name is read once from PyTorch itself, by one call of the real operation on one-element
+  meta tensors, so names follow the installed PyTorch),
+- the same inputs in the same order, and the same in-place history for ``inplace=True`` (the input
+  is marked dirty, as the real in-place kernel does),
+- outputs of the same shape.
+
+``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors are one node each; the
+output is contiguous with the broadcast shape and the promoted dtype, as PyTorch's own is.
+
+Adaptive average pooling is one node (a mean for a 1x1 output, a pooling kernel otherwise).
+
+A 2-D convolution is one node (``ConvolutionBackward0``) over input, weight and bias; its output
+shape is computed here instead of by PyTorch's Python meta function.
+
+``linear`` is rebuilt from the same steps PyTorch's own ``linear`` takes (``addmm`` for 2-D input;
+a flattening view, ``addmm`` and a view back for contiguous input; ``matmul`` then an in-place bias
+add otherwise); only ``addmm`` and the bias add are stand-ins, the views and ``matmul`` are real.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+# shape-preserving ops -> (position of their ``inplace`` argument or None, extra arguments for a probe call)
+_UNARY: dict[Callable[..., Any], tuple[Optional[int], tuple]] = {
+    F.relu: (1, ()),
+    F.relu6: (1, ()),
+    F.hardtanh: (3, ()),
+    F.hardswish: (1, ()),
+    F.hardsigmoid: (1, ()),
+    F.gelu: (None, ()),
+    F.leaky_relu: (2, ()),
+    F.elu: (2, ()),
+    F.mish: (1, ()),
+    torch.roll: (None, (1, 0)),
+}
+
+_CLASSES: dict[Any, type[torch.autograd.Function]] = {}
+
+
+def _meta(*shape: int) -> torch.Tensor:
+    return torch.empty(shape, device="meta", requires_grad=True).clone()
+
+
+def _stand_in(key: Any, probe: Callable[[], torch.Tensor], forward: Callable[..., torch.Tensor]) -> type:
+    """An autograd Function running ``forward`` whose graph node has the name ``probe()``'s node has."""
+    cls = _CLASSES.get(key)
+    if cls is None:
+        with torch.enable_grad():
+            name = type(probe().grad_fn).__name__
+
+        def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - never differentiated
+            raise RuntimeError("graph recording only")
+
+        cls = type(
+            name.split("Backward")[0],
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+        )
+        cls._backward_cls.__name__ = name  # the node's type name is what the graph builder reads
+        _CLASSES[key] = cls
+    return cls
+
+
+def _unary(func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
+    x = args[0]
+    pos, probe_args = _UNARY[func]
+    # other arguments (slopes, bounds, shifts, gelu's approximation) change values only, never the graph
+    inplace = bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
+    if inplace:
+
+        def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+            ctx.mark_dirty(t)
+            return t
+
+        cls = _stand_in((func, True), lambda: func(_meta(1), *probe_args, inplace=True), forward)
+    else:
+        cls = _stand_in((func, False), lambda: func(_meta(1), *probe_args), lambda ctx, t: torch.empty_like(t))
+    return cls.apply(x)
+
+
+def _addmm(bias: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    cls = _stand_in(
+        "addmm",
+        lambda: torch.addmm(_meta(1), _meta(1, 1), _meta(1, 1)),
+        lambda ctx, b, x, y: x.new_empty((x.shape[0], y.shape[1])),
+    )
+    return cls.apply(bias, m1, m2)
+
+
+def _add_bias_(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, t: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.mark_dirty(t)
+        return t
+
+    return _stand_in("add_", lambda: _meta(1).add_(_meta(1)), forward).apply(out, bias)
+
+
+def _linear(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    names = ("input", "weight", "bias")
+    bound = dict(zip(names, args, strict=False))
+    bound.update(kwargs)
+    x, w, b = bound.get("input"), bound.get("weight"), bound.get("bias")
+    if not all(isinstance(t, torch.Tensor) and t.is_meta for t in (x, w, b)):
+        return None  # without a bias PyTorch's linear is a matmul, which is fast on meta tensors
+    if x.dim() < 2 or w.dim() != 2 or b.dim() != 1 or x.shape[-1] != w.shape[1] or b.shape[0] != w.shape[0]:
+        return None  # let PyTorch handle (or reject) anything unusual
+    if x.dim() == 2:
+        return _addmm(b, x, w.t())
+    if x.is_contiguous():
+        flat = x.view(math.prod(x.shape[:-1]), x.shape[-1])
+        return _addmm(b, flat, w.t()).view(*x.shape[:-1], w.shape[0])
+    return _add_bias_(torch.matmul(x, w.t()), b)
+
+
+# binary elementwise ops: function -> (probe operation, in place)
+_BINARY: dict[Callable[..., Any], tuple[Callable[..., Any], bool]] = {
+    torch.Tensor.add: (torch.add, False),
+    torch.add: (torch.add, False),
+    torch.Tensor.mul: (torch.mul, False),
+    torch.mul: (torch.mul, False),
+    torch.Tensor.add_: (torch.Tensor.add_, True),
+    torch.Tensor.mul_: (torch.Tensor.mul_, True),
+}
+
+
+def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    """``a + b`` / ``a * b`` (and their in-place forms) on contiguous meta tensors or Python numbers."""
+    if len(args) != 2 or set(kwargs) - {"alpha"}:
+        return None  # ``out=`` and other rare forms run for real
+    a, b = args
+    tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
+    if not all(t.is_meta and t.is_contiguous() for t in tensors) or not all(
+        isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)
+    ):
+        return None
+    if not any(t.requires_grad for t in tensors):
+        return None  # nothing is recorded: let PyTorch do it
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    dtype = torch.result_type(a, b)
+    probe_op, inplace = _BINARY[func]
+    if inplace:
+        if shape != a.shape or not torch.can_cast(dtype, a.dtype):
+            return None  # PyTorch raises its own error
+
+        def forward(ctx: Any, x: torch.Tensor, y: Any) -> torch.Tensor:
+            ctx.mark_dirty(x)
+            return x
+
+        cls = _stand_in((probe_op, True), lambda: probe_op(_meta(1), _meta(1)), forward)
+        return cls.apply(a, b)
+    cls = _stand_in(
+        (probe_op, False),
+        lambda: probe_op(_meta(1), _meta(1)),
+        lambda ctx, x, y, shape, dtype: torch.empty(shape, dtype=dtype, device="meta"),
+    )
+    return cls.apply(a, b, shape, dtype)
+
+
+def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    bound = dict(zip(("input", "output_size"), args, strict=False))
+    bound.update(kwargs)
+    x, size = bound.get("input"), bound.get("output_size")
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_contiguous() and x.requires_grad):
+        return None
+    size = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
+    if size is None or len(size) != 2:
+        return None
+    size = tuple(int(x.shape[2 + i]) if v is None else int(v) for i, v in enumerate(size))
+    # PyTorch takes a mean for a 1x1 output (MeanBackward1) and a pooling kernel otherwise: one class each
+    key = ("adaptive_avg_pool2d", size == (1, 1))
+    cls = _stand_in(
+        key,
+        lambda: F.adaptive_avg_pool2d(_meta(1, 1, 2, 2), 1 if size == (1, 1) else 2),
+        lambda ctx, t, shape: t.new_empty(shape),
+    )
+    return cls.apply(x, (*x.shape[:2], *size))
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _conv2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    bound = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    bound.update(zip(names, args, strict=False))
+    bound.update(kwargs)
+    x, w, b = bound["input"], bound["weight"], bound["bias"]
+    if not (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and w.is_meta):
+        return None
+    if b is not None and not (isinstance(b, torch.Tensor) and b.is_meta and b.dim() == 1 and b.shape[0] == w.shape[0]):
+        return None
+    groups = int(bound["groups"])
+    if x.dim() != 4 or w.dim() != 4 or groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None  # unbatched or malformed calls: PyTorch handles (or rejects) them
+    stride, dilation, padding = _pair(bound["stride"]), _pair(bound["dilation"]), bound["padding"]
+    size = []
+    for i in range(2):
+        span = dilation[i] * (w.shape[2 + i] - 1) + 1
+        if padding == "same":
+            size.append(x.shape[2 + i])
+            continue
+        pad = 0 if padding == "valid" else _pair(padding)[i]
+        n = (x.shape[2 + i] + 2 * pad - span) // stride[i] + 1
+        if n < 1:
+            return None  # PyTorch raises its own error for a kernel larger than the padded input
+        size.append(n)
+    cls = _stand_in(
+        "conv2d",
+        lambda: F.conv2d(_meta(1, 1, 1, 1), _meta(1, 1, 1, 1), _meta(1)),
+        lambda ctx, x, w, b, shape: x.new_empty(shape),  # meta convolutions return contiguous outputs
+    )
+    return cls.apply(x, w, b, (x.shape[0], w.shape[0], *size))
+
+
+def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    """The stand-in result of ``func(*args, **kwargs)`` on meta tensors, or None to run the real call.
+
+    Args:
+        func: the function a torch-function mode intercepted.
+        args, kwargs: its arguments.
+
+    Returns:
+        None unless ``func`` is one of the operations above, called on a meta tensor while grad mode
+        is on; otherwise a meta tensor with the real call's shape and autograd nodes.
+
+    Example:
+        >>> x = torch.empty(2, 8, device="meta", requires_grad=True).clone()
+        >>> type(meta_stand_in(F.hardswish, (x,), {}).grad_fn).__name__
+        'HardswishBackward0'
+    """
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta or not torch.is_grad_enabled():
+        return None
+    if func in _UNARY:
+        return _unary(func, args, kwargs) if args[0].requires_grad else None
+    if func is F.linear:
+        return _linear(args, kwargs)
+    if func is F.conv2d:
+        return _conv2d(args, kwargs)
+    if func in _BINARY:
+        return _binary(func, args, kwargs)
+    if func is F.adaptive_avg_pool2d:
+        return _adaptive_avg_pool2d(args, kwargs)
+    return None

@@ -1,0 +1,64 @@
+"""Tiling a decoded tensor along its channel dimensions, straight into a tensor of the final size.
+
+The published GHNs tile a decoded (at most 64x64) block to fill a larger tensor with
+``Tensor.repeat`` along one dimension, then the next, then crop the excess. :func:`tile` gives the
+same values with one exactly sized, contiguous result: no intermediate per dimension, nothing to
+crop, and nothing for the writer to copy again (it takes a tensor that owns exactly its storage
+as it is).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+# Below this many elements, one ``repeat`` and a view cost less than the block copies of :func:`_tile_dim`
+# (PyTorch's per-call overhead dominates); the writer then copies the small result once.
+SMALL = 1 << 15
+
+
+def _tile_dim(w: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``w`` repeated along ``dim`` and cut to ``size`` there, as one new contiguous tensor."""
+    s = w.shape[dim]
+    out = w.new_empty((*w.shape[:dim], size, *w.shape[dim + 1 :]))
+    full = size // s
+    if full:
+        blocks = out.narrow(dim, 0, full * s).view(*w.shape[:dim], full, s, *w.shape[dim + 1 :])
+        blocks.copy_(w.unsqueeze(dim).expand(*w.shape[:dim], full, *w.shape[dim:]))
+    rest = size - full * s
+    if rest:
+        out.narrow(dim, full * s, rest).copy_(w.narrow(dim, 0, rest))
+    return out
+
+
+def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """``w.repeat(...)`` cut to ``sizes`` along the dimensions where ``sizes`` is larger than ``w``.
+
+    Args:
+        w: the tensor to tile.
+        sizes: the wanted size of each leading dimension of ``w`` (a dimension where ``sizes`` is not
+            larger than ``w`` is left as it is; trailing dimensions without a size are kept).
+
+    Returns:
+        ``w`` itself when nothing is tiled; otherwise a tensor equal to
+        ``w.repeat(r0, r1, ...)[: sizes[0], : sizes[1], ...]`` with ``r_i = ceil(sizes[i] / w.shape[i])``:
+        a new contiguous tensor of exactly that size, or, for results under ``SMALL`` elements and when
+        ``w`` needs a gradient (GHN training), that very ``repeat`` expression.
+
+    Example:
+        >>> w = torch.arange(6.0).view(2, 3)
+        >>> tile(w, (3, 5)).tolist()
+        [[0.0, 1.0, 2.0, 0.0, 1.0], [3.0, 4.0, 5.0, 3.0, 4.0], [0.0, 1.0, 2.0, 0.0, 1.0]]
+    """
+    dims = [d for d, size in enumerate(sizes) if size > w.shape[d]]
+    if not dims:
+        return w
+    numel = math.prod(max(sizes[d], w.shape[d]) if d < len(sizes) else w.shape[d] for d in range(w.dim()))
+    if numel < SMALL or (w.requires_grad and torch.is_grad_enabled()):
+        reps = [math.ceil(sizes[d] / w.shape[d]) if d in dims else 1 for d in range(w.dim())]
+        return w.repeat(reps)[tuple(slice(0, sizes[d]) if d in dims else slice(None) for d in range(w.dim()))]
+    for d in sorted(dims, reverse=True):  # the last dimension first: every copy then writes the least
+        w = _tile_dim(w, d, sizes[d])
+    return w

@@ -1,0 +1,265 @@
+"""The fast paths of apply give what the slow ones gave: meta stand-ins, tiling, the cropped decoder.
+
+Each fast path replaced a slower computation with one that must leave exactly the same graph or
+values behind; these tests compare the two on cases chosen to hit every branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import ghn_init.graph.autograd_trace as autograd_trace
+from ghn_init.graph.autograd_trace import record
+from ghn_init.graph.meta_ops import meta_stand_in
+from ghn_init.networks.decoders import WeightDecoder
+from ghn_init.tiling import SMALL, tile
+
+# ------------------------------------------------------------------------------- meta stand-ins
+
+
+class _Acts(nn.Module):
+    """Every stand-in once: activations in and out of place, on views, linear in all its forms, roll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8, bias=False, padding_mode="reflect")
+        self.same = nn.Conv2d(8, 8, (3, 1), padding="same")
+        self.se1, self.se2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.lin = nn.Linear(8, 8)
+        self.lin_nobias = nn.Linear(8, 8, bias=False)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(self.conv(x), inplace=True)
+        x = self.same(self.dw(x))
+        x = x + F.adaptive_avg_pool2d(x, (3, 3)).sum() + nn.AdaptiveAvgPool2d((1, None))(x)
+        s = F.hardsigmoid(self.se2(F.relu(self.se1(x.mean((2, 3), keepdim=True)))))
+        x = x * s
+        x = F.relu6(x, inplace=True)[:, :, 1:]  # in-place, then a view
+        F.relu(x[:, :4], inplace=True)  # in-place on a view: the base's history changes
+        x = F.hardtanh(x, -2.0, 2.0) + F.leaky_relu(x, 0.1) + F.elu(x) + F.mish(x)
+        x = torch.roll(x, shifts=(1, 1), dims=(2, 3))
+        x = x.contiguous() * 0.5 + 1  # with Python numbers
+        x += x.mean(1, keepdim=True)  # in place, broadcast
+        t = x.permute(0, 2, 3, 1)  # non-contiguous 4-D input: matmul + in-place bias add
+        t = F.gelu(self.lin(t)) + self.lin_nobias(t)
+        t = self.lin(t.contiguous())  # contiguous 4-D input: flattening view + addmm + view
+        v = self.lin(t.flatten(1, 2))  # contiguous 3-D input
+        return self.head(v.mean(1))  # 2-D input: addmm
+
+
+def _raw(model: nn.Module, size: tuple[int, ...], monkeypatch: pytest.MonkeyPatch, stand_ins: bool):
+    with monkeypatch.context() as m:
+        if not stand_ins:
+            m.setattr(autograd_trace, "meta_stand_in", lambda func, args, kwargs: None)
+        raw = record(model, size, meta=True)
+    nodes = [(n.name, n.size, n.kernel_size, n.is_param, id(n.module)) for n in raw.nodes]
+    return nodes, sorted(raw.edges)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["acts", "mobilenet_v3_small", "tiny_vit", "tiny_swin", "tiny_convnext"],
+)
+def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    size = (3, 32, 32)
+    if name == "acts":
+        model: nn.Module = _Acts()
+        size = (3, 12, 12)
+    elif name == "mobilenet_v3_small":
+        model = torchvision.models.mobilenet_v3_small()
+    elif name == "tiny_vit":
+        model = torchvision.models.VisionTransformer(32, 16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    elif name == "tiny_swin":
+        model = torchvision.models.swin_transformer.SwinTransformer(
+            patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2]
+        )
+    else:
+        from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+        model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)])
+    fast = _raw(model, size, monkeypatch, stand_ins=True)
+    slow = _raw(model, size, monkeypatch, stand_ins=False)
+    assert len(fast[0]) > 5
+    assert fast == slow
+
+
+def test_stand_in_names_match_pytorch() -> None:
+    x = torch.empty(2, 4, device="meta", requires_grad=True).clone()
+    w = torch.empty(3, 4, device="meta", requires_grad=True)
+    b = torch.empty(3, device="meta", requires_grad=True)
+    x4 = torch.empty(2, 4, 9, 7, device="meta", requires_grad=True).clone()
+    w4 = torch.empty(6, 2, 3, 3, device="meta", requires_grad=True)
+    cases = [
+        (F.hardswish, (x,), {}),
+        (F.hardsigmoid, (x.clone(),), {"inplace": True}),
+        (F.relu6, (x,), {}),
+        (F.gelu, (x,), {"approximate": "tanh"}),
+        (torch.roll, (x, 1, 0), {}),
+        (F.linear, (x, w, b), {}),
+        (torch.add, (x, b[:1]), {"alpha": 2}),
+        (torch.Tensor.mul, (x, 3), {}),
+        (torch.Tensor.add_, (x.clone(), b[:1]), {}),
+        (torch.Tensor.mul_, (x.detach().clone(), x), {}),
+        (F.adaptive_avg_pool2d, (x4, 1), {}),
+        (F.adaptive_avg_pool2d, (x4, (3, None)), {}),
+        (F.conv2d, (x4, w4, None, 2, 1, 1, 2), {}),
+        (F.conv2d, (x4, w4), {"padding": "same", "dilation": 2, "groups": 2}),
+        (F.conv2d, (x4, w4[:4], b[:1].expand(4).contiguous()), {"stride": (2, 1), "padding": "valid", "groups": 2}),
+    ]
+    for func, args, kwargs in cases:
+        fast = meta_stand_in(func, args, kwargs)
+        real = func(*args, **kwargs)
+        assert fast is not None, func
+        assert type(fast.grad_fn).__name__ == type(real.grad_fn).__name__
+        assert fast.shape == real.shape and fast.stride() == real.stride()
+
+
+def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
+    cpu = torch.zeros(2, 3, requires_grad=True)
+    meta = torch.empty(2, 3, device="meta", requires_grad=True)
+    assert meta_stand_in(F.hardswish, (cpu,), {}) is None  # real tensors compute for real
+    assert meta_stand_in(F.linear, (meta, torch.empty(4, 3, device="meta")), {}) is None  # no bias: matmul
+    assert meta_stand_in(torch.sub, (meta, meta), {}) is None  # not a stand-in op
+    assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}) is None  # non-contiguous: layout rules differ
+    assert meta_stand_in(torch.add, (meta.detach(), 1), {}) is None  # nothing requires grad
+    with torch.no_grad():
+        assert meta_stand_in(F.hardswish, (meta,), {}) is None  # nothing would be recorded
+
+
+# ------------------------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize(
+    "shape, sizes",
+    [
+        ((2, 3), (3, 5)),
+        ((64, 64, 3, 3), (512, 200)),
+        ((64, 3, 7, 7), (64, 3)),  # nothing to tile: the tensor itself comes back
+        ((5,), (13,)),
+        ((5,), (40_000,)),
+        ((1, 3, 4), (1, 3, 10)),
+        ((4, 64, 1, 1), (3024, 64)),
+        ((7, 5), (7, 5)),
+    ],
+)
+def test_tile_equals_repeat_then_crop(shape: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    w = torch.randn(shape)
+    padded = list(sizes) + [1] * (len(shape) - len(sizes))
+    reps = [math.ceil(s / d) if s > d else 1 for s, d in zip(padded, shape, strict=True)]
+    crop = tuple(slice(0, s) for s in sizes)
+    expected = w.repeat(reps)[crop]
+    out = tile(w, sizes)
+    assert torch.equal(out, expected)
+    if not any(s > d for s, d in zip(sizes, shape, strict=False)):
+        assert out is w
+    elif out.numel() >= SMALL:  # large results: exactly sized, so the writer takes them without a copy
+        assert out.is_contiguous() and out.untyped_storage().nbytes() == out.numel() * out.element_size()
+
+
+def test_tile_keeps_gradients() -> None:
+    w = torch.randn(4, 3, requires_grad=True)
+    tile(w, (9, 7)).sum().backward()
+    expected = torch.zeros(4, 3)
+    for i in range(9):
+        for j in range(7):
+            expected[i % 4, j % 3] += 1
+    assert torch.equal(w.grad, expected)
+
+
+# ------------------------------------------------------------------------------- cropped decoder
+
+
+def _full_decode(dec: WeightDecoder, x: torch.Tensor, shape: tuple[int, ...], classifier: bool) -> torch.Tensor:
+    """The decoder as the published code runs it: every output channel, cropped afterwards."""
+    n = x.shape[0]
+    out_ch, in_ch = dec.max_shape[:2]
+    y = dec._expand(x, dec._crop(shape[2]), dec._crop(shape[3]))
+    h, w = y.shape[2:]
+    y = dec.conv(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    y = y.reshape(n, out_ch, in_ch, h, w)[:, :, : shape[1], : shape[2], : shape[3]]
+    if min(shape[2:]) > min(h, w):
+        flat = y.reshape(n * y.shape[1], y.shape[2], h, w)
+        y = F.interpolate(flat, size=tuple(shape[2:]), mode="bilinear").view(n, y.shape[1], y.shape[2], *shape[2:])
+    if classifier:
+        c = y.shape[-1] // 2
+        return dec.class_layer_predictor(y[:, :, :, c, c].permute(0, 2, 1)).permute(0, 2, 1)
+    return y[:, : shape[0]]
+
+
+@pytest.mark.parametrize(
+    "shape, classifier",
+    [
+        ((16, 16, 3, 3), False),  # full channels
+        ((16, 1, 3, 3), False),  # depthwise: one input channel
+        ((16, 3, 5, 5), False),  # stem over 3 colour channels
+        ((8, 16, 1, 1), False),  # fewer output channels
+        ((4, 2, 7, 7), False),  # kernel larger than the decoder grid: upsampled
+        ((10, 16, 1, 1), True),  # classifier: every output channel of the centre pixel
+    ],
+)
+def test_cropped_decoder_matches_full_decoder(shape: tuple[int, ...], classifier: bool) -> None:
+    torch.manual_seed(0)
+    dec = WeightDecoder(hid=8, max_shape=(16, 16, 5, 5), num_classes=10, centre_crop=True).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        fast = dec(x, shape, classifier=classifier)
+        full = _full_decode(dec, x, shape, classifier)
+    assert fast.shape == full.shape
+    torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- graph and GHN internals
+
+
+def _bfs_reference(n: int, edges: list[tuple[int, int]], cutoff: int) -> torch.Tensor:
+    succ: list[set[int]] = [set() for _ in range(n)]
+    for s, d in edges:
+        if s != d:
+            succ[s].add(d)
+    out = torch.zeros(n, n, dtype=torch.int16)
+    for src in range(n):
+        frontier, seen = [src], {src}
+        for depth in range(1, cutoff + 1):
+            frontier = [v for u in frontier for v in sorted(succ[u]) if v not in seen]
+            frontier = list(dict.fromkeys(frontier))
+            seen.update(frontier)
+            for v in frontier:
+                out[src, v] = depth
+    return out
+
+
+@pytest.mark.parametrize("seed, n, m, cutoff", [(0, 30, 60, 50), (1, 50, 120, 3), (2, 12, 40, 1), (3, 1, 0, 50)])
+def test_distance_matrix_matches_breadth_first_search(seed: int, n: int, m: int, cutoff: int) -> None:
+    from ghn_init.graph.graph import distance_matrix
+
+    g = torch.Generator().manual_seed(seed)
+    edges = [tuple(e) for e in torch.randint(0, n, (m, 2), generator=g).tolist()]  # with loops and repeats
+    edges += [(i, i + 1) for i in range(n - 1)]  # a long chain: paths longer than small cutoffs
+    got = distance_matrix(n, edges, cutoff)
+    assert got.dtype == torch.int16
+    assert torch.equal(got, _bfs_reference(n, edges, cutoff))
+
+
+def test_edge_bias_matches_unique_over_all_pairs() -> None:
+    from ghn_init.networks.graphormer import MAX_EDGE_VALUE, EdgeAwareAttention
+
+    torch.manual_seed(0)
+    attn = EdgeAwareAttention(16, 2, embeds_edges=True).eval()
+    edges = torch.randint(0, 51, (2, 9, 9))
+    edges[0, :3] = 0
+    fw, bw = edges + 2, edges.transpose(1, 2) + 2
+    values, inverse = torch.unique(fw * MAX_EDGE_VALUE + bw, return_inverse=True)
+    table = torch.cat(
+        (attn.edge_embed.embed(values // MAX_EDGE_VALUE), attn.edge_embed.embed(values % MAX_EDGE_VALUE)), -1
+    )
+    expected = attn.proj_e(table)[inverse].permute(0, 3, 1, 2)
+    with torch.no_grad():
+        assert torch.equal(attn.edge_bias(edges), expected.detach())
