@@ -203,3 +203,25 @@ def test_list_ghns_takes_a_pattern_and_has_flat_attributes() -> None:
         getattr(info, "no_such_field")  # noqa: B009
     with pytest.raises(TypeError, match="pattern"):
         ghn_init.list_ghns(3)
+
+
+def test_random_bytes_after_a_pickle_header_give_a_checkpoint_error(tmp_path) -> None:
+    """A corrupted pickle stream fails in many ways (OverflowError on a huge BYTEARRAY8 length, IndexError,
+    KeyError on the memo, struct.error, ...); every one must surface as a CheckpointError, never raw."""
+    import random
+
+    from ghn_init.errors import GHNInitError
+    from ghn_init.hub.checkpoints import load_file
+
+    rng = random.Random(0)
+    path = tmp_path / "corrupt.pt"
+    kinds = set()
+    for _ in range(300):
+        path.write_bytes(b"\x80\x04" + bytes(rng.getrandbits(8) for _ in range(256)))
+        with pytest.raises(GHNInitError) as info:
+            load_file(path)
+        root = info.value
+        while root.__cause__ is not None:
+            root = root.__cause__
+        kinds.add(type(root).__name__)
+    assert len(kinds) > 1  # the streams really do fail in different ways

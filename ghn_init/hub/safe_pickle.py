@@ -155,7 +155,14 @@ def load_pickle(path: PathLike) -> Any:
     if head[:1] != PICKLE_PROTO:
         raise pickle.UnpicklingError(f"{path} is neither a torch.save archive nor a pickle (starts with {head!r})")
     with open(path, "rb") as f:
-        obj = _RestrictedUnpickler(f).load()
+        try:
+            obj = _RestrictedUnpickler(f).load()
+        except pickle.UnpicklingError:  # UnsafeCheckpointError included: nothing was run
+            raise
+        except (MemoryError, RecursionError) as e:
+            raise pickle.UnpicklingError(f"{path} is not a usable pickle ({type(e).__name__})") from e
+        except Exception as e:  # noqa: BLE001 - a corrupted stream fails in many ways: OverflowError, IndexError, ...
+            raise pickle.UnpicklingError(f"{path} is not a valid pickle ({type(e).__name__}: {e})") from e
         if _looks_like_legacy_torch_save(obj):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
