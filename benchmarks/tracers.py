@@ -179,7 +179,7 @@ def write(rows: list[dict], args: argparse.Namespace, done: bool = True) -> None
         "(detection models); the autograd recorder then runs one real forward pass. It works where the meta-tensor "
         "recorder does not because a CPU tensor is made inside `forward` (fake tensors keep the device).",
         "- An `ExportedProgram` is read by re-tracing `program.module()` with fx; its parameter nodes refer to "
-        "`ghn_init.graph.fx_trace.program_module(program)`, a module tree of the original layer classes (from the "
+        "`ghn_init.graph.program.program_module(program)`, a module tree of the original layer classes (from the "
         "exporter's `nn_module_stack`, or from the ATen call that uses a weight) holding the program's own "
         "`state_dict` tensors, so `apply(program)` writes into the program.",
     ]

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .errors import StrictError
 from .graph import Graph, trace, unwrap
-from .graph.fx_trace import is_exported_program, program_module
+from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
@@ -127,7 +127,7 @@ def predict(
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
-            :func:`~ghn_init.graph.fx_trace.program_module` of it).
+            :func:`~ghn_init.graph.program.program_module` of it).
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.

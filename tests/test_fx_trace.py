@@ -13,7 +13,8 @@ from torch import nn
 import ghn_init
 from ghn_init.errors import TraceError
 from ghn_init.graph.autograd_trace import record
-from ghn_init.graph.fx_trace import FxCaptureError, program_module, record_fx
+from ghn_init.graph.fx_trace import FxCaptureError, record_fx
+from ghn_init.graph.program import program_module
 
 from .conftest import fixtures_dir
 from .test_fixtures import MODELS, build, graphs_agree, input_size

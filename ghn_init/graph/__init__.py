@@ -12,10 +12,11 @@ from ..errors import TraceError
 from ..log import logger
 from .autograd_trace import RawGraph, record
 from .builder import build_graph
-from .fx_trace import FxCaptureError, is_exported_program, program_module, record_fx, record_program
+from .fx_trace import FxCaptureError, record_fx
 from .graph import Graph, Node
 from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
+from .program import is_exported_program, program_module, record_program
 
 __all__ = [
     "Graph",
@@ -138,7 +139,7 @@ def trace(
             autograd on meta tensors (13x faster than fx in the median), then fx, then a real forward pass.
             A :class:`torch.export.ExportedProgram` is always read with fx, with its own example inputs
             (``input_size`` and ``example_*`` are not used); its graph's parameter nodes refer to
-            :func:`~ghn_init.graph.fx_trace.program_module` of the program.
+            :func:`~ghn_init.graph.program.program_module` of the program.
 
     Returns:
         The model's :class:`Graph`.
