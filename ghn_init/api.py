@@ -1,10 +1,10 @@
 """The public pipeline: ``trace -> plan -> predict -> write``, and ``apply`` (= predict + write).
 
-    graph = ghn_init.trace(model)                        # stage 1: the model's GHN graph
-    plan = ghn_init.plan(graph, model, ghn.config.max_shape)  # stage 2: node -> tensor
-    prediction = ghn_init.predict(model, ghn)            # stages 1-3: predicted tensors, model untouched
-    prediction.report                                    # what will be written, what is left alone, why
-    prediction.write()                                   # stage 4: all or nothing, in place
+graph = ghn_init.trace(model)                        # stage 1: the model's GHN graph
+plan = ghn_init.plan(graph, model, ghn.config.max_shape)  # stage 2: node -> tensor
+prediction = ghn_init.predict(model, ghn)            # stages 1-3: predicted tensors, model untouched
+prediction.report                                    # what will be written, what is left alone, why
+prediction.write()                                   # stage 4: all or nothing, in place
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from .errors import StrictError
 from .graph import Graph, trace, unwrap
+from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
@@ -109,6 +110,7 @@ def predict(
     dry_run: bool = False,
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
+    tracer: str = "auto",
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
 
@@ -131,6 +133,10 @@ def predict(
             or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``
             joined by ``+``. Not applied in a dry run.
         generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
+        tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
+            :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
+            tensors are those of ``ep.state_dict`` (``Prediction.model`` is
+            :func:`~ghn_init.graph.program.program_module` of it).
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.
@@ -147,7 +153,8 @@ def predict(
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    sources = list(model) if isinstance(model, (list, tuple)) else [model]
+    models = [program_module(m) if is_exported_program(m) else m for m in sources]
     for m in models:
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
@@ -168,13 +175,14 @@ def predict(
 
     graphs: list[Graph] = []
     plans: list[Plan] = []
-    for m in models:
+    for source, m in zip(sources, models, strict=True):
         graph = trace(
-            m,
+            source,
             input_size,
             example_inputs=example_inputs,
             example_kwargs=example_kwargs,
             virtual_edge_cutoff=net.virtual_edge_cutoff,
+            tracer=tracer,
         )
         graphs.append(graph)
         plans.append(plan(graph, m, net.config.max_shape))
@@ -248,6 +256,7 @@ def apply(
     example_kwargs: Optional[Mapping[str, Any]] = None,
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
+    tracer: str = "auto",
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -267,6 +276,8 @@ def apply(
         postprocess: post-processing of the predictions before writing (see :func:`predict`); the
             default is the GHN's recommendation.
         generator: CPU ``torch.Generator`` for the post-processing noise.
+        tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
+            predictions are written into the tensors of its ``state_dict``.
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -292,6 +303,7 @@ def apply(
         example_kwargs=example_kwargs,
         postprocess=postprocess,
         generator=generator,
+        tracer=tracer,
     )
     if isinstance(predictions, Prediction):
         return write([predictions])[0]

@@ -213,7 +213,7 @@ def test_failed_recording_leaves_model_unchanged():
     snap = _snapshot(model)
     with pytest.raises(TraceError, match="boom") as info:
         ghn_init.trace(model, (3, 8, 8))
-    assert len(info.value.attempts) == 2
+    assert [a.split(":")[0] for a in info.value.attempts] == ["meta forward", "fx capture", "real forward"]
     _assert_unchanged(model, snap)
     assert model.cache == {} and not hasattr(model, "last")
 

@@ -113,8 +113,10 @@ def test_two_process_gloo_run_keeps_ranks_in_sync(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # spawn, not fork: a parent that has already run a backward pass (any earlier test) has autograd worker
+    # threads, and forking it makes the children's backward fail
     mp.start_processes(
-        _ddp_worker, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+        _ddp_worker, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
     )
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     initial = Trainer(_tiny_config(tmp_path / "fresh", steps=2, num_archs=6)).ghn.state_dict()

@@ -93,7 +93,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         check_save_path(args.save)  # fail before the work, not after it
     model, size = build_model(args)
     report = apply(
-        model, args.ghn, predict_classifier=not args.keep_classifier, input_size=size, postprocess=args.postprocess
+        model,
+        args.ghn,
+        predict_classifier=not args.keep_classifier,
+        input_size=size,
+        tracer=args.tracer,
+        postprocess=args.postprocess,
     )
     if args.save:
         if str(args.save).endswith(".safetensors"):
@@ -117,7 +122,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     from .. import trace
 
     model, size = build_model(args)
-    graph = trace(model, size)
+    graph = trace(model, size, tracer=args.tracer)
     if args.json:
         print(json.dumps(graph.to_dict()))
     else:
@@ -143,9 +148,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
         "nobias, nogain, nonorm joined by '+'",
     )
+    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)
 
     p = subparsers.add_parser("trace", help="print the GHN graph of a model")
     add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the graph in the fixture JSON format")
+    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_trace)

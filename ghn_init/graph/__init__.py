@@ -12,11 +12,30 @@ from ..errors import TraceError
 from ..log import logger
 from .autograd_trace import RawGraph, record
 from .builder import build_graph
+from .fx_trace import FxCaptureError, record_fx
 from .graph import Graph, Node
 from .inputs import default_inputs, infer_input_size
 from .primitives import PRIMITIVES, register_module
+from .program import is_exported_program, program_module, record_program
 
-__all__ = ["Graph", "Node", "PRIMITIVES", "TraceError", "register_module", "trace", "default_input_size", "unwrap"]
+__all__ = [
+    "Graph",
+    "Node",
+    "PRIMITIVES",
+    "TRACERS",
+    "TraceError",
+    "register_module",
+    "trace",
+    "default_input_size",
+    "unwrap",
+]
+
+TRACERS = ("auto", "autograd", "fx")
+# The ways each tracer tries, in order: autograd on meta tensors, torch.fx on fake tensors, a real forward pass.
+_WAYS = {"auto": ("meta", "fx", "real"), "autograd": ("meta", "real"), "fx": ("fx",)}
+_WAY_NAMES = {"meta": "meta forward", "fx": "fx capture", "real": "real forward"}
+_FALLBACKS = {"fx": "a torch.fx capture on fake tensors", "real": "one real forward pass"}
+
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
     """One input sample's size to record ``model`` with, read off the model (see :func:`.inputs.infer_input_size`)."""
@@ -31,27 +50,36 @@ def _describe(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     return ", ".join(parts) if parts else "no input"
 
 
-def _record_autograd(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[RawGraph, list[str]]:
-    """Record on meta tensors, else with one real forward pass on copies; (raw graph, failed attempts)."""
+def _record(
+    model: nn.Module, args: tuple, kwargs: dict[str, Any], ways: Sequence[str]
+) -> tuple[Optional[RawGraph], list[str]]:
+    """Record with each way in turn until one works; (raw graph or None, failed attempts)."""
     errors: list[str] = []
-    for meta in (True, False):
+    for i, way in enumerate(ways):
         try:
-            raw = record(model, meta=meta, args=args, kwargs=kwargs)
+            if way == "fx":
+                raw = record_fx(model, args=args, kwargs=kwargs)
+            else:
+                raw = record(model, meta=way == "meta", args=args, kwargs=kwargs)
         except TraceError:  # the model could not be put back as it was: never swallowed
             raise
         except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
-            errors.append(f"{'meta' if meta else 'real'} forward: {type(e).__name__}: {e}")
-            if meta:
+            errors.append(f"{_WAY_NAMES[way]}: {type(e).__name__}: {e}")
+            if i + 1 < len(ways):
                 logger.warning(
-                    "%s cannot be recorded on meta tensors (%s: %s); falling back to one real forward pass",
-                    type(model).__name__, type(e).__name__, (str(e).splitlines() or [""])[0][:160],
+                    "%s cannot be recorded with a %s (%s: %s); falling back to %s",
+                    type(model).__name__,
+                    _WAY_NAMES[way],
+                    type(e).__name__,
+                    (str(e).splitlines() or [""])[0][:160],
+                    _FALLBACKS[ways[i + 1]],
                 )
             continue
         if not raw.nodes:
-            errors.append(f"{'meta' if meta else 'real'} forward: the forward pass used none of the model's parameters")
+            errors.append(f"{_WAY_NAMES[way]}: the forward pass used none of the model's parameters")
             continue
         return raw, errors
-    return None, errors  # type: ignore[return-value]
+    return None, errors
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -83,6 +111,7 @@ def trace(
     example_inputs: Optional[Sequence[Any]] = None,
     example_kwargs: Optional[Mapping[str, Any]] = None,
     virtual_edge_cutoff: int = VIRTUAL_EDGE_CUTOFF,
+    tracer: str = "auto",
 ) -> Graph:
     """Build the GHN graph of ``model``.
 
@@ -104,11 +133,19 @@ def trace(
             the model runs on meta tensors.
         example_kwargs: keyword arguments to call the model with, e.g. ``{"pixel_values": x}``.
         virtual_edge_cutoff: longest shortest-path distance that gets a virtual edge.
+        tracer: ``"autograd"`` reads autograd (on meta tensors, else a real forward pass); ``"fx"``
+            captures the ATen operations with ``torch.fx`` (``make_fx`` on fake tensors) and reads them
+            as autograd would (the same graph; see ``docs/tracers.md``); ``"auto"`` (default) tries
+            autograd on meta tensors (13x faster than fx in the median), then fx, then a real forward pass.
+            A :class:`torch.export.ExportedProgram` is always read with fx, with its own example inputs
+            (``input_size`` and ``example_*`` are not used); its graph's parameter nodes refer to
+            :func:`~ghn_init.graph.program.program_module` of the program.
 
     Returns:
         The model's :class:`Graph`.
 
     Raises:
+        ValueError: unknown ``tracer``.
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: the model has no parameters.
         TraceError: neither way of recording worked (``.attempts`` lists why), or the model still has
@@ -120,6 +157,10 @@ def trace(
         >>> graph.tracer
         'autograd-meta'
     """
+    if tracer not in TRACERS:
+        raise ValueError(f"unknown tracer {tracer!r}; choose one of {', '.join(TRACERS)}")
+    if is_exported_program(model):
+        return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
@@ -139,7 +180,7 @@ def trace(
     else:
         size = tuple(input_size) if input_size is not None else infer_input_size(model)
         args, kwargs = default_inputs(model, size), {}
-    raw, errors = _record_autograd(model, args, kwargs)
+    raw, errors = _record(model, args, kwargs, _WAYS[tracer])
     if raw is None:
         if example_inputs is not None or example_kwargs is not None:
             hint = "Check that example_inputs/example_kwargs are what the model's forward expects."
@@ -158,7 +199,23 @@ def trace(
         )
     graph = build_graph(raw, model, cutoff=virtual_edge_cutoff)
     graph.executed = _parameters_of(model, raw.ran)
-    if raw.tracer == "autograd-forward":
+    if errors:
         first = errors[0] if len(errors[0]) <= 200 else errors[0][:197] + "..."
-        graph.notes.append("recorded with a real forward pass: " + first)
+        how = "torch.fx" if raw.tracer == "fx" else "a real forward pass"
+        graph.notes.append(f"recorded with {how}: " + first)
+    return graph
+
+
+def _trace_program(program: Any, tracer: str, cutoff: int) -> Graph:
+    if tracer == "autograd":
+        raise ValueError("an ExportedProgram is read with tracer='fx' (or 'auto'); it has no autograd forward")
+    module = program_module(program)
+    try:
+        raw = record_program(program, module)
+    except FxCaptureError as e:
+        raise TraceError(f"could not read the ExportedProgram: {e}", model="ExportedProgram", attempts=[str(e)]) from e
+    if not raw.nodes:
+        raise TraceError("the ExportedProgram uses none of its parameters", model="ExportedProgram", attempts=[])
+    graph = build_graph(raw, module, cutoff=cutoff)
+    graph.executed = frozenset(n for n, _ in module.named_parameters(remove_duplicate=False))
     return graph
