@@ -26,9 +26,13 @@ from .errors import (
     WriteError,
 )
 from .graph import PRIMITIVES, Graph, register_module, trace
+from .harness import Results as CompareResults
+from .harness import compare
 from .hub import list_ghns, load_ghn
 from .networks import GHN, GHNConfig
 from .planning import Plan, plan
+from .postprocess import PostProcess
+from .recalibrate import recalibrate_bn
 from .report import Report
 from .saving import save_safetensors
 
@@ -36,6 +40,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "apply",
+    "compare",
+    "CompareResults",
+    "PostProcess",
+    "recalibrate_bn",
     "predict",
     "write",
     "trace",

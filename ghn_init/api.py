@@ -22,6 +22,7 @@ from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
 from .planning import Plan, Slot, plan
+from .postprocess import PostProcess, postprocess_predictions
 from .report import Report, build_report
 from .writing import check_fits, write_tensors
 
@@ -72,7 +73,7 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
 
     Example:
         >>> import ghn_init, torchvision
-        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled")
+        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled", postprocess="none")
         >>> ghn_init.write([p])[0].fraction_predicted
         1.0
     """
@@ -107,6 +108,8 @@ def predict(
     example_inputs: Optional[Sequence[Any]] = None,
     example_kwargs: Optional[Mapping[str, Any]] = None,
     dry_run: bool = False,
+    postprocess: Union[str, PostProcess, None] = "default",
+    generator: Optional[torch.Generator] = None,
     tracer: str = "auto",
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
@@ -124,6 +127,12 @@ def predict(
         dry_run: predict and check every tensor (shape, finite values) but keep none: the memory of one
             tensor at a time, so models built on the meta device work (the GHN then runs on its own device).
             The report is complete; the prediction cannot be written.
+        postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
+            GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
+            file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
+            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``
+            joined by ``+``. Not applied in a dry run.
+        generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
@@ -140,7 +149,7 @@ def predict(
 
     Example:
         >>> import ghn_init, torchvision
-        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled")
+        >>> p = ghn_init.predict(torchvision.models.resnet18(), "bundled", postprocess="none")
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
@@ -162,6 +171,7 @@ def predict(
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
     loaded = time.perf_counter()
+    pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
 
     graphs: list[Graph] = []
     plans: list[Plan] = []
@@ -191,6 +201,10 @@ def predict(
     with torch.no_grad():
         tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
     results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
+    raw_names = [set(r) for r in results]
+    if not dry_run:
+        with torch.no_grad():
+            results = [postprocess_predictions(m, r, pp, generator) for m, r in zip(models, results, strict=True)]
     predicted_at = time.perf_counter()
 
     n = len(models)
@@ -208,6 +222,11 @@ def predict(
         )
         for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
     ]
+    for pred, before in zip(predictions, raw_names, strict=True):
+        pred.report.postprocess = "none" if dry_run else str(pp)
+        for name in before - set(pred.tensors):
+            if name in pred.report.left_alone:
+                pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
     if strict:
         for pred in predictions:
             trainable = {name for name, t in pred.model.named_parameters() if t.requires_grad}
@@ -235,6 +254,8 @@ def apply(
     input_size: Optional[Sequence[int]] = None,
     example_inputs: Optional[Sequence[Any]] = None,
     example_kwargs: Optional[Mapping[str, Any]] = None,
+    postprocess: Union[str, PostProcess, None] = "default",
+    generator: Optional[torch.Generator] = None,
     tracer: str = "auto",
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
@@ -252,6 +273,9 @@ def apply(
         example_inputs: positional arguments to record the model with instead of a zero image batch
             (e.g. RAFT's two images); see :func:`trace`.
         example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
+        postprocess: post-processing of the predictions before writing (see :func:`predict`); the
+            default is the GHN's recommendation.
+        generator: CPU ``torch.Generator`` for the post-processing noise.
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
             predictions are written into the tensors of its ``state_dict``.
 
@@ -265,7 +289,7 @@ def apply(
     Example:
         >>> import ghn_init, torchvision
         >>> model = torchvision.models.resnet18()
-        >>> report = ghn_init.apply(model, "bundled")
+        >>> report = ghn_init.apply(model, "bundled", postprocess="none")  # raw predictions, every tensor
         >>> report.fraction_predicted
         1.0
     """
@@ -277,6 +301,8 @@ def apply(
         input_size=input_size,
         example_inputs=example_inputs,
         example_kwargs=example_kwargs,
+        postprocess=postprocess,
+        generator=generator,
         tracer=tracer,
     )
     if isinstance(predictions, Prediction):

@@ -46,6 +46,7 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     suspect_buffers: dict[str, str] = field(default_factory=dict)
+    postprocess: str = "none"  # what was done to the predictions before writing (see ghn_init.postprocess)
 
     @property
     def fraction_predicted(self) -> float:
@@ -82,6 +83,8 @@ class Report:
             "  time       "
             + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()),
         ]
+        if self.postprocess != "none":
+            lines.append(f"  postprocess {self.postprocess}")
         for reason, names in sorted(self.reasons().items(), key=lambda kv: -len(kv[1])):
             shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
             lines.append(f"  left alone {len(names):5d} tensors  {reason}: {shown}")

@@ -190,6 +190,7 @@ def test_save_safetensors_json_and_seed(tmp_path: Path, capsys: pytest.CaptureFi
     paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
     for path in paths:
         argv = ["apply", "squeezenet1_1", "--ghn", "bundled", "--num-classes", "10", "--seed", "0", "--json"]
+        argv += ["--postprocess", "none"]  # raw predictions: every tensor written
         assert cli.main([*argv, "--save", str(path)]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["fraction_predicted"] == 1.0 and report["saved_to"] == str(path)
@@ -209,7 +210,7 @@ def test_save_other_suffixes_keeps_torch_save(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_in_chans_input_size_and_model_kwargs_reach_the_model(capsys: pytest.CaptureFixture) -> None:
-    argv = ["apply", "timm/resnet10t", "--ghn", "bundled", "--in-chans", "1", "--json"]
+    argv = ["apply", "timm/resnet10t", "--ghn", "bundled", "--in-chans", "1", "--json", "--postprocess", "none"]
     assert cli.main([*argv, "--model-kwargs", '{"drop_rate": 0.1}']) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["fraction_predicted"] == 1.0

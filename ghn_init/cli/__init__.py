@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "ghn_init.cli.convert",
     "ghn_init.cli.verify",
     "ghn_init.cli.train",
+    "ghn_init.cli.compare",
 )
 
 EXIT_CHECK_FAILED = 1

@@ -92,7 +92,14 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     if args.save:
         check_save_path(args.save)  # fail before the work, not after it
     model, size = build_model(args)
-    report = apply(model, args.ghn, predict_classifier=not args.keep_classifier, input_size=size, tracer=args.tracer)
+    report = apply(
+        model,
+        args.ghn,
+        predict_classifier=not args.keep_classifier,
+        input_size=size,
+        tracer=args.tracer,
+        postprocess=args.postprocess,
+    )
     if args.save:
         if str(args.save).endswith(".safetensors"):
             save_safetensors(model, args.save, report)
@@ -135,6 +142,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="write the initialized state dict here: *.safetensors (report in the metadata), otherwise torch.save",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--postprocess",
+        default="default",
+        help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
+        "nobias, nogain, nonorm joined by '+'",
+    )
     p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)
 

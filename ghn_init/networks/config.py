@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -24,8 +24,10 @@ _FIELD_TYPES: dict[str, type] = {
     "layernorm": bool,
     "weight_norm": bool,
     "virtual_edges": bool,
+    "postprocess": str,
     "extra": dict,
 }
+_OPTIONAL_FIELDS = ("postprocess", "extra")  # may be absent; postprocess may also be null
 _JSON_NAMES = {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "an object"}
 
 
@@ -43,6 +45,7 @@ class GHNConfig:
     layernorm: bool = True  # LayerNorm on node embeddings before decoding
     weight_norm: bool = True  # fan-in scaling of predicted weights (GHN-2, Sec. 4.3)
     virtual_edges: bool = True
+    postprocess: Optional[str] = None  # recommended post-processing of predictions (ghn_init.postprocess)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance, kept in config.json
 
     def __post_init__(self) -> None:
@@ -65,6 +68,13 @@ class GHNConfig:
                 f"hid={self.hid}, heads={self.heads}",
                 field="layers" if self.layers < 1 else "heads",
             )
+        if self.postprocess is not None:
+            from ..postprocess import PostProcess
+
+            try:
+                self.postprocess = str(PostProcess.parse(self.postprocess))  # validated, canonical form
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e), field="postprocess") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON types (the ``"ghn"`` section of ``config.json``)."""
@@ -76,8 +86,8 @@ class GHNConfig:
     def from_dict(cls, d: Mapping[str, Any], *, origin: str = "GHN config") -> GHNConfig:
         """A config from its :meth:`to_dict` form, checked field by field.
 
-        Every field except ``extra`` is required and must have its JSON type (``"layernorm": "false"`` is
-        refused, not read as true); unknown fields are refused.
+        Every field except ``extra`` and ``postprocess`` is required and must have its JSON type
+        (``"layernorm": "false"`` is refused, not read as true); unknown fields are refused.
 
         Args:
             d: the ``"ghn"`` section of a ``config.json``.
@@ -104,10 +114,12 @@ class GHNConfig:
             )
         for name, kind in _FIELD_TYPES.items():
             if name not in d:
-                if name == "extra":
+                if name in _OPTIONAL_FIELDS:
                     continue
                 raise ConfigError(f"{origin}: the GHN config has no {name!r}", path=origin, field=name)
             value = d[name]
+            if value is None and name == "postprocess":
+                continue
             wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
             if name == "max_shape" and not wrong:
                 wrong = not all(isinstance(v, int) and not isinstance(v, bool) for v in value)

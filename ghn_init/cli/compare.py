@@ -1,0 +1,98 @@
+"""``ghn-init compare``: fine-tune models from several init schemes and write results.json, results.md, curves.png."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..harness import compare
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        results = _run(compare, args)
+    except ImportError as e:  # an optional extra (scikit-learn for digits) is missing: one line, no traceback
+        print(f"ghn-init compare: error: {e}", file=sys.stderr)
+        return 2
+    written = results.save(args.out)
+    print(results.markdown(plot=None))
+    print("wrote " + ", ".join(written.values()))
+    return 0
+
+
+def _run(compare, args: argparse.Namespace):
+    return compare(
+        args.models,
+        args.inits,
+        args.data,
+        steps=args.steps,
+        seeds=args.seeds,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        eval_at=args.eval_at,
+        recalibrate=args.recalibrate_bn,
+        calibration_images=args.calibration_images,
+        device=args.device,
+        progress=args.progress,
+        download=args.download,
+    )
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    from ..harness.runner import OPTIMIZERS, SCHEDULES
+
+    p = subparsers.add_parser(
+        "compare",
+        help="fine-tune models from several init schemes (default, orthogonal, ghn:...) and compare",
+        description="Fine-tune every model from every init scheme with every seed under identical conditions "
+        "(same data order, same non-predicted tensors); write OUT/results.json, results.md and curves.png.",
+    )
+    p.add_argument("--models", required=True, help="comma-separated: torchvision names, timm/NAME, small_vit")
+    p.add_argument(
+        "--inits",
+        default="default,orthogonal,ghn:bundled",
+        help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
+        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm joined by '+'; default: the GHN's own)",
+    )
+    p.add_argument(
+        "--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]"
+    )
+    p.add_argument("--download", action="store_true", help="let torchvision download a torchvision:NAME dataset")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="sgd uses Nesterov momentum 0.9")
+    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the data's classes)")
+    p.add_argument("--eval-at", type=_ints, default=None, help="test checkpoints (default: 0,S/8,S/4,S/2,S)")
+    p.add_argument(
+        "--no-recalibrate-bn",
+        dest="recalibrate_bn",
+        action="store_false",
+        help="test with the running BatchNorm statistics as trained (default: re-estimate them first)",
+    )
+    p.add_argument("--calibration-images", type=int, default=512, help="training images that re-estimate BN statistics")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_compare)

@@ -1,0 +1,223 @@
+"""Post-processing of predicted parameters: orthogonal re-initialization, relative noise, drops."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ghn_init
+from ghn_init.networks import GHN, GHNConfig
+from ghn_init.postprocess import PostProcess, orthogonalize, postprocess, relative_noise_scale
+
+from .conftest import tiny_ghn
+from .test_apply import SmallNet, assert_unchanged, snapshot
+
+
+class WideNet(nn.Module):
+    """Layers wider than the tiny GHN's decoder (16 channels): their predictions are tiled copies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 48, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(48)
+        self.conv2 = nn.Conv2d(48, 48, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(48)
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _is_orthonormal(w: torch.Tensor, atol: float = 1e-4) -> bool:
+    m = w.detach().reshape(w.shape[0], -1).double()
+    if m.shape[0] > m.shape[1]:
+        m = m.t()
+    return torch.allclose(m @ m.t(), torch.eye(m.shape[0], dtype=m.dtype), atol=atol)
+
+
+# ---------------------------------------------------------------- specs
+
+
+def test_spec_parsing_round_trips_and_rejects_bad_parts() -> None:
+    assert PostProcess.parse("orth+noise") == PostProcess(orthogonal=True, noise=1e-5)
+    assert PostProcess.parse("noise=1e-3").noise == 1e-3
+    assert PostProcess.parse(None).is_identity and PostProcess.parse("none").is_identity
+    for spec in ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain", "orth+nohead+nonorm"):
+        assert str(PostProcess.parse(spec)) == spec
+        assert PostProcess.parse(str(PostProcess.parse(spec))) == PostProcess.parse(spec)
+    with pytest.raises(ValueError, match="unknown post-processing 'orthh'"):
+        PostProcess.parse("orthh")
+    with pytest.raises(ValueError, match="twice"):
+        PostProcess.parse("noise+noise=1e-3")
+    with pytest.raises(ValueError):
+        PostProcess.parse("noise=abc")
+    with pytest.raises(ValueError):
+        PostProcess(noise=-1.0)
+
+
+def test_config_carries_a_validated_recommendation() -> None:
+    cfg = GHNConfig(hid=16, max_shape=(16, 16, 5, 5), num_classes=10, layers=1, heads=2, postprocess="noise+orth")
+    assert cfg.postprocess == "orth+noise=1e-05"
+    assert GHNConfig.from_dict(cfg.to_dict()).postprocess == "orth+noise=1e-05"
+    assert GHNConfig().postprocess is None  # published checkpoints (config inferred from keys) have none
+    older = {k: v for k, v in GHNConfig().to_dict().items() if k != "postprocess"}  # config.json before the field
+    assert GHNConfig.from_dict(older).postprocess is None
+    assert GHNConfig.from_dict({**older, "postprocess": None}).postprocess is None
+    with pytest.raises(ValueError, match="postprocess"):
+        GHNConfig.from_dict({**older, "postprocess": 3})
+    with pytest.raises(ValueError):
+        GHNConfig(postprocess="bogus")
+
+
+# ---------------------------------------------------------------- the math
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 3, 3), (40, 4, 1, 1), (7, 7), (30, 5), (5, 30)])
+def test_orthogonalize_gives_orthonormal_rows_or_columns_spanning_the_prediction(shape) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    q = orthogonalize(w)
+    assert q.shape == w.shape and _is_orthonormal(q)
+    m, qm = w.reshape(shape[0], -1), q.reshape(shape[0], -1)
+    tall = m.shape[0] >= m.shape[1]
+    a, b = (m, qm) if tall else (m.t(), qm.t())
+    # same column space, same orientation: a = b @ r with r upper triangular with a positive diagonal
+    r = b.t() @ a
+    assert torch.allclose(b @ r, a, atol=1e-4)
+    assert torch.allclose(r, torch.triu(r), atol=1e-4) and (torch.diagonal(r) > 0).all()
+    assert torch.allclose(orthogonalize(q), q, atol=1e-5), "an orthonormal matrix is a fixed point"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_orthogonalize_keeps_dtype(dtype) -> None:
+    q = orthogonalize(torch.randn(6, 3, 3, 3).to(dtype))
+    assert q.dtype == dtype and _is_orthonormal(q.float(), atol=2e-2)
+
+
+def test_relative_noise_scale_is_the_spread_of_row_correlations() -> None:
+    torch.manual_seed(1)
+    for w in (torch.randn(50, 7), torch.randn(6, 3, 3, 3), torch.randn(5, 70)):
+        m = w.reshape(w.shape[0], -1)
+        m = m if m.shape[0] >= m.shape[1] else m.t()
+        expected = torch.corrcoef(m).flatten().std().item()
+        assert relative_noise_scale(w) == pytest.approx(expected, rel=1e-6)
+
+
+def test_postprocess_is_pure_seeded_and_leaves_the_classifier() -> None:
+    torch.manual_seed(0)
+    pred = {
+        "a.weight": torch.randn(6, 3, 3, 3),
+        "bn.weight": torch.rand(6),
+        "bn.bias": torch.randn(6),
+        "fc.weight": torch.randn(4, 6),
+        "fc.bias": torch.randn(4),
+    }
+    before = {k: v.clone() for k, v in pred.items()}
+    kw = dict(classifier="fc.weight", norms={"bn.weight", "bn.bias"})
+    out1 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(3), **kw)
+    out2 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(3), **kw)
+    out3 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(4), **kw)
+    assert all(torch.equal(pred[k], before[k]) for k in pred), "inputs must not be modified"
+    assert all(torch.equal(out1[k], out2[k]) for k in pred), "same seed, same result"
+    assert not torch.equal(out1["bn.weight"], out3["bn.weight"])
+    assert _is_orthonormal(out1["a.weight"])
+    assert out1["fc.weight"] is pred["fc.weight"] and out1["fc.bias"] is pred["fc.bias"]
+    # noise on the norm layer is beta times the correlation spread of the weight before it
+    delta = (out1["bn.weight"] - pred["bn.weight"]).abs().max().item()
+    scale = 1e-2 * relative_noise_scale(pred["a.weight"])
+    assert 0 < delta < 6 * scale
+
+
+def test_noise_breaks_the_symmetry_of_tiled_predictions() -> None:
+    block = torch.randn(4, 4)
+    tiled = block.repeat(4, 4)  # rank 4, as a GHN's prediction of a 16x16 layer from a 4x4 decoder
+    assert torch.linalg.matrix_rank(tiled) == 4
+    noisy = postprocess({"w": tiled}, "noise=1e-3", generator=torch.Generator().manual_seed(0))["w"]
+    assert torch.linalg.matrix_rank(noisy) == 16
+    q = postprocess({"w": tiled}, "orth+noise", generator=torch.Generator().manual_seed(0))["w"]
+    assert _is_orthonormal(q)
+
+
+# ---------------------------------------------------------------- apply
+
+
+def test_apply_orth_orthogonalizes_predictions_but_not_the_classifier(ghn3: GHN) -> None:
+    torch.manual_seed(0)
+    raw, orth = WideNet(), None
+    orth = copy.deepcopy(raw)
+    ghn_init.apply(raw, ghn3, postprocess="none")
+    report = ghn_init.apply(orth, ghn3, postprocess="orth")
+    assert report.postprocess == "orth" and "postprocess orth" in str(report)
+    assert not _is_orthonormal(raw.conv2.weight)
+    assert _is_orthonormal(orth.conv1.weight) and _is_orthonormal(orth.conv2.weight)
+    assert torch.equal(orth.fc.weight, raw.fc.weight) and torch.equal(orth.bn1.weight, raw.bn1.weight)
+
+
+def test_apply_uses_the_ghns_recommendation_by_default_and_none_keeps_predictions() -> None:
+    plain = tiny_ghn()
+    recommending = tiny_ghn(postprocess="orth")
+    assert torch.equal(plain.state_dict()["embed.weight"], recommending.state_dict()["embed.weight"])
+    torch.manual_seed(0)
+    a = WideNet()
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    ghn_init.apply(a, plain)  # no recommendation: exact predictions
+    ghn_init.apply(b, recommending)
+    ghn_init.apply(c, recommending, postprocess=None)
+    assert _is_orthonormal(b.conv2.weight) and not _is_orthonormal(a.conv2.weight)
+    for (n, p), q in zip(a.named_parameters(), c.parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_apply_noise_is_reproducible_with_a_generator(ghn3: GHN) -> None:
+    torch.manual_seed(0)
+    a = WideNet()
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    ghn_init.apply(a, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(7))
+    ghn_init.apply(b, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(7))
+    ghn_init.apply(c, ghn3, postprocess="noise=1e-2", generator=torch.Generator().manual_seed(8))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.conv2.weight, c.conv2.weight)
+    assert torch.equal(a.fc.weight, c.fc.weight), "the classifier gets no noise"
+    assert torch.equal(a.conv1.bias, c.conv1.bias), "biases of convolutions get no noise (as published)"
+
+
+def test_drops_leave_tensors_at_the_models_init_and_say_why(ghn3: GHN) -> None:
+    torch.manual_seed(0)
+    model = WideNet()
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="nohead+nobias+nogain")
+    kept = {"fc.weight", "fc.bias", "conv1.bias", "bn1.weight", "bn2.weight"}
+    for name, value in model.state_dict().items():
+        if name in kept:
+            assert torch.equal(value, before[name]), name
+            assert "post-processing" in report.left_alone[name]
+    assert not torch.equal(model.conv1.weight, before["conv1.weight"])
+    assert not torch.equal(model.bn1.bias, before["bn1.bias"]), "norm biases are still written"
+
+
+def test_nonorm_leaves_norm_layers_and_orth_still_applies(ghn3: GHN) -> None:
+    torch.manual_seed(0)
+    model = WideNet()
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="orth+nonorm")
+    for name in ("bn1.weight", "bn1.bias", "bn2.weight", "bn2.bias"):
+        assert torch.equal(model.state_dict()[name], before[name]) and "post-processing" in report.left_alone[name]
+    assert _is_orthonormal(model.conv2.weight) and not torch.equal(model.conv1.bias, before["conv1.bias"])
+
+
+def test_bad_postprocess_leaves_the_model_unchanged(ghn3: GHN) -> None:
+    model = SmallNet()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        ghn_init.apply(model, ghn3, postprocess="orth+typo")
+    assert_unchanged(model, before)
+
+
+def test_bundled_ghn_recommends_post_processing() -> None:
+    ghn = ghn_init.load_ghn("bundled")
+    assert ghn.config.postprocess is not None and PostProcess.parse(ghn.config.postprocess).orthogonal
