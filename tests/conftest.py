@@ -85,3 +85,16 @@ def tiny_published_ghn(kind: str = "ghn3", seed: int = 0) -> GHN:
     if kind == "ghn3":
         return tiny_ghn("ghn3", seed, max_shape=(16, 16, 11, 11), layers=1, heads=8)
     return tiny_ghn("ghn2", seed, max_shape=(16, 16, 11, 11), layers=0, heads=8)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every tensor of the model's state dict, to compare with later."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """Every state-dict tensor has its snapshot's keys, dtype and values."""
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), f"{k} changed"

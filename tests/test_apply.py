@@ -14,18 +14,7 @@ from ghn_init.graph import TraceError
 from ghn_init.graph.graph import shortest_paths
 from ghn_init.hub.checkpoints import CheckpointError, load_file
 
-from .conftest import tiny_ghn
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert torch.equal(after[k], v), f"{k} changed"
+from .conftest import assert_unchanged, snapshot, tiny_ghn
 
 
 class SmallNet(nn.Module):

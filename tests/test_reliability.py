@@ -14,7 +14,7 @@ import ghn_init
 from ghn_init import writing
 from ghn_init.hub.copies import inference_copy
 
-from .conftest import tiny_ghn
+from .conftest import assert_unchanged, snapshot, tiny_ghn
 
 
 def small_net(classes: int = 10) -> nn.Module:
@@ -31,16 +31,6 @@ def small_net(classes: int = 10) -> nn.Module:
         nn.Linear(16, classes),
     )
 
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert after[k].dtype == v.dtype and torch.equal(after[k], v), f"{k} changed"
 
 
 def ghn_state(ghn: ghn_init.GHN) -> dict[str, tuple]:

@@ -257,20 +257,16 @@ class _ModuleState:
 
 
 @contextlib.contextmanager
-def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[None]:
-    """Run the body with every parameter and buffer replaced by its substitute, then put the model back.
+def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Save every module's attributes, yield the modules, then put everything back and check it.
 
-    Everything else the body changes on any module (attributes set or added, caches, in-place writes
-    to plain tensor attributes) is undone too, and the result is checked (:meth:`_ModuleState.check`).
+    Whatever the body changes on any module (tensors substituted, attributes set or added, caches,
+    in-place writes to plain tensor attributes) is undone, whether the body succeeds or raises, and the
+    result is checked (:meth:`_ModuleState.check`; a failed check is restored and checked once more).
     """
     state = _ModuleState(model)
     try:
-        for module in state.modules:
-            for store in (module._parameters, module._buffers):
-                for name, t in store.items():
-                    if t is not None:
-                        store[name] = subs[id(t)]
-        yield
+        yield state.modules
     finally:
         state.restore()
         try:
@@ -278,6 +274,19 @@ def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[Non
         except TraceError:
             state.restore()
             state.check()
+
+
+@contextlib.contextmanager
+def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Run the body with every parameter and buffer replaced by its substitute, then put the model back
+    (see :func:`preserved`)."""
+    with preserved(model) as modules:
+        for module in modules:
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None:
+                        store[name] = subs[id(t)]
+        yield
 
 
 def output_tensors(out: Any) -> list[torch.Tensor]:

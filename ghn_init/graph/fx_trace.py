@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -52,16 +52,15 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..errors import TraceError
 from .autograd_trace import (
     POOL_OPS,
     RawGraph,
-    _ModuleState,
     _norm_args,
     _watch_calls,
     eval_mode,
     output_tensors,
     owner_map,
+    preserved,
     read_autograd,
 )
 
@@ -576,7 +575,7 @@ def capture(
         return output_tensors(out)
 
     # The model's state is saved and put back outside the trace: inside it, copies and writes would be fake.
-    with torch.inference_mode(False), _restored(model) as modules:
+    with torch.inference_mode(False), preserved(model) as modules:
         if ran is not None:
             _watch_calls(model, ran)  # the hooks go with the rest of the saved state on exit
         try:
@@ -585,22 +584,6 @@ def capture(
         except Exception as e:
             message = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise FxCaptureError(f"{type(e).__name__}: {message}") from e
-
-
-@contextlib.contextmanager
-def _restored(model: nn.Module) -> Iterator[list[nn.Module]]:
-    """Save every module's attributes (see :class:`~ghn_init.graph.autograd_trace._ModuleState`), yield the
-    modules, then put everything back and check that every parameter and buffer is the one it was."""
-    state = _ModuleState(model)
-    try:
-        yield state.modules
-    finally:
-        state.restore()
-        try:
-            state.check()
-        except TraceError:
-            state.restore()
-            state.check()
 
 
 NO_GRAD = "ghn_init_no_grad"  # fx node meta key: the call ran with gradients disabled
