@@ -10,7 +10,7 @@ prediction.write()                                   # stage 4: all or nothing, 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
@@ -189,11 +189,9 @@ def predict(
     traced = time.perf_counter()
 
     slots = [p.slots(predict_classifier) for p in plans]
-    checked: list[dict[str, tuple[Slot, None]]] = [{} for _ in models]
 
     def check(b: int, name: str, value: torch.Tensor) -> None:
         check_fits(name, slots[b][name], value)
-        checked[b][name] = (slots[b][name], None)
 
     # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
     # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
@@ -201,10 +199,22 @@ def predict(
     with torch.no_grad():
         tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
     results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
-    raw_names = [set(r) for r in results]
-    if not dry_run:
+    if dry_run:
+        # No values were kept; which tensors post-processing would drop follows from names and shapes alone.
+        shaped = [{n: (s, torch.empty(s.shape, device="meta")) for n, s in ms.items()} for ms in slots]
+        raw_names = [set(r) for r in shaped]
+        names_only = replace(pp, orthogonal=False, noise=0.0)
+        written = [
+            postprocess_predictions(m, r, names_only, classifier=p.classifier())
+            for m, r, p in zip(models, shaped, plans, strict=True)
+        ]
+    else:
+        raw_names = [set(r) for r in results]
         with torch.no_grad():
-            results = [postprocess_predictions(m, r, pp, generator) for m, r in zip(models, results, strict=True)]
+            written = results = [
+                postprocess_predictions(m, r, pp, generator, classifier=p.classifier())
+                for m, r, p in zip(models, results, plans, strict=True)
+            ]
     predicted_at = time.perf_counter()
 
     n = len(models)
@@ -215,16 +225,14 @@ def predict(
             g,
             p,
             r,
-            build_report(
-                m, net, g, c if dry_run else r, seconds=seconds, plan=p, predict_classifier=predict_classifier
-            ),
+            build_report(m, net, g, w, seconds=seconds, plan=p, predict_classifier=predict_classifier),
             dry_run,
         )
-        for m, g, p, r, c in zip(models, graphs, plans, results, checked, strict=True)
+        for m, g, p, r, w in zip(models, graphs, plans, results, written, strict=True)
     ]
-    for pred, before in zip(predictions, raw_names, strict=True):
-        pred.report.postprocess = "none" if dry_run else str(pp)
-        for name in before - set(pred.tensors):
+    for pred, before, kept in zip(predictions, raw_names, written, strict=True):
+        pred.report.postprocess = str(pp)
+        for name in before - set(kept):
             if name in pred.report.left_alone:
                 pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
     if strict:

@@ -10,7 +10,8 @@ line that says what to do.
 Example:
     >>> import ghn_init, torch.nn as nn
     >>> try:
-    ...     ghn_init.apply(nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8)), "bundled", strict=True)
+    ...     ghn_init.apply(nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8)), "bundled", strict=True,
+    ...                    postprocess="none")
     ... except ghn_init.StrictError as e:
     ...     print(e.missing)
     ['1.bias', '1.weight']

@@ -144,6 +144,11 @@ class Plan(NamedTuple):
                     out[target.bias.name] = target.bias
         return out
 
+    def classifier(self) -> list[str]:
+        """The tensors the GHN decodes as the classifier, weight first (the ones ``predict_classifier=False``
+        leaves at default init); empty if the plan has none."""
+        return [name for name, _ in self.slots().items() if name not in self.slots(predict_classifier=False)]
+
 
 def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
     """Match graph nodes to model tensors.

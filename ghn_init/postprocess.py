@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Collection, Iterable, Mapping, Optional, Union
+from typing import Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -218,7 +218,8 @@ def postprocess(
         return result
     names = [n for n in (order if order is not None else predicted) if n in predicted]
     if order is not None:
-        names += [n for n in predicted if n not in set(names)]
+        listed = set(names)
+        names += [n for n in predicted if n not in listed]
     noise_scale = 0.0
     past_classifier = False
     for name in names:
@@ -254,11 +255,12 @@ def postprocess_predictions(
     predicted: Mapping[str, tuple],
     spec: Union[str, PostProcess, None],
     generator: Optional[torch.Generator] = None,
+    *,
+    classifier: Sequence[str] = (),
 ) -> dict[str, tuple]:
     """:func:`postprocess` for one model's predictions as ``apply`` holds them: name -> (slot, tensor).
 
-    The model is only read: its parameter order, its classifier (the last parameter of two or more
-    dimensions that is not a position embedding) and which 1-D tensors belong to norm layers (the
+    The model is only read: its parameter order and which 1-D tensors belong to norm layers (the
     module's ``weight`` is 1-D).
 
     Args:
@@ -266,6 +268,9 @@ def postprocess_predictions(
         predicted: tensor name -> (slot, tensor); a slot has ``.module``.
         spec: see :meth:`PostProcess.parse`.
         generator: see :func:`postprocess`.
+        classifier: the classifier's tensors, weight first, as the plan decodes them
+            (:meth:`ghn_init.Plan.classifier`: the ones ``predict_classifier=False`` keeps), placed last in
+            the order so that exactly they are the head; empty: no head.
 
     Returns:
         A new dict name -> (slot, post-processed tensor), less the dropped tensors.
@@ -273,8 +278,8 @@ def postprocess_predictions(
     pp = PostProcess.parse(spec)
     if pp.is_identity:
         return dict(predicted)
-    order = [name for name, _ in model.named_parameters()]
-    matrices = [n for n, p in model.named_parameters() if p.dim() >= 2 and not (p.dim() == 3 and p.shape[0] == 1)]
+    head = list(classifier)
+    order = [name for name, _ in model.named_parameters() if name not in head] + head
     norms, gains = set(), set()
     for name, (slot, tensor) in predicted.items():
         weight = getattr(slot.module, "weight", None)
@@ -286,7 +291,7 @@ def postprocess_predictions(
         {name: t for name, (_, t) in predicted.items()},
         pp,
         order=order,
-        classifier=matrices[-1] if matrices else None,
+        classifier=head[0] if head else None,
         norms=norms,
         gains=gains,
         generator=generator,

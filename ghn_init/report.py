@@ -65,7 +65,7 @@ class Report:
 
         Example:
             >>> import json, ghn_init, torchvision
-            >>> report = ghn_init.apply(torchvision.models.resnet18(), "bundled")
+            >>> report = ghn_init.apply(torchvision.models.resnet18(), "bundled", postprocess="none")
             >>> json.loads(json.dumps(report.to_dict()))["fraction_predicted"]
             1.0
         """

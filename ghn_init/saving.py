@@ -7,7 +7,6 @@ The file is a plain safetensors state dict (``{"format": "pt"}`` metadata, every
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,23 +15,10 @@ from typing import Any, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
+from .atomic import save_file_atomic
 from .report import Report
 
 REPORT_KEY = "ghn_init_report"  # metadata key holding the report as JSON
-
-
-def report_dict(report: Report) -> dict[str, Any]:
-    """A report as JSON-ready data: ``report.to_dict()`` where it exists, else its dataclass fields.
-
-    Example:
-        >>> import ghn_init, torchvision
-        >>> report_dict(ghn_init.apply(torchvision.models.resnet18(), "bundled"))["fraction_predicted"]
-        1.0
-    """
-    to_dict = getattr(report, "to_dict", None)
-    data = dict(to_dict()) if callable(to_dict) else dataclasses.asdict(report)
-    data.setdefault("fraction_predicted", report.fraction_predicted)
-    return data
 
 
 def save_safetensors(
@@ -68,17 +54,22 @@ def save_safetensors(
         >>> from safetensors import safe_open
         >>> model = torchvision.models.resnet18()
         >>> path = ghn_init.save_safetensors(model, os.path.join(tempfile.mkdtemp(), "r18.safetensors"),
-        ...                                  ghn_init.apply(model, "bundled"))
+        ...                                  ghn_init.apply(model, "bundled", postprocess="none"))
         >>> with safe_open(str(path), "pt") as f:
         ...     "ghn_init_report" in f.metadata()
         True
     """
-    from safetensors.torch import save_file
-
     from . import __version__
 
     path = Path(path)
     check_save_path(path)
+    info = {"format": "pt", "ghn_init_version": __version__}
+    if report is not None:
+        info[REPORT_KEY] = json.dumps(report.to_dict())
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"safetensors metadata must map strings to strings, got {k!r}: {type(v).__name__}")
+        info[k] = v
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, int]] = set()
@@ -88,22 +79,11 @@ def save_safetensors(
         shared = key in seen
         seen.add(key)
         # safetensors refuses shared or non-contiguous storage: give each key its own contiguous copy
-        tensors[name] = t.to("cpu").clone().contiguous() if shared or t.device.type != "cpu" else t.contiguous()
-    info = {"format": "pt", "ghn_init_version": __version__}
-    if report is not None:
-        info[REPORT_KEY] = json.dumps(report_dict(report))
-    for k, v in (metadata or {}).items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError(f"safetensors metadata must map strings to strings, got {k!r}: {type(v).__name__}")
-        info[k] = v
-    partial = path.with_name(path.name + ".partial")
-    try:
-        save_file(tensors, str(partial), metadata=info)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    return path
+        if shared or t.device.type != "cpu":  # one copy, straight into contiguous CPU memory
+            tensors[name] = t.to("cpu", copy=True, memory_format=torch.contiguous_format)
+        else:
+            tensors[name] = t.contiguous()
+    return save_file_atomic(tensors, path, info)
 
 
 def read_report(path: Union[str, Path]) -> Optional[dict[str, Any]]:
@@ -129,7 +109,7 @@ def check_save_path(path: Union[str, Path]) -> None:
         PermissionError: the folder is not writable.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if path.is_dir():
         raise IsADirectoryError(
             f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}"

@@ -548,3 +548,33 @@ def test_sha256_checks_hub_files(tiny_repo: str, hub: FakeHub) -> None:
         load_ghn(tiny_repo, sha256="0" * 64)
     content = hub.files[("me/tiny", hub.refs[("me/tiny", "main")])]["model.safetensors"]
     assert load_ghn(tiny_repo, sha256=hashlib.sha256(content).hexdigest()).config.hid == 16
+
+
+def test_a_bad_config_on_the_hub_names_its_field_and_keeps_the_weights(hub: FakeHub, tmp_path: Path) -> None:
+    """A ConfigError from the config.json beside Hub weights stays a ConfigError (with .field), and the good
+    weights stay cached (they were evicted, so every retry downloaded them again)."""
+    folder = ghn_init.hub.checkpoints.save_folder(tiny_ghn("ghn3"), tmp_path / "src")
+    config = json.loads((folder / "config.json").read_text())
+    config["ghn"]["layernorm"] = "false"
+    hub.add("me/badcfg", "model.safetensors", (folder / "model.safetensors").read_bytes())
+    hub.add("me/badcfg", "config.json", json.dumps(config).encode(), lfs=False)
+    with pytest.raises(ghn_init.ConfigError) as info:
+        load_ghn("hf://me/badcfg")
+    assert info.value.field == "layernorm"
+    assert any(p.name == "model.safetensors" and p.exists() for p in (tmp_path / "hf_cache").rglob("*"))
+
+
+def test_verify_compares_raw_predictions_whatever_the_ghn_recommends(hub: FakeHub) -> None:
+    """The published norms are of raw predictions: a GHN whose config recommends post-processing is verified
+    without it."""
+    from ghn_init.verify import verify
+
+    ghn = tiny_ghn("ghn3")
+    ghn.config.postprocess = "orth+nohead"
+    torch.manual_seed(MODEL_SEED)
+    model = torchvision.models.get_model("squeezenet1_1")
+    ghn_init.apply(model, ghn, postprocess="none")
+    line = {"squeezenet1_1": {"ghn3-t-paramnorm": f"{param_norm(model):.4f}"}}
+    hub.add(GHN3_REPO, "ghn3_results.jsonl", (json.dumps(line) + "\n").encode())
+    (row,) = verify(ghn, ["squeezenet1_1"], results_key="ghn3-t")
+    assert row.ok()

@@ -12,8 +12,8 @@ import ghn_init
 from ghn_init.networks import GHN, GHNConfig
 from ghn_init.postprocess import PostProcess, orthogonalize, postprocess, relative_noise_scale
 
-from .conftest import tiny_ghn
-from .test_apply import SmallNet, assert_unchanged, snapshot
+from .conftest import assert_unchanged, snapshot, tiny_ghn
+from .test_apply import SmallNet
 
 
 class WideNet(nn.Module):
@@ -221,3 +221,35 @@ def test_bad_postprocess_leaves_the_model_unchanged(ghn3: GHN) -> None:
 def test_bundled_ghn_recommends_post_processing() -> None:
     ghn = ghn_init.load_ghn("bundled")
     assert ghn.config.postprocess is not None and PostProcess.parse(ghn.config.postprocess).orthogonal
+
+
+class HeadFirst(nn.Module):
+    """The classifier is registered before the body: parameter order is not forward order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 10)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_nohead_drops_the_classifier_the_plan_decodes(ghn3) -> None:
+    """`nohead` and `predict_classifier=False` agree on which tensor is the classifier (the plan's), whatever
+    the parameter order: a rule of "the last weight matrix" picked `body.2.weight` here (and maxvit_t's
+    `classifier.5` while the GHN decodes `classifier.3` as the head)."""
+    kept = ghn_init.predict(HeadFirst(), ghn3, input_size=(3, 16, 16), predict_classifier=False, postprocess="none")
+    dropped = ghn_init.predict(HeadFirst(), ghn3, input_size=(3, 16, 16), postprocess="nohead")
+    assert "head.weight" not in kept.tensors and "head.weight" not in dropped.tensors
+    assert set(dropped.tensors) == set(kept.tensors)
+    assert "body.2.weight" in dropped.tensors
+
+
+def test_a_dry_run_reports_what_post_processing_leaves_out(ghn3) -> None:
+    spec = "orth+nohead+nobias"
+    real = ghn_init.predict(SmallNet(), ghn3, input_size=(3, 32, 32), postprocess=spec)
+    dry = ghn_init.predict(SmallNet(), ghn3, input_size=(3, 32, 32), postprocess=spec, dry_run=True)
+    assert dry.report.predicted == real.report.predicted
+    assert dry.report.left_alone == real.report.left_alone
+    assert dry.report.postprocess == real.report.postprocess != "none"

@@ -57,3 +57,10 @@ def test_bad_paths_and_metadata_are_refused_before_writing(tmp_path: Path) -> No
     with pytest.raises(TypeError, match="strings"):
         ghn_init.save_safetensors(model, tmp_path / "m.safetensors", metadata={"n": 1})
     assert not list(tmp_path.iterdir())
+
+
+def test_saved_files_are_readable_by_others(tmp_path: Path) -> None:
+    """safetensors creates files owner-only; a saved checkpoint, like a converted GHN folder, is 0644."""
+    path = ghn_init.save_safetensors(nn.Linear(2, 2), tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "m.safetensors.partial").exists()

@@ -87,7 +87,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     import torch
 
     from .. import apply
-    from ..saving import check_save_path, report_dict, save_safetensors
+    from ..saving import check_save_path, save_safetensors
 
     if args.save:
         check_save_path(args.save)  # fail before the work, not after it
@@ -106,7 +106,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         else:
             torch.save(model.state_dict(), args.save)
     if args.json:
-        data = report_dict(report)
+        data = report.to_dict()
         if args.save:
             data["saved_to"] = str(args.save)
         print(json.dumps(data, indent=1))

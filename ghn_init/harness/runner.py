@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..recalibrate import recalibrate_bn
+from ..report import Report
 from .data import Data, get_batch, load_data
 from .models import ModelSpec, build_model
 from .schemes import Scheme, resolve_schemes
@@ -151,13 +152,10 @@ def _model_name(spec: ModelSpec) -> str:
 
 
 def _report_dict(report: Any) -> Optional[dict]:
+    """A scheme's return value as JSON data: a ghn-init Report through ``to_dict()``, anything else by repr."""
     if report is None:
         return None
-    if hasattr(report, "__dataclass_fields__"):
-        d = asdict(report)
-        d["fraction_predicted"] = getattr(report, "fraction_predicted", None)
-        return d
-    return {"value": repr(report)}
+    return report.to_dict() if isinstance(report, Report) else {"value": repr(report)}
 
 
 def compare(

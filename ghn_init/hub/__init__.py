@@ -17,7 +17,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..constants import CONFIG_NAME, WEIGHTS_NAME
-from ..errors import UnknownGHNError
+from ..errors import ConfigError, UnknownGHNError
 from ..log import logger
 from ..networks import GHN
 from .checkpoints import CheckpointError, check_sha256, load_file
@@ -246,7 +246,9 @@ def _download(file: HubFile, entry: Optional[RegistryEntry], hub: _HubOptions) -
 def _load_from_hub(path: Path, file: HubFile, entry: Optional[RegistryEntry] = None) -> GHN:
     try:
         ghn = load_file(path)
-    except ValueError as e:  # CheckpointError and config errors; an UnsafeCheckpointError propagates unchanged
+    except ConfigError:  # the weights are fine; the config.json beside them is not: keep the weights, name the field
+        raise
+    except ValueError as e:  # other CheckpointErrors; an UnsafeCheckpointError propagates unchanged
         discard_cached(path)
         raise CheckpointError(
             f"{file.describe()} was downloaded but cannot be loaded as a GHN: {e}. The cached copy was removed, "

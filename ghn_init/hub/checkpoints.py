@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from ..atomic import save_file_atomic
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..errors import CheckpointError, ConfigError
 from ..networks import GHN, GHNConfig
@@ -207,15 +207,11 @@ def save_folder(
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (``{"format_version", "ghn", **fields}``), the
     folder layout :func:`load_file` reads. The weights appear atomically: never half written."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in ghn.state_dict().items()}
-    partial = folder / (WEIGHTS_NAME + ".partial")
-    save_file(tensors, str(partial), metadata={"format": "pt", "ghn_init_format_version": str(FORMAT_VERSION)})
-    partial.chmod(0o644)  # safetensors may create it owner-only; the folder is meant to be shared
-    os.replace(partial, folder / WEIGHTS_NAME)
+    metadata = {"format": "pt", "ghn_init_format_version": str(FORMAT_VERSION)}
+    save_file_atomic(tensors, folder / WEIGHTS_NAME, metadata)
     doc = {"format_version": FORMAT_VERSION, "ghn": (config or ghn.config).to_dict(), **fields}
     (folder / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     return folder
