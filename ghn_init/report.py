@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import torch
 import torch.nn as nn
 
-from .graph import Graph
+from .graph import Graph, unwrap
 from .graph.autograd_trace import parameter_owners
 from .networks import GHN
 from .planning import Plan, Slot
@@ -174,8 +174,7 @@ def ghn_name(ghn: GHN) -> str:
 
 def model_name(model: nn.Module) -> str:
     """The model's class name; ``torch.compile`` wrappers are named after the model they wrap."""
-    inner = getattr(model, "_orig_mod", None)
-    return type(inner).__name__ if isinstance(inner, nn.Module) else type(model).__name__
+    return type(unwrap(model)).__name__
 
 
 def suspect_buffers(model: nn.Module) -> dict[str, str]:

@@ -148,7 +148,7 @@ def test_noise_breaks_the_symmetry_of_tiled_predictions() -> None:
 
 def test_apply_orth_orthogonalizes_predictions_but_not_the_classifier(ghn3: GHN) -> None:
     torch.manual_seed(0)
-    raw, orth = WideNet(), None
+    raw = WideNet()
     orth = copy.deepcopy(raw)
     ghn_init.apply(raw, ghn3, postprocess="none")
     report = ghn_init.apply(orth, ghn3, postprocess="orth")

@@ -106,7 +106,6 @@ def test_a_ghn_in_train_mode_stays_in_train_mode_and_predicts_like_in_eval_mode(
 def test_concurrent_applies_from_threads_match_sequential_ones() -> None:
     ghn = tiny_ghn().train()
     before = ghn_state(ghn)
-    expected = snapshot(small_net())
     ghn_init.apply(reference := small_net(), ghn)
     expected = snapshot(reference)
     results: list[dict[str, torch.Tensor]] = []

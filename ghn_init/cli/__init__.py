@@ -83,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ghn-init: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (GHNInitError, OSError, ValueError, KeyError, TypeError, FloatingPointError) as e:
+    except (GHNInitError, OSError, ValueError) as e:  # bad input; KeyError/TypeError & co. are bugs (exit 3)
         if debug:
             raise
         print(f"ghn-init {args.command}: error: {_one_line(e)}", file=sys.stderr)

@@ -56,7 +56,6 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model the arguments describe and the input size to record it with (None: the model's own)."""
     import torch
 
-    from ..graph import default_input_size
     from ..models import TIMM_PREFIX, create_model
 
     kwargs = dict(args.model_kwargs or {})
@@ -77,10 +76,7 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
         model = create_model(args.model, **kwargs)
     except TypeError as e:  # an argument the constructor does not take
         raise ValueError(f"cannot build {args.model} with {kwargs}: {e}") from e
-    size = tuple(args.input_size) if args.input_size else None
-    if size is None and "in_chans" in kwargs:
-        size = (kwargs["in_chans"], *default_input_size(model)[1:])
-    return model, size
+    return model, tuple(args.input_size) if args.input_size else None
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:

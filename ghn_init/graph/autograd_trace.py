@@ -262,18 +262,14 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
 
     Whatever the body changes on any module (tensors substituted, attributes set or added, caches,
     in-place writes to plain tensor attributes) is undone, whether the body succeeds or raises, and the
-    result is checked (:meth:`_ModuleState.check`; a failed check is restored and checked once more).
+    result is checked (:meth:`_ModuleState.check`).
     """
     state = _ModuleState(model)
     try:
         yield state.modules
     finally:
         state.restore()
-        try:
-            state.check()
-        except TraceError:
-            state.restore()
-            state.check()
+        state.check()
 
 
 @contextlib.contextmanager

@@ -55,7 +55,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .autograd_trace import (
     POOL_OPS,
     RawGraph,
+    _FusedAttention,
     _norm_args,
+    _Normalization,
     _watch_calls,
     eval_mode,
     output_tensors,
@@ -66,8 +68,8 @@ from .autograd_trace import (
 
 __all__ = ["FxCaptureError", "capture", "read_fx", "record_fx"]
 
-ATTENTION_NODE = "_FusedAttentionBackward"  # the autograd recorder's stand-in names
-NORM_NODE = "_NormalizationBackward"
+ATTENTION_NODE = _FusedAttention._backward_cls.__name__  # the autograd recorder's stand-in node names
+NORM_NODE = _Normalization._backward_cls.__name__
 
 
 class FxCaptureError(RuntimeError):

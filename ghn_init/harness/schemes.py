@@ -46,18 +46,14 @@ def ghn_scheme(source: Any = "bundled", postprocess: Optional[str] = "default", 
         A callable ``(model, input_size=None) -> Report``; :func:`ghn_init.compare` passes its image
         size, so models that fix their input size (ViTs) are recorded at that size.
     """
-    cache: dict[str, Any] = {}
 
     def scheme(model: nn.Module, input_size: Optional[tuple] = None):
         from ..api import apply
-        from ..hub import load_ghn
 
-        if "ghn" not in cache:
-            cache["ghn"] = load_ghn(source)
         kwargs = dict(apply_kwargs)
         if input_size is not None:
             kwargs.setdefault("input_size", input_size)
-        return apply(model, cache["ghn"], postprocess=postprocess, **kwargs)
+        return apply(model, source, postprocess=postprocess, **kwargs)  # load_ghn reuses a loaded GHN
 
     scheme.accepts_input_size = True  # type: ignore[attr-defined]  # compare passes the image size
     return scheme

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -15,6 +14,7 @@ from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..errors import CheckpointError, ConfigError
 from ..networks import GHN, GHNConfig
 from ..networks.config import json_repr
+from .download import file_sha256
 from .safe_pickle import UnsafeCheckpointError, check_regular_file, load_pickle
 
 __all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "ghn_from_state_dict", "load_file", "save_folder"]
@@ -96,10 +96,7 @@ def check_sha256(path: Union[str, Path], expected: str) -> None:
         raise ValueError(f"sha256 must be 64 hexadecimal digits, got {expected!r}")
     file = weights_file(path)
     check_regular_file(file)
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+    digest = file_sha256(file)
     if digest.hexdigest() != expected:
         raise CheckpointError(
             f"{file} has sha256 {digest.hexdigest()}, not the expected {expected}: the file was altered, truncated "

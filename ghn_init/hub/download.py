@@ -146,6 +146,15 @@ def download(
     return path
 
 
+def file_sha256(path: Union[str, Path]) -> hashlib._Hash:
+    """The sha256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest
+
+
 def verify_lfs_hash(path: Path, file: HubFile) -> None:
     """Compare a cached blob with the sha256 it is named after (the Hub's LFS hash); drop it if they differ.
 
@@ -154,10 +163,7 @@ def verify_lfs_hash(path: Path, file: HubFile) -> None:
     blob = Path(os.path.realpath(path))
     if not _SHA256.fullmatch(blob.name):
         return
-    digest = hashlib.sha256()
-    with open(blob, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+    digest = file_sha256(blob)
     if digest.hexdigest() != blob.name:
         size = blob.stat().st_size
         discard_cached(path)

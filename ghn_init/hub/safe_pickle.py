@@ -159,9 +159,8 @@ def load_pickle(path: PathLike) -> Any:
             obj = _RestrictedUnpickler(f).load()
         except pickle.UnpicklingError:  # UnsafeCheckpointError included: nothing was run
             raise
-        except (MemoryError, RecursionError) as e:
-            raise pickle.UnpicklingError(f"{path} is not a usable pickle ({type(e).__name__})") from e
-        except Exception as e:  # noqa: BLE001 - a corrupted stream fails in many ways: OverflowError, IndexError, ...
+        except Exception as e:  # noqa: BLE001 - a corrupted stream fails in many ways: OverflowError, IndexError,
+            # KeyError, MemoryError on an absurd length, RecursionError on deep nesting, ...
             raise pickle.UnpicklingError(f"{path} is not a valid pickle ({type(e).__name__}: {e})") from e
         if _looks_like_legacy_torch_save(obj):
             try:
