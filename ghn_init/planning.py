@@ -79,28 +79,30 @@ class Target:
         return self.kind in (DecoderKind.CLASSIFIER, DecoderKind.CLASSIFIER_BIAS)
 
 
+# (attribute, suffix of its graph node name), first match per module: the one "weight" a published GHN writes
+WEIGHT_ATTRS = (
+    ("layer_scale", ".layer_scale"),
+    ("in_proj_weight", ".in_proj_weight"),  # attention
+    ("pos_embedding", ".pos_embedding.weight"),  # torchvision ViT encoder
+    ("weight", ".weight"),
+)
+BIAS_ATTRS = ("in_proj_bias", "bias")  # first match per module
+LAYER_TENSORS = tuple(attr for attr, _ in WEIGHT_ATTRS) + BIAS_ATTRS  # every attribute name a GHN writes
+
+
 def writable_slots(model: nn.Module) -> dict[str, Slot]:
     """The tensors the published GHNs know how to write, keyed the way graph node names refer to them.
 
-    Per module: its ``weight`` (or ``in_proj_weight`` of attention, or ``pos_embedding`` of a
-    torchvision ViT encoder) and its ``bias`` (or ``in_proj_bias``).
+    Per module: the first of ``layer_scale``, ``in_proj_weight`` (attention), ``pos_embedding`` (torchvision
+    ViT encoder), ``weight`` it has (:data:`WEIGHT_ATTRS`), and its ``in_proj_bias`` or ``bias``.
     """
     slots: dict[str, Slot] = {}
     for module_name, m in model.named_modules():
         prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
-        if getattr(m, "layer_scale", None) is not None:
-            w_attr, w_key = "layer_scale", ".layer_scale"
-        elif getattr(m, "in_proj_weight", None) is not None:
-            w_attr, w_key = "in_proj_weight", ".in_proj_weight"
-        elif getattr(m, "pos_embedding", None) is not None:
-            w_attr, w_key = "pos_embedding", ".pos_embedding.weight"
-        elif getattr(m, "weight", None) is not None:
-            w_attr, w_key = "weight", ".weight"
-        else:
-            w_attr = w_key = ""
+        w_attr, w_key = next(((a, k) for a, k in WEIGHT_ATTRS if getattr(m, a, None) is not None), ("", ""))
         if w_attr and isinstance(getattr(m, w_attr), torch.Tensor):
             slots[prefix + w_key] = Slot(m, module_name, w_attr, True, tuple(getattr(m, w_attr).shape))
-        b_attr = "in_proj_bias" if getattr(m, "in_proj_bias", None) is not None else "bias"
+        b_attr = next((a for a in BIAS_ATTRS if getattr(m, a, None) is not None), "bias")
         b = getattr(m, b_attr, None)
         if isinstance(b, torch.Tensor):
             slots[prefix + "." + b_attr] = Slot(m, module_name, b_attr, False, tuple(b.shape))

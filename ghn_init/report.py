@@ -11,7 +11,7 @@ import torch.nn as nn
 from .graph import Graph, unwrap
 from .graph.autograd_trace import parameter_owners
 from .networks import GHN
-from .planning import Plan, Slot
+from .planning import LAYER_TENSORS, Plan, Slot
 
 __all__ = ["Report", "build_report", "why_left_alone", "ghn_name", "model_name", "suspect_buffers"]
 
@@ -99,8 +99,6 @@ class Report:
         return "\n".join(lines)
 
 
-# the tensor names a published GHN writes (see planning.writable_slots)
-LAYER_TENSORS = ("weight", "bias", "in_proj_weight", "in_proj_bias", "pos_embedding", "layer_scale")
 CLASSIFIER_KEPT = "classifier kept at its default init (predict_classifier=False)"
 PUBLISHED_RENAME = (
     "in the graph as {published!r}: the published builder cuts names at 'stem'/'pos_enc' (DeepNets-1M naming) "
@@ -189,14 +187,22 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
     Returns:
         ``{buffer name: why}``.
     """
-    found: dict[str, str] = {}
+    names: dict[torch.device, list[str]] = {}
+    flags: dict[torch.device, list[torch.Tensor]] = {}
     with torch.no_grad():
         for name, b in model.named_buffers():
             if b.is_meta or not b.is_floating_point() or b.numel() == 0:
                 continue
-            if not torch.isfinite(b).all():
+            finite = torch.isfinite(b).all()
+            positive = (b > 0).all() if name.rsplit(".", 1)[-1] == "running_var" else finite.new_ones(())
+            names.setdefault(b.device, []).append(name)
+            flags.setdefault(b.device, []).append(torch.stack((finite, positive)))
+    found: dict[str, str] = {}
+    for device, device_names in names.items():  # one host sync per device, not two per buffer
+        for name, (finite, positive) in zip(device_names, torch.stack(flags[device]).tolist(), strict=True):
+            if not finite:
                 found[name] = "non-finite values"
-            elif name.rsplit(".", 1)[-1] == "running_var" and not bool((b > 0).all()):
+            elif not positive:
                 found[name] = "running variance not positive"
     return found
 

@@ -191,16 +191,20 @@ class _ModuleState:
     """A snapshot of every module's attributes, to put the model back exactly as it was.
 
     Saved per module (each module once, however often it is used): the attribute dict itself, a
-    shallow copy of every dict/list/set attribute (``_parameters``, ``_buffers``, hooks, caches), and a
-    copy of every plain tensor attribute that is not a parameter or buffer (in-place writes to it are
-    undone from the copy).
+    shallow copy of every dict/list/set attribute (``_parameters``, ``_buffers``, hooks, caches; None for an
+    empty one, which most hook dicts are: nothing to copy or compare), and a copy of every plain tensor
+    attribute that is not a parameter or buffer (in-place writes to it are undone from the copy).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.modules = list(model.modules())
         self.attrs = [dict(m.__dict__) for m in self.modules]
         self.contents = [
-            {k: (v.copy() if not isinstance(v, list) else list(v)) for k, v in d.items() if isinstance(v, _CONTAINERS)}
+            {
+                k: (None if not v else v.copy() if not isinstance(v, list) else list(v))
+                for k, v in d.items()
+                if isinstance(v, _CONTAINERS)
+            }
             for d in self.attrs
         ]
         self.tensors: list[tuple[torch.Tensor, int, torch.Tensor]] = []
@@ -223,7 +227,10 @@ class _ModuleState:
                     current[k] = v
             for k, copy in contents.items():
                 v = saved[k]
-                if isinstance(v, dict) and (v.keys() != copy.keys() or any(v[i] is not copy[i] for i in copy)):
+                if copy is None:  # was empty
+                    if v:
+                        v.clear()
+                elif isinstance(v, dict) and (v.keys() != copy.keys() or any(v[i] is not copy[i] for i in copy)):
                     v.clear()
                     v.update(copy)
                 elif isinstance(v, list) and (
@@ -242,11 +249,11 @@ class _ModuleState:
         """Post-condition: every parameter and buffer is the very tensor it was before recording.
 
         Raises:
-            TraceError: a substituted tensor is still in place (after a second attempt to restore).
+            TraceError: a substituted tensor is still in place.
         """
         for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
             for store in ("_parameters", "_buffers"):
-                before = contents[store]
+                before = contents[store] or {}
                 after = m.__dict__[store]
                 changed = after.keys() != before.keys() or any(after[k] is not before[k] for k in before)
                 if after is not saved[store] or changed:

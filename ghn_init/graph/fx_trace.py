@@ -490,19 +490,10 @@ def read_fx(gm: fx.GraphModule, leaves: dict[int, tuple[str, nn.Module, tuple[in
 # Capturing an nn.Module.
 
 
-def _unique_tensors(model: nn.Module) -> tuple[list[torch.Tensor], list[list[str]]]:
-    tensors: list[torch.Tensor] = []
-    names: list[list[str]] = []
-    index: dict[int, int] = {}
-    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-        if t is None:
-            continue
-        if id(t) not in index:
-            index[id(t)] = len(tensors)
-            tensors.append(t)
-            names.append([])
-        names[index[id(t)]].append(name)
-    return tensors, names
+def model_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter, then every buffer, each once (tied or shared ones too), in module order: the order
+    of the captured graph's leaf placeholders."""
+    return [*model.parameters(), *model.buffers()]
 
 
 def capture(
@@ -545,7 +536,7 @@ def capture(
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.utils import _pytree as pytree
 
-    tensors, _ = _unique_tensors(model)
+    tensors = model_tensors(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
 
     def fake(t: torch.Tensor, requires_grad: bool, on: torch.device | None = None) -> torch.Tensor:
@@ -645,7 +636,7 @@ def record_fx(
         >>> raw.tracer, raw.nodes[0].name
         ('fx', 'fc.bias')
     """
-    tensors, _ = _unique_tensors(model)
+    tensors = model_tensors(model)
     device = tensors[0].device if tensors else torch.device("cpu")
     if args is None:
         args = (torch.empty((2, *input_size), device="meta"),)

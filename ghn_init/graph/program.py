@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from .autograd_trace import RawGraph, owner_map
-from .fx_trace import FxCaptureError, _unique_tensors, capture, read_fx
+from .fx_trace import FxCaptureError, capture, model_tensors, read_fx
 
 __all__ = ["is_exported_program", "program_module", "record_program"]
 
@@ -171,7 +171,7 @@ def record_program(ep: Any, model: nn.Module | None = None) -> RawGraph:
     if kwargs:
         raise FxCaptureError("the program takes keyword inputs; only positional example inputs are supported")
     module = ep.module()
-    tensors, _ = _unique_tensors(module)
+    tensors = model_tensors(module)
     gm = capture(module, list(args), in_eval_mode=False)  # a program has fixed example inputs
     by_name = dict(model.named_parameters(remove_duplicate=False))
     names = {id(t): n for n, t in module.named_parameters(remove_duplicate=False)}
