@@ -197,3 +197,14 @@ def test_cli_compare_bad_input_is_one_line(tmp_path, capsys) -> None:
     code = main(["compare", "--models", "small_vit", "--inits", "default,xavier", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "unknown init scheme 'xavier'" in err
+
+
+def test_torchvision_datasets_with_a_split_argument_resolve_like_the_trainers(tmp_path) -> None:
+    """`torchvision:SVHN` takes `split=`, not `train=`: it used to fail with a raw TypeError; now it goes through
+    the trainer's loader (a missing download is a FileNotFoundError saying what to do)."""
+    from ghn_init.harness.data import load_data
+
+    with pytest.raises(FileNotFoundError, match="SVHN not found"):
+        load_data(f"torchvision:SVHN:{tmp_path}")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_data("torchvision:NoSuchDataset")

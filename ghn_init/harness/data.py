@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +12,6 @@ from torch.utils.data import Dataset, TensorDataset
 
 __all__ = ["Data", "digits", "image_folder", "from_datasets", "load_data", "get_batch"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -33,6 +31,8 @@ class Data:
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
+    from ..train.fractals import IMAGENET_MEAN, IMAGENET_STD  # (ghn_init.train imports torchvision: lazily)
+
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((images - mean) / std).contiguous()
@@ -103,11 +103,14 @@ class _Prepared(Dataset):
         return image, int(label)
 
 
-def _num_classes(dataset: Any, fallback: Sequence[Any]) -> int:
-    classes = getattr(dataset, "classes", None)
-    if classes:
-        return len(classes)
-    return int(max(int(dataset[i][1]) for i in range(len(dataset))) + 1) if len(dataset) else len(fallback)
+def _num_classes(dataset: Any) -> int:
+    """From ``classes``, ``targets`` or ``labels`` (the trainer's rule), else from every label."""
+    from ..train.data import _num_classes_of
+
+    try:
+        return _num_classes_of(dataset)
+    except ValueError:
+        return int(max(int(dataset[i][1]) for i in range(len(dataset))) + 1)
 
 
 def from_datasets(
@@ -125,7 +128,7 @@ def from_datasets(
             )
         if len(ds) == 0:
             raise ValueError(f"{part} dataset is empty")
-    n = num_classes or _num_classes(train, [])
+    n = num_classes or _num_classes(train)
     return Data(name, _Prepared(train, image_size), _Prepared(test, image_size), n)
 
 
@@ -176,17 +179,11 @@ def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: boo
     if spec == "digits":
         return digits(image_size)
     if spec.startswith("torchvision:"):
-        import torchvision
+        from ..train.data import _torchvision_dataset  # the trainer's loader: train= or split= datasets alike
 
         _, name, *rest = spec.split(":", 2)
-        cls = getattr(torchvision.datasets, name, None)
-        if cls is None:
-            raise ValueError(f"torchvision has no dataset {name!r} (e.g. torchvision:CIFAR10:ROOT)")
         root = rest[0] if rest else "data"
-        try:
-            train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
-        except RuntimeError as e:
-            raise FileNotFoundError(f"{name} not found under {root!r} ({e}); pass --download to fetch it") from e
+        train, test = (_torchvision_dataset(name, root, part, download, transform=None) for part in (True, False))
         return from_datasets(train, test, image_size, name=name)
     if Path(spec).is_dir():
         return image_folder(spec, image_size)
