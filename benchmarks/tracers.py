@@ -32,6 +32,7 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import ghn_init  # noqa: E402 - the checkout's package, after the path is set
+from ghn_init.graph import default_input_size  # noqa: E402
 
 FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
@@ -53,10 +54,6 @@ def build(name: str, cpu: bool) -> torch.nn.Module:
         except NotImplementedError:  # "Cannot copy out of meta tensor" in a constructor
             continue
     raise RuntimeError(f"cannot build {name}")
-
-
-def input_size(name: str) -> tuple[int, int, int]:
-    return (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
 
 
 def timed(model: Any, size: tuple[int, ...] | None, tracer: str, repeats: int) -> tuple[float | None, Any, str]:
@@ -87,7 +84,7 @@ def main() -> None:
     rows = []
     for name in names:
         model = build(name, args.cpu)
-        size = input_size(name)
+        size = default_input_size(model)  # as apply reads it (Inception 299, a timm model's pretrained config, ...)
         t_a, g_a, e_a = timed(model, size, "autograd", args.repeats)
         t_f, g_f, e_f = timed(model, size, "fx", args.repeats)
         same = g_a is not None and g_f is not None and g_a.to_dict() == g_f.to_dict()
