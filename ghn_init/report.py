@@ -23,7 +23,7 @@ class Report:
     Attributes:
         model: the model's class name (a ``torch.compile``'d model is named after the model it wraps).
         ghn: the GHN's name (registry name, path or Hub source; "fine-tuned from ..." where it applies).
-        tracer: how the graph was recorded (``autograd-meta`` or ``autograd-forward``).
+        tracer: how the graph was recorded (``autograd-meta``, ``fx`` or ``autograd-forward``).
         nodes: graph nodes.
         predicted: names of the tensors written.
         left_alone: ``{name: reason}`` for every parameter that keeps its value.

@@ -44,7 +44,7 @@ def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     Returns:
         ``w`` itself when nothing is tiled; otherwise a tensor equal to
         ``w.repeat(r0, r1, ...)[: sizes[0], : sizes[1], ...]`` with ``r_i = ceil(sizes[i] / w.shape[i])``:
-        a new contiguous tensor of exactly that size, or, for results under ``SMALL`` elements and when
+        a new contiguous tensor of exactly that size, or, for results under ``SMALL`` elements or when
         ``w`` needs a gradient (GHN training), that very ``repeat`` expression.
 
     Example:

@@ -115,9 +115,10 @@ def trace(
 ) -> Graph:
     """Build the GHN graph of ``model``.
 
-    The forward pass is recorded on meta tensors (no arithmetic, no activations); models that cannot
-    run on meta tensors are recorded with one real forward pass on copies of their tensors, on their own
-    device (a warning is logged on the ``"ghn_init"`` logger). ``Graph.tracer`` says which was used.
+    Ways of recording are tried in turn (with the default ``tracer="auto"``): autograd on meta tensors (no
+    arithmetic, no activations), then a torch.fx capture on fake tensors, then one real forward pass on
+    copies of the model's tensors on its own device (a warning is logged on the ``"ghn_init"`` logger for
+    each fallback). ``Graph.tracer`` says which was used.
     Recording never changes the model: its tensors, buffers, attributes and train/eval modes are as before,
     whether recording succeeds or fails. It also works inside ``torch.inference_mode()``. A
     ``torch.compile``'d model is recorded through the module it wraps (tensor names without ``_orig_mod.``).
@@ -148,7 +149,7 @@ def trace(
         ValueError: unknown ``tracer``.
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: the model has no parameters.
-        TraceError: neither way of recording worked (``.attempts`` lists why), or the model still has
+        TraceError: no way of recording worked (``.attempts`` lists why), or the model still has
             uninitialized lazy modules.
 
     Example:
