@@ -130,8 +130,8 @@ def predict(
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``
-            joined by ``+``. Not applied in a dry run.
+            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``,
+            ``"noembed"`` joined by ``+``. Not applied in a dry run.
         generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its

@@ -19,19 +19,71 @@ predicted tensors (and a ``torch.Generator``): nothing is written into a model.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
-from typing import Collection, Iterable, Mapping, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["PostProcess", "postprocess", "postprocess_predictions", "orthogonalize", "relative_noise_scale"]
+__all__ = [
+    "PostProcess",
+    "Role",
+    "postprocess",
+    "postprocess_predictions",
+    "orthogonalize",
+    "relative_noise_scale",
+    "role_of",
+]
 
 NOISE_BETA = 1e-5  # the published GHN-3 fine-tuning scripts' beta
 _NOISE = re.compile(r"^noise(?:=(?P<beta>[0-9.eE+-]+))?$")
 
 
-_DROPS = {"nohead": "drop_classifier", "nobias": "drop_biases", "nogain": "drop_gains", "nonorm": "drop_norms"}
+_DROPS = {
+    "nohead": "drop_classifier",
+    "nobias": "drop_biases",
+    "nogain": "drop_gains",
+    "nonorm": "drop_norms",
+    "noembed": "drop_embeddings",
+}
+
+
+class Role(enum.Enum):
+    """What a predicted tensor is to its model; post-processing treats each role its own way.
+
+    ``MATRIX``: a layer's weight of two or more dimensions (convolution, linear, attention
+    projections): orthogonalized by ``orth``, noise scaled by its own correlations.
+    ``BIAS``: a convolution's or linear layer's bias: left as predicted (``nobias`` drops it).
+    ``GAIN``: a per-channel multiplier: a norm layer's weight, or a residual branch's layer scale
+    (ConvNeXt's ``layer_scale``, shaped ``(C, 1, 1)``): never orthogonalized (it is a diagonal, not a
+    matrix), noise scaled like the matrix before it; ``nogain`` drops it.
+    ``NORM_BIAS``: a norm layer's bias: noise like a gain; ``nonorm`` drops it together with the gains.
+    ``EMBEDDING``: a position embedding (an additive per-token offset, not a map): never
+    orthogonalized and given no noise; ``noembed`` drops it.
+    """
+
+    MATRIX = "matrix"
+    BIAS = "bias"
+    GAIN = "gain"
+    NORM_BIAS = "norm_bias"
+    EMBEDDING = "embedding"
+
+
+def role_of(w: torch.Tensor, name: str = "") -> Role:
+    """The role of a tensor told from its shape alone (what :func:`postprocess` assumes without ``roles``).
+
+    Two or more dimensions: a matrix, except ``(1, tokens, dim)``, a position embedding. One
+    dimension: a norm layer's gain if the name ends in ``weight``, else its bias. Models know
+    better: :func:`postprocess_predictions` reads the roles off the modules.
+
+    Example:
+        >>> role_of(torch.zeros(8, 3, 3, 3)), role_of(torch.zeros(1, 65, 128)), role_of(torch.zeros(8), "bn.bias")
+        (<Role.MATRIX: 'matrix'>, <Role.EMBEDDING: 'embedding'>, <Role.NORM_BIAS: 'norm_bias'>)
+    """
+    if w.dim() >= 2:
+        return Role.EMBEDDING if w.dim() == 3 and w.shape[0] == 1 else Role.MATRIX
+    return Role.GAIN if name.endswith("weight") else Role.NORM_BIAS
 
 
 @dataclass(frozen=True)
@@ -45,16 +97,18 @@ class PostProcess:
         drop_classifier: do not write the classifier (weight and bias): it keeps the model's own init.
         drop_biases: do not write biases of convolutions and linear layers (norm-layer biases are written).
         drop_gains: do not write the weights (gains) of norm layers.
-        drop_norms: do not write norm layers at all (weights and biases).
+        drop_norms: do not write norm layers at all (weights and biases; layer scales too).
+        drop_embeddings: do not write position embeddings.
 
     The ``drop_*`` options are ours, not from the papers: a GHN trained briefly on small
-    networks predicts these 1-D tensors poorly for networks unlike its training set, and leaving
-    them at the model's init is then better (see ``docs/init_quality.md``).
+    networks predicts these tensors poorly for networks unlike its training set (a GHN that never
+    saw a position embedding still predicts one), and leaving them at the model's init is then
+    better (see ``docs/init_quality.md``). Which tensor is which: :class:`Role`.
 
     Example:
         >>> PostProcess.parse("orth+noise")
         PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False, \
-drop_norms=False)
+drop_norms=False, drop_embeddings=False)
         >>> str(PostProcess(orthogonal=True, drop_gains=True))
         'orth+nogain'
     """
@@ -65,6 +119,7 @@ drop_norms=False)
     drop_biases: bool = False
     drop_gains: bool = False
     drop_norms: bool = False
+    drop_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if not (self.noise >= 0.0 and self.noise < float("inf")):
@@ -82,7 +137,7 @@ drop_norms=False)
     @classmethod
     def parse(cls, spec: Union[str, PostProcess, None]) -> PostProcess:
         """Read a spec: ``"none"``, ``"orth"``, ``"noise"`` (beta 1e-5), ``"noise=1e-4"``, ``"nohead"``,
-        ``"nobias"``, ``"nogain"``, ``"nonorm"``, or parts joined by ``+`` (``"orth+noise"``).
+        ``"nobias"``, ``"nogain"``, ``"nonorm"``, ``"noembed"``, or parts joined by ``+`` (``"orth+noise"``).
 
         Raises:
             ValueError: an unknown or repeated part, with the accepted forms.
@@ -113,7 +168,7 @@ drop_norms=False)
             if value is None:
                 raise ValueError(
                     f"unknown post-processing {part!r} in {spec!r}; use 'none' or parts joined by '+': "
-                    "orth, noise, noise=BETA, nohead, nobias, nogain, nonorm (e.g. 'orth+noise')"
+                    "orth, noise, noise=BETA, nohead, nobias, nogain, nonorm, noembed (e.g. 'orth+noise')"
                 )
             if key in values:
                 raise ValueError(f"post-processing {spec!r} names {part!r} twice")
@@ -181,8 +236,7 @@ def postprocess(
     *,
     order: Optional[Iterable[str]] = None,
     classifier: Optional[str] = None,
-    norms: Optional[Collection[str]] = None,
-    gains: Collection[str] = (),
+    roles: Optional[Mapping[str, Role]] = None,
     generator: Optional[torch.Generator] = None,
 ) -> dict[str, torch.Tensor]:
     """Post-process predicted tensors; a pure function (the inputs are not modified).
@@ -190,22 +244,20 @@ def postprocess(
     Args:
         predicted: tensor name -> predicted tensor (names as in ``model.named_parameters()``).
         spec: a :class:`PostProcess` or its string form (see :meth:`PostProcess.parse`).
-        order: the names in the model's order (default: the order of ``predicted``); a norm
-            layer's noise is scaled like the last weight matrix before it.
+        order: the names in the model's order (default: the order of ``predicted``); a gain or
+            norm bias gets the noise scale of the last weight matrix before it.
         classifier: the name of the classification weight, left as predicted together with the
-            1-D tensors after it (as published); None to post-process every tensor.
-        norms: the 1-D tensors of norm layers (weights and biases), the only 1-D tensors that get
-            noise (as published: biases of convolutions and linear layers do not); default: all.
-        gains: the weights of norm layers (for ``nogain``).
+            tensors after it in ``order`` (as published); None to post-process every tensor.
+        roles: tensor name -> :class:`Role`; names not in it get :func:`role_of` (their shape).
         generator: the CPU generator the noise is drawn from (default: torch's global one). The
             noise is drawn on the CPU in float32 and then moved, so a seed gives the same values
             on every device.
 
     Returns:
-        A new dict with the same keys, less those dropped (``nohead``, ``nobias``, ``nogain``, ``nonorm``);
-        tensors that were not changed are the same objects.
-        Weight matrices are orthogonalized (position embeddings, shaped ``(1, tokens, dim)``,
-        and the classifier are not); each tensor keeps its dtype and device.
+        A new dict with the same keys, less those dropped (``nohead``, ``nobias``, ``nogain``,
+        ``nonorm``, ``noembed``); tensors that were not changed are the same objects. Only
+        matrices are orthogonalized; only matrices, gains and norm biases get noise (as published:
+        biases of convolutions and linear layers do not); each tensor keeps its dtype and device.
 
     Example:
         >>> out = postprocess({"conv.weight": torch.randn(4, 2, 3, 3)}, "orth")
@@ -220,6 +272,14 @@ def postprocess(
     if order is not None:
         listed = set(names)
         names += [n for n in predicted if n not in listed]
+    roles = roles or {}
+    dropped = {
+        Role.BIAS: pp.drop_biases,
+        Role.GAIN: pp.drop_gains or pp.drop_norms,
+        Role.NORM_BIAS: pp.drop_norms,
+        Role.EMBEDDING: pp.drop_embeddings,
+        Role.MATRIX: False,
+    }
     noise_scale = 0.0
     past_classifier = False
     for name in names:
@@ -230,24 +290,52 @@ def postprocess(
             if pp.drop_classifier:
                 del result[name]
             continue
-        is_norm = w.dim() == 1 and (norms is None or name in norms)
-        dropped = (pp.drop_gains and name in gains) or (pp.drop_norms and w.dim() == 1 and is_norm)
-        if dropped or (pp.drop_biases and w.dim() == 1 and not is_norm):
+        role = roles.get(name) or role_of(w, name)
+        if dropped[role]:
             del result[name]
             continue
-        is_matrix = w.dim() >= 2 and not (w.dim() == 3 and w.shape[0] == 1)  # not a position embedding
-        if is_matrix:
+        if role is Role.MATRIX:
             noise_scale = relative_noise_scale(w) if pp.noise else 0.0
-        elif not is_norm:
-            continue
+        elif role not in (Role.GAIN, Role.NORM_BIAS):
+            continue  # biases and embeddings: as predicted
         new = w
         if pp.noise and noise_scale > 0:
             noise = torch.randn(w.shape, generator=generator, dtype=torch.float32)
             new = (w.float() + (pp.noise * noise_scale) * noise.to(w.device)).to(w.dtype)
-        if pp.orthogonal and is_matrix:
+        if pp.orthogonal and role is Role.MATRIX:
             new = orthogonalize(new)
         result[name] = new
     return result
+
+
+def roles_of(predicted: Mapping[str, tuple]) -> dict[str, Role]:
+    """The :class:`Role` of each predicted tensor, read off the module and attribute it is written to.
+
+    Args:
+        predicted: tensor name -> (slot, tensor) as ``apply`` holds them; a slot has ``.module``,
+            ``.attr`` and ``.is_weight`` (:class:`ghn_init.planning.Slot`).
+
+    Example: in a torchvision ViT, ``encoder.pos_embedding`` is an ``EMBEDDING`` although it has
+    three dimensions; in a ConvNeXt block, ``layer_scale`` (``(C, 1, 1)``) is a ``GAIN``, not a
+    matrix; a ``LayerNorm``'s weight and bias are ``GAIN`` and ``NORM_BIAS``, a ``Linear``'s bias a ``BIAS``.
+    """
+    roles = {}
+    for name, (slot, tensor) in predicted.items():
+        module_weight = getattr(slot.module, "weight", None)
+        is_norm = isinstance(module_weight, torch.Tensor) and module_weight.dim() == 1
+        if slot.attr == "pos_embedding":
+            roles[name] = Role.EMBEDDING
+        elif slot.attr == "layer_scale":
+            roles[name] = Role.GAIN
+        elif slot.is_weight and tensor.dim() >= 2:
+            roles[name] = Role.MATRIX
+        elif tensor.dim() == 1 and is_norm:
+            roles[name] = Role.GAIN if slot.is_weight else Role.NORM_BIAS
+        elif not slot.is_weight:
+            roles[name] = Role.BIAS
+        else:
+            roles[name] = role_of(tensor, name)
+    return roles
 
 
 def postprocess_predictions(
@@ -260,8 +348,7 @@ def postprocess_predictions(
 ) -> dict[str, tuple]:
     """:func:`postprocess` for one model's predictions as ``apply`` holds them: name -> (slot, tensor).
 
-    The model is only read: its parameter order and which 1-D tensors belong to norm layers (the
-    module's ``weight`` is 1-D).
+    The model is only read: its parameter order, and the role of each tensor (:func:`roles_of`).
 
     Args:
         model: the model the predictions are for.
@@ -280,20 +367,12 @@ def postprocess_predictions(
         return dict(predicted)
     head = list(classifier)
     order = [name for name, _ in model.named_parameters() if name not in head] + head
-    norms, gains = set(), set()
-    for name, (slot, tensor) in predicted.items():
-        weight = getattr(slot.module, "weight", None)
-        if tensor.dim() == 1 and isinstance(weight, torch.Tensor) and weight.dim() == 1:
-            norms.add(name)
-            if slot.is_weight:
-                gains.add(name)
     tensors = postprocess(
         {name: t for name, (_, t) in predicted.items()},
         pp,
         order=order,
         classifier=head[0] if head else None,
-        norms=norms,
-        gains=gains,
+        roles=roles_of(predicted),
         generator=generator,
     )
     return {name: (slot, tensors[name]) for name, (slot, _) in predicted.items() if name in tensors}

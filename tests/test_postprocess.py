@@ -118,7 +118,7 @@ def test_postprocess_is_pure_seeded_and_leaves_the_classifier() -> None:
         "fc.bias": torch.randn(4),
     }
     before = {k: v.clone() for k, v in pred.items()}
-    kw = dict(classifier="fc.weight", norms={"bn.weight", "bn.bias"})
+    kw = dict(classifier="fc.weight")
     out1 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(3), **kw)
     out2 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(3), **kw)
     out3 = postprocess(pred, "orth+noise=1e-2", generator=torch.Generator().manual_seed(4), **kw)
@@ -253,3 +253,85 @@ def test_a_dry_run_reports_what_post_processing_leaves_out(ghn3) -> None:
     assert dry.report.predicted == real.report.predicted
     assert dry.report.left_alone == real.report.left_alone
     assert dry.report.postprocess == real.report.postprocess != "none"
+
+
+# ---------------------------------------------------------------- roles
+
+
+class TinyConvNeXt(nn.Module):
+    """A stem and one torchvision ConvNeXt block: its ``layer_scale`` is ``(C, 1, 1)``, a gain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models.convnext import CNBlock
+
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.block = CNBlock(16, layer_scale=1e-6, stochastic_depth_prob=0.0)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+def _tiny_vit() -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(16, 4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+
+
+def test_roles_are_read_off_the_modules_not_the_shapes(ghn3: GHN) -> None:
+    from ghn_init.planning import Slot
+    from ghn_init.postprocess import Role, roles_of
+
+    prediction = ghn_init.predict(_tiny_vit(), ghn3, postprocess="none")
+    roles = roles_of(prediction.tensors)
+    assert roles["encoder.pos_embedding"] is Role.EMBEDDING and roles["conv_proj.weight"] is Role.MATRIX
+    assert roles["encoder.layers.encoder_layer_0.ln_1.weight"] is Role.GAIN
+    assert roles["encoder.layers.encoder_layer_0.ln_1.bias"] is Role.NORM_BIAS
+    assert roles["encoder.layers.encoder_layer_0.mlp.0.bias"] is Role.BIAS
+    # a ConvNeXt layer scale is (C, 1, 1): three dimensions, but a per-channel gain, not a matrix
+    block = TinyConvNeXt().block
+    slot = Slot(block, "block", "layer_scale", True, tuple(block.layer_scale.shape))
+    assert roles_of({"block.layer_scale": (slot, torch.rand(16, 1, 1))}) == {"block.layer_scale": Role.GAIN}
+
+
+def test_orth_leaves_layer_scales_and_position_embeddings_unorthogonalized(ghn3: GHN) -> None:
+    from ghn_init.postprocess import Role
+
+    scale, conv = torch.rand(16, 1, 1), torch.randn(16, 8, 3, 3)
+    out = postprocess({"conv.weight": conv, "ls": scale}, "orth", roles={"ls": Role.GAIN})
+    assert out["ls"] is scale and _is_orthonormal(out["conv.weight"])
+    torch.manual_seed(0)
+    raw = _tiny_vit()
+    orth = copy.deepcopy(raw)
+    for model, spec in ((raw, "none"), (orth, "orth")):
+        torch.manual_seed(1)  # the class token's row is drawn, as published (decode.fit_to_shape)
+        ghn_init.apply(model, ghn3, postprocess=spec)
+    assert torch.equal(orth.encoder.pos_embedding, raw.encoder.pos_embedding)
+    assert _is_orthonormal(orth.conv_proj.weight)
+
+
+def test_noembed_and_nogain_leave_embeddings_and_layer_scales_at_init(ghn3: GHN) -> None:
+    from ghn_init.postprocess import Role
+
+    out = postprocess({"ls": torch.rand(16, 1, 1), "bn.bias": torch.rand(16)}, "nogain", roles={"ls": Role.GAIN})
+    assert list(out) == ["bn.bias"]
+    model = _tiny_vit()
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="orth+noembed")
+    assert torch.equal(model.encoder.pos_embedding, before["encoder.pos_embedding"])
+    assert "post-processing" in report.left_alone["encoder.pos_embedding"]
+    assert not torch.equal(model.conv_proj.weight, before["conv_proj.weight"])
+
+
+def test_orthogonal_baseline_touches_exactly_the_matrices() -> None:
+    from ghn_init.harness.schemes import orthogonal
+
+    torch.manual_seed(0)
+    model = TinyConvNeXt()
+    before = snapshot(model)
+    orthogonal(model)
+    assert torch.equal(model.block.layer_scale, before["block.layer_scale"]), "a layer scale is no matrix"
+    assert torch.equal(model.fc.weight, before["fc.weight"]), "the classifier keeps its init"
+    assert _is_orthonormal(model.stem.weight) and not torch.equal(model.stem.weight, before["stem.weight"])

@@ -142,7 +142,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "--postprocess",
         default="default",
         help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
-        "nobias, nogain, nonorm joined by '+'",
+        "nobias, nogain, nonorm, noembed joined by '+'",
     )
     p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)

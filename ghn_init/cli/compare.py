@@ -68,7 +68,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "--inits",
         default="default,orthogonal,ghn:bundled",
         help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
-        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm joined by '+'; default: the GHN's own)",
+        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm, noembed joined by '+'; "
+        "default: the GHN's own)",
     )
     p.add_argument(
         "--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]"

@@ -17,8 +17,20 @@ def default(model: nn.Module) -> None:
 
 
 def _matrix_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The weights the ``orth`` post-processing would orthogonalize: all but the classifier and embeddings."""
-    found = [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and not (p.dim() == 3 and p.shape[0] == 1)]
+    """The weights the ``orth`` post-processing would orthogonalize: every layer's weight matrix
+    (:attr:`ghn_init.postprocess.Role.MATRIX`) but the classifier, the last one.
+
+    Read off the modules like the post-processing's roles: a ConvNeXt ``layer_scale`` (``(C, 1, 1)``)
+    is a gain and a ViT's ``pos_embedding`` an embedding, neither a matrix.
+    """
+    from ..planning import writable_slots
+
+    params = {id(p) for p in model.parameters()}
+    found = []
+    for slot in writable_slots(model).values():
+        w = getattr(slot.module, slot.attr)
+        if slot.is_weight and slot.attr in ("weight", "in_proj_weight") and w.dim() >= 2 and id(w) in params:
+            found.append((slot.name, w))
     return found[:-1]  # the last one is the classifier, left as it is (as for GHN predictions)
 
 
@@ -67,7 +79,7 @@ def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
 
     ``SOURCE`` is anything :func:`ghn_init.load_ghn` accepts (``bundled``, a registry name, a folder,
     ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``nohead``, ``nobias``,
-    ``nogain``, ``nonorm`` or a ``+``-joined
+    ``nogain``, ``nonorm``, ``noembed`` or a ``+``-joined
     combination (default: the GHN's recommendation).
 
     Raises:
