@@ -77,6 +77,21 @@ def weights_file(path: Union[str, Path]) -> Path:
     return path / WEIGHTS_NAME if path.is_dir() else path
 
 
+def source_files(path: Union[str, Path]) -> list[Path]:
+    """Every file :func:`load_file` may read for ``path``: a folder's ``model.safetensors`` and ``config.json``,
+    a ``.safetensors`` file and the ``config.json`` beside it, or the checkpoint file itself (some may not exist).
+
+    Example:
+        >>> from ghn_init.hub import BUNDLED_DIR
+        >>> [p.name for p in source_files(BUNDLED_DIR)]
+        ['model.safetensors', 'config.json']
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [path / WEIGHTS_NAME, path / CONFIG_NAME]
+    return [path, path.with_name(CONFIG_NAME)] if path.suffix == ".safetensors" else [path]
+
+
 def check_sha256(path: Union[str, Path], expected: str) -> None:
     """Compare the sha256 of the weights at ``path`` (a file, or a folder's ``model.safetensors``) with ``expected``.
 
