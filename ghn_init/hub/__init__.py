@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -20,7 +20,7 @@ from ..constants import CONFIG_NAME
 from ..errors import ConfigError, UnknownGHNError
 from ..log import logger
 from ..networks import GHN
-from .checkpoints import CheckpointError, check_sha256, load_file, source_files
+from .checkpoints import CheckpointError, check_sha256, load_file, parse_sha256, source_files, weights_file
 from .copies import discard_copies, inference_copy, parse_device
 from .download import (
     HF_SCHEME,
@@ -29,6 +29,7 @@ from .download import (
     HubFile,
     HubFileNotFoundError,
     discard_cached,
+    file_sha256,
     parse_hf_url,
 )
 from .download import download as download_hub_file
@@ -62,7 +63,7 @@ class _Entry:
     ghn: GHN
     path: Path  # the local file or folder (for Hub sources, the cached file) it was read from
     stamp: tuple  # _stamp(path) just before it was read
-    verified: set[str] = field(default_factory=set)  # sha256 digests its weights file was checked against
+    sha256: Optional[str] = None  # of its weights file, once known (checked when read, or hashed on a later check)
 
 
 # One loaded GHN per source: per resolved local path, or per (Hub file, revision, cache folder). A second
@@ -118,8 +119,9 @@ def load_ghn(
     the size, modification or status-change time or inode of one changed, it is loaded again and replaces the
     kept GHN, which is then no longer held here, nor are its copies on other devices. Limit: a rewrite in
     place to the same size within the file system's timestamp granularity (a few milliseconds) is not seen
-    (files written by ghn-init, e.g. by training export, are replaced by a rename, which always is); hashing
-    the contents on every call instead would cost about 1.3 s per GB read.
+    (files written by ghn-init, e.g. by training export, are replaced by a rename, which always is), nor by
+    a first ``sha256=`` check of a kept GHN, which hashes the file as it is then; hashing the contents on
+    every call instead would cost about 1.3 s per GB read.
 
     Args:
         source: one of
@@ -141,7 +143,9 @@ def load_ghn(
             default: ``HF_TOKEN`` or the saved login).
         sha256: integrity check: the expected sha256 of the checkpoint file (of ``model.safetensors`` for a
             folder or ``hf://`` repo), checked before the file is read. Downloads of published GHNs are always
-            checked against the hash the Hub publishes; use this for local copies and your own uploads.
+            checked against the hash the Hub publishes; use this for local copies and your own uploads. For a
+            GHN already loaded, the digest of the file it was read from is compared (hashed once, from disk,
+            without any request to the Hub); on a difference the source is read (downloaded) and checked again.
 
     Returns:
         The :class:`GHN`, in eval mode.
@@ -169,28 +173,27 @@ def load_ghn(
         if sha256 is not None:
             raise ValueError("sha256= checks a file; it does not apply to a GHN instance")
         return _on_device(source, device)
+    expected = None if sha256 is None else parse_sha256(sha256)
     hub = _HubOptions(local_files_only, cache_dir, token)
     resolved = _resolve(DEFAULT_GHN if source is None else source, revision, hub)
     with _lock_for(resolved.key):  # other GHNs load meanwhile
         entry = _CACHE.get(resolved.key)
-        if entry is not None and not _reusable(entry, resolved):
+        if entry is not None and not _reusable(entry, resolved, expected):
             _drop(resolved.key)
             entry = None
-        if entry is not None and sha256 is not None and sha256.strip().lower() not in entry.verified:
-            check_sha256(resolved.locate(), sha256)
-            entry.verified.add(sha256.strip().lower())
         if entry is None:
             path = resolved.locate()
             stamp = _stamp(path)  # before reading: a change while it is read is seen by the next call
-            if sha256 is not None:
-                check_sha256(path, sha256)
-            entry = _Entry(resolved.load(path), path, stamp, {sha256.strip().lower()} if sha256 else set())
+            if expected is not None:
+                check_sha256(path, expected)
+            entry = _Entry(resolved.load(path), path, stamp, expected)
             _CACHE[resolved.key] = entry
     return _on_device(entry.ghn, device)
 
 
-def _reusable(entry: _Entry, resolved: _Resolved) -> bool:
-    """Whether a cached GHN may be returned: it still has its weights and (local sources) its files are unchanged."""
+def _reusable(entry: _Entry, resolved: _Resolved, sha256: Optional[str]) -> bool:
+    """Whether a cached GHN may be returned: it still has its weights, (local sources) its files are unchanged
+    and (``sha256``) the weights file it was read from has that digest. Never a request to the Hub."""
     if _without_storage(entry.ghn):
         logger.warning(
             "the shared GHN loaded from %s was moved to the meta device in place; loading it again "
@@ -201,7 +204,20 @@ def _reusable(entry: _Entry, resolved: _Resolved) -> bool:
     if resolved.local and _stamp(entry.path) != entry.stamp:
         logger.info("%s changed on disk since it was loaded; loading it again", entry.path)
         return False
+    if sha256 is not None and _digest(entry) != sha256:
+        logger.info("the GHN kept for %s was not read from a file with sha256 %s; reading it again", entry.path, sha256)
+        return False
     return True
+
+
+def _digest(entry: _Entry) -> Optional[str]:
+    """The sha256 of the weights file ``entry`` was read from: known, or hashed now from the cached file (no
+    request) if its stamp is unchanged; None when that file changed or is gone (then it must be read again)."""
+    if entry.sha256 is None and _stamp(entry.path) == entry.stamp:
+        digest = file_sha256(weights_file(entry.path)).hexdigest()
+        if _stamp(entry.path) == entry.stamp:  # not rewritten while it was hashed
+            entry.sha256 = digest
+    return entry.sha256
 
 
 def _drop(key: tuple[str, ...]) -> None:
