@@ -109,9 +109,11 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
 
 
 def _attention_args(args: tuple, kwargs: dict) -> tuple[Any, Any, Any, list[torch.Tensor]]:
-    """(query, key, value, [its other tensor arguments, e.g. attn_mask]) of a scaled_dot_product_attention call."""
-    q, k, v = args[:3]
-    return q, k, v, [a for a in (*args[3:], *kwargs.values()) if isinstance(a, torch.Tensor)]
+    """(query, key, value, [its other tensor arguments, e.g. attn_mask]) of a scaled_dot_product_attention call,
+    whether they are passed by position or by keyword."""
+    bound = {**dict(zip(("query", "key", "value"), args[:3], strict=False)), **kwargs}
+    q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
+    return q, k, v, [a for a in (*args[3:], *bound.values()) if isinstance(a, torch.Tensor)]
 
 
 class _FusedAttentionOnMeta(TorchFunctionMode):
