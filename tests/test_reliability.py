@@ -17,22 +17,11 @@ import ghn_init
 from ghn_init import writing
 from ghn_init.hub.copies import inference_copy
 
-from .conftest import assert_unchanged, snapshot, tiny_ghn
+from .conftest import assert_unchanged, snapshot, tiny_cnn, tiny_ghn
 
 
-def small_net(classes: int = 10) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, classes),
-    )
+def small_net() -> nn.Module:
+    return tiny_cnn(widths=(8, 16))  # two conv blocks: 10 tensors to predict
 
 
 
