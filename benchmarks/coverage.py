@@ -36,8 +36,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from paths import FIXTURES, REPO
+
 GHN_FILES = {"ghn3_t": "ghn3_t_random.joblib", "ghn2": "ghn2_random.pt"}
 GHN_LABELS = {"ghn3_t": "GHN-3-T/m8 layout (random fixture weights)", "ghn2": "GHN-2 layout (random fixture weights)"}
 

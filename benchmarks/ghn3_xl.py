@@ -30,11 +30,10 @@ from typing import Any, Callable, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paths import FIXTURES, REPO  # noqa: E402
 from speed import PeakMemory  # noqa: E402 - the sibling benchmark's peak-RSS meter
 from vs_published import write_section  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 SECTION = "## GHN-3-XL/m16 on CPU"
 XL = dict(kind="ghn3", hid=384, layers=24, heads=16, max_shape=(384, 384, 16, 16), num_classes=1000)
 

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from paths import FIXTURES
 from safetensors.torch import load_file as read_safetensors
 
 from ghn_init.hub.checkpoints import load_file
 from ghn_init.hub.convert import convert
 from ghn_init.hub.safe_pickle import load_pickle
 
-DEFAULT_CHECKPOINT = Path(
-    os.environ.get("GHN_INIT_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
-) / "ghn3_t_random.joblib"
+DEFAULT_CHECKPOINT = FIXTURES / "ghn3_t_random.joblib"
 
 
 def median_seconds(load: Callable[[], object], repeats: int) -> tuple[float, list[float]]:

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from paths import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 GHN_FILES = {"ghn3_t": "ghn3_t_random.joblib", "ghn2": "ghn2_random.pt"}
 DEFAULT_MODELS = ["resnet50", "vit_b_16", "efficientnet_b7", "convnext_large", "vit_h_14", "regnet_y_128gf"]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ghn_init_bench" / "timm_param_counts.json"

@@ -28,13 +28,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import timm
 import torch
 import torchvision
+from paths import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import ghn_init  # noqa: E402 - the checkout's package, after the path is set
 from ghn_init.graph import default_input_size  # noqa: E402
-
-FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
 
 def default_models() -> list[str]:

@@ -53,9 +53,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from paths import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("GHN_INIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 CHECKPOINT = FIXTURES / "ghn3_t_random.joblib"
 MODELS = [
     "resnet18",

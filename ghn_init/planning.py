@@ -136,14 +136,17 @@ class Plan(NamedTuple):
     targets: list[Target]
     shapes: list[Optional[tuple[int, ...]]]
 
+    def predicted(self, predict_classifier: bool = True) -> list[Target]:
+        """The targets a prediction decodes: all of them, or all but the classifier's."""
+        return [t for t in self.targets if predict_classifier or not t.is_classifier]
+
     def slots(self, predict_classifier: bool = True) -> dict[str, Slot]:
         """{tensor name: slot} of every tensor the plan predicts (norm biases included)."""
         out: dict[str, Slot] = {}
-        for target in self.targets:
-            if predict_classifier or not target.is_classifier:
-                out[target.slot.name] = target.slot
-                if target.bias is not None:
-                    out[target.bias.name] = target.bias
+        for target in self.predicted(predict_classifier):
+            out[target.slot.name] = target.slot
+            if target.bias is not None:
+                out[target.bias.name] = target.bias
         return out
 
     def classifier(self) -> list[str]:

@@ -207,6 +207,11 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
     return found
 
 
+def _parameter(slot: Slot) -> Optional[torch.Tensor]:
+    """The parameter a slot names (None if it is a buffer or plain attribute), read without hooks or properties."""
+    return slot.module.__dict__["_parameters"].get(slot.attr)
+
+
 def build_report(
     model: nn.Module,
     ghn: GHN,
@@ -241,13 +246,12 @@ def build_report(
         notes=list(graph.notes),
         suspect_buffers=suspect_buffers(model),
     )
-    by_tensor = {id(slot.module.__dict__["_parameters"].get(slot.attr)): name for name, (slot, _) in result.items()}
+    by_tensor = {id(_parameter(slot)): name for name, (slot, _) in result.items()}
     graph_names = {n.name: n.published_name for n in graph.nodes if n.is_param}
     classifier: set[int] = set()
     if plan is not None and not predict_classifier:
-        for target in plan.targets:
-            if target.is_classifier:
-                classifier.add(id(target.slot.module.__dict__["_parameters"].get(target.slot.attr)))
+        slots = plan.slots()
+        classifier = {id(_parameter(slots[name])) for name in plan.classifier()}
     # biases of norm layers whose weight node exists but was not written
     norm_biases = {n.name[: -len("weight")] + "bias" for n in graph.nodes if n.type in ("bn", "ln")}
     unwritten_norm_biases = norm_biases - set(result)

@@ -7,9 +7,11 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
+from torch import nn
 
 from ghn_init.networks import GHN, GHNConfig
 
@@ -31,6 +33,19 @@ def tiny_ghn(kind: str = "ghn3", seed: int = 0, **overrides) -> GHN:
     cfg = dict(kind=kind, hid=16, max_shape=(16, 16, 5, 5), num_classes=10, layers=2, heads=2)
     cfg.update(overrides)
     return GHN(GHNConfig(**cfg)).eval()
+
+
+def tiny_cnn(classes: int = 10, widths: Sequence[int] = (8,), dropout: float = 0.0) -> nn.Sequential:
+    """The small CNN tests run on: per width a 3x3 conv (padding 1), batch norm and ReLU, then an optional
+    dropout, global average pooling and a linear classifier."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
 
 
 @pytest.fixture

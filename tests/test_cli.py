@@ -163,6 +163,23 @@ def test_the_installed_entry_point_prints_one_line_too() -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "no_such_model" in done.stderr
 
 
+def test_commands_import_only_what_they_run(tmp_path: Path) -> None:
+    """`ghn-init --version`, `--help`, `list` and `train --help` import no torchvision (about 1 s of every call:
+    building the train options imported it), nor timm, matplotlib or scikit-learn."""
+    code = (
+        "import sys\n"
+        "from ghn_init.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['list', '--json'], ['train', '--help']):\n"
+        "    assert main(argv) == 0, argv\n"
+        "    heavy = [m for m in ('torchvision', 'timm', 'matplotlib', 'sklearn') if m in sys.modules]\n"
+        "    assert not heavy, f'ghn-init {\" \".join(argv)} imported {heavy}'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["HF_HUB_CACHE"] = str(tmp_path / "hf_cache")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_an_unexpected_error_is_one_line_with_exit_code_3(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

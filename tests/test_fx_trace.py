@@ -95,6 +95,27 @@ class Attention(nn.Module):
         return self.head(x.mean(1))
 
 
+class KeywordAttention(nn.Module):
+    """Fused attention called with query=, key=, value= and attn_mask= by keyword, or the same by position."""
+
+    def __init__(self, by_keyword: bool = True, dim: int = 16) -> None:
+        super().__init__()
+        self.by_keyword = by_keyword
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+        if self.by_keyword:
+            x = F.scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=mask)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, mask)
+        return self.head(x.mean(1))
+
+
 class InPlaceOnViews(nn.Module):
     """Autograd rewrites history here (CopySlices, regenerated views); fx shows plain in-place calls."""
 
@@ -164,6 +185,14 @@ def test_tiny_models_agree(cls) -> None:
     assert len(graph) > 3
     if cls is NoGradInside:
         assert "frozen.weight" not in {n.name for n in graph.nodes}
+
+
+def test_attention_called_by_keyword_is_recorded_like_by_position() -> None:
+    """query=, key=, value= by keyword broke the meta and fx recordings (the stand-ins unpacked the first three
+    positional arguments): tracing fell back to a real forward pass, or failed with tracer="fx"."""
+    by_keyword = assert_same_graph(KeywordAttention(by_keyword=True), (3, 16, 16))
+    assert ghn_init.trace(KeywordAttention(by_keyword=True), (3, 16, 16), tracer="autograd").tracer == "autograd-meta"
+    assert by_keyword.to_dict() == ghn_init.trace(KeywordAttention(by_keyword=False), (3, 16, 16)).to_dict()
 
 
 def test_tiny_models_agree_on_the_raw_autograd_graph() -> None:

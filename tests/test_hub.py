@@ -550,6 +550,29 @@ def test_sha256_checks_hub_files(tiny_repo: str, hub: FakeHub) -> None:
     assert load_ghn(tiny_repo, sha256=hashlib.sha256(content).hexdigest()).config.hid == 16
 
 
+def test_a_loaded_ghn_is_checked_against_sha256_without_any_request(
+    tiny_repo: str, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sha256= on a GHN already loaded hashes the file it was read from: it used to call hf_hub_download again
+    (a request each time; an error offline or with the Hub down although the GHN was loaded)."""
+    import huggingface_hub
+
+    content = hub.files[("me/tiny", hub.refs[("me/tiny", "main")])]["model.safetensors"]
+    digest = hashlib.sha256(content).hexdigest()
+    first = load_ghn(tiny_repo)
+    before = hub.count()
+    assert load_ghn(tiny_repo, sha256=digest) is first
+    assert hub.count() == before
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("hf_hub_download called for a GHN already loaded and checked")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    offline(monkeypatch)
+    assert load_ghn(tiny_repo, sha256=digest.upper()) is first
+    assert hub.count() == before
+
+
 def test_a_bad_config_on_the_hub_names_its_field_and_keeps_the_weights(hub: FakeHub, tmp_path: Path) -> None:
     """A ConfigError from the config.json beside Hub weights stays a ConfigError (with .field), and the good
     weights stay cached (they were evicted, so every retry downloaded them again)."""

@@ -182,6 +182,20 @@ def test_sha256_checks_local_files_and_folders(folder: Path, tmp_path: Path) -> 
     assert ghn_init.load_ghn(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest()).config.hid == 16
 
 
+def test_sha256_ties_a_kept_ghn_to_the_bytes_it_was_read_from(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A digest once checked belongs to the GHN read then: asking for another one reads the file again. The
+    new bytes' digest used to pass against the rewritten file and return the GHN read before the rewrite."""
+    monkeypatch.setattr(ghn_init.hub, "_stamp", lambda path: ())  # a rewrite the files' stamp cannot tell
+    good = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    first = ghn_init.load_ghn(folder, sha256=good)
+    save_folder(tiny_ghn(seed=1), folder)
+    newer = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert ghn_init.load_ghn(folder) is first  # the documented limit: without sha256= the stamp decides
+    second = ghn_init.load_ghn(folder, sha256=newer)
+    assert torch.equal(second.embed.weight, tiny_ghn(seed=1).embed.weight)
+    assert ghn_init.load_ghn(folder, sha256=newer) is second
+
+
 # ---------------------------------------------------------------- the registry
 
 

@@ -3,8 +3,11 @@ writes are all or nothing under injected failures, and finiteness is checked in 
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
+import weakref
 
 import pytest
 import torch
@@ -14,22 +17,11 @@ import ghn_init
 from ghn_init import writing
 from ghn_init.hub.copies import inference_copy
 
-from .conftest import assert_unchanged, snapshot, tiny_ghn
+from .conftest import assert_unchanged, snapshot, tiny_cnn, tiny_ghn
 
 
-def small_net(classes: int = 10) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, classes),
-    )
+def small_net() -> nn.Module:
+    return tiny_cnn(widths=(8, 16))  # two conv blocks: 10 tensors to predict
 
 
 
@@ -156,6 +148,50 @@ def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest
         t.join()
     assert len(got) == 8 and all(g is got[0] for g in got)
     assert len(loads) == 1
+
+
+def test_a_rewritten_ghn_folder_replaces_the_cached_ghn_and_its_copies(tmp_path) -> None:
+    """One cache entry per path: each re-export used to add an entry (keyed by mtime) and keep every older
+    GHN, and its copies on other devices, alive for the life of the process."""
+    from ghn_init.hub import checkpoints, copies
+
+    folder = checkpoints.save_folder(tiny_ghn(seed=0), tmp_path / "ghn")
+    first = ghn_init.load_ghn(folder)
+    ghn_init.load_ghn(folder, device="meta")  # a copy of it, cached
+    assert ghn_init.load_ghn(folder) is first and first in copies._COPIES
+    for seed in (1, 2, 3):  # a training loop exporting to the same folder
+        checkpoints.save_folder(tiny_ghn(seed=seed), folder)
+        latest = ghn_init.load_ghn(folder)
+        assert torch.equal(latest.embed.weight, tiny_ghn(seed=seed).embed.weight)
+    assert ghn_init.load_ghn(folder) is latest
+    assert [key for key in ghn_init.hub._CACHE if key[0] == str(folder.resolve())] == [(str(folder.resolve()),)]
+    assert first not in copies._COPIES  # dropped with it, although the caller still holds it
+    released = weakref.ref(first)
+    del first
+    gc.collect()
+    assert released() is None
+
+
+def test_a_rewrite_that_puts_the_modification_time_back_is_seen(tmp_path) -> None:
+    """The cache compared modification times only: a file rewritten in place with its mtime restored (os.utime,
+    a copy keeping times, a file system with coarse timestamps) gave the stale GHN."""
+    from ghn_init.hub import checkpoints
+
+    folder = checkpoints.save_folder(tiny_ghn(seed=0), tmp_path / "ghn")
+    weights = folder / "model.safetensors"
+    assert torch.equal(ghn_init.load_ghn(folder).embed.weight, tiny_ghn(seed=0).embed.weight)
+    before = weights.stat()
+    newer = (checkpoints.save_folder(tiny_ghn(seed=1), tmp_path / "newer") / "model.safetensors").read_bytes()
+    assert len(newer) == before.st_size
+    while True:
+        weights.write_bytes(newer)  # in place: same inode, same size
+        os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if weights.stat().st_ctime_ns != before.st_ctime_ns:
+            break
+        time.sleep(0.001)  # still the first write's timestamp tick: the next one tells them apart
+    after = weights.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert torch.equal(ghn_init.load_ghn(folder).embed.weight, tiny_ghn(seed=1).embed.weight)
 
 
 def test_devices_this_machine_lacks_are_named() -> None:

@@ -14,17 +14,11 @@ import ghn_init
 from ghn_init.graph.autograd_trace import owner_map, parameter_owners
 from ghn_init.report import CLASSIFIER_KEPT, ghn_name
 
-from .conftest import tiny_ghn
-
-
-def _cnn() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
-    )
+from .conftest import tiny_cnn, tiny_ghn
 
 
 def test_classifier_kept_by_predict_classifier_false():
-    model = _cnn()
+    model = tiny_cnn(5)
     report = ghn_init.apply(model, tiny_ghn("ghn3"), predict_classifier=False, input_size=(3, 8, 8))
     assert report.left_alone == {"5.weight": CLASSIFIER_KEPT, "5.bias": CLASSIFIER_KEPT}
     assert "0.weight" in report.predicted
@@ -93,7 +87,7 @@ def test_detached_branch_is_not_called_unused():
 
 
 def test_compiled_model_is_named_and_recorded_through_the_wrapped_module():
-    model = _cnn()
+    model = tiny_cnn(5)
     compiled = torch.compile(model)
     report = ghn_init.apply(compiled, tiny_ghn("ghn3"), input_size=(3, 8, 8))
     assert report.model == "Sequential"
@@ -110,7 +104,7 @@ def test_fine_tuned_ghn_name():
 
 def test_to_empty_buffers_are_named():
     with torch.device("meta"):
-        model = _cnn()
+        model = tiny_cnn(5)
     model.to_empty(device="cpu")
     with torch.no_grad():
         model[1].running_var.fill_(float("nan"))  # what uninitialized memory may hold
@@ -128,7 +122,7 @@ def test_to_empty_buffers_are_named():
 
 
 def test_to_dict_is_json_and_complete():
-    report = ghn_init.apply(_cnn(), tiny_ghn("ghn3"), predict_classifier=False, input_size=(3, 8, 8))
+    report = ghn_init.apply(tiny_cnn(5), tiny_ghn("ghn3"), predict_classifier=False, input_size=(3, 8, 8))
     d = json.loads(json.dumps(report.to_dict()))
     assert d["model"] == "Sequential" and d["fraction_predicted"] == report.fraction_predicted
     assert d["left_alone"] == report.left_alone and d["predicted"] == report.predicted

@@ -1,7 +1,9 @@
 """The ``ghn-init`` command line (also ``python -m ghn_init``).
 
 Each subcommand lives in its own module of this package and registers itself with
-``add_subcommand(subparsers)``; library modules hold no command-line code. Bad arguments and every error
+``add_subcommand(subparsers)``; library modules hold no command-line code. Every call builds the whole
+parser, so a subcommand module imports at its top only what its options need (nothing that imports
+torchvision, timm or matplotlib): what a subcommand runs is imported when it runs. Bad arguments and every error
 end in one line on stderr and a non-zero exit code, never a traceback (set ``GHN_INIT_DEBUG=1`` to see one):
 
 ====  ==================================================================================

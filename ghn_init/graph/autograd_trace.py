@@ -108,12 +108,19 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
     return x, w, b
 
 
+def _attention_args(args: tuple, kwargs: dict) -> tuple[Any, Any, Any, list[torch.Tensor]]:
+    """(query, key, value, [its other tensor arguments, e.g. attn_mask]) of a scaled_dot_product_attention call,
+    whether they are passed by position or by keyword."""
+    bound = {**dict(zip(("query", "key", "value"), args[:3], strict=False)), **kwargs}
+    q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
+    return q, k, v, [a for a in (*args[3:], *bound.values()) if isinstance(a, torch.Tensor)]
+
+
 class _FusedAttentionOnMeta(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            q, k, v = args[:3]
-            extra = [a for a in (*args[3:], *kwargs.values()) if isinstance(a, torch.Tensor)]
+            q, k, v, extra = _attention_args(args, kwargs)
             return _FusedAttention.apply(q, k, v, *extra)
         stand_in = meta_stand_in(func, args, kwargs)
         if stand_in is not None:

@@ -55,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .autograd_trace import (
     POOL_OPS,
     RawGraph,
+    _attention_args,
     _FusedAttention,
     _norm_args,
     _Normalization,
@@ -108,9 +109,7 @@ class _StandIns(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            q, k, v = args[:3]
-            extra = [a for a in (*args[3:], *kwargs.values()) if isinstance(a, torch.Tensor)]
-            return _standin_ops().fused_attention(q, k, v, extra)
+            return _standin_ops().fused_attention(*_attention_args(args, kwargs))
         norm = _norm_args(func, args, kwargs)
         if norm is not None and torch.is_grad_enabled():
             x, w, b = norm

@@ -16,12 +16,12 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..constants import CONFIG_NAME, WEIGHTS_NAME
+from ..constants import CONFIG_NAME
 from ..errors import ConfigError, UnknownGHNError
 from ..log import logger
 from ..networks import GHN
-from .checkpoints import CheckpointError, check_sha256, load_file
-from .copies import inference_copy, parse_device
+from .checkpoints import CheckpointError, check_sha256, load_file, parse_sha256, source_files, weights_file
+from .copies import discard_copies, inference_copy, parse_device
 from .download import (
     HF_SCHEME,
     CorruptDownloadError,
@@ -29,6 +29,7 @@ from .download import (
     HubFile,
     HubFileNotFoundError,
     discard_cached,
+    file_sha256,
     parse_hf_url,
 )
 from .download import download as download_hub_file
@@ -54,10 +55,21 @@ __all__ = [
 
 GHNSource = Union[str, Path, GHN, None]
 
-# Loaded GHNs by (resolved file, revision): a second load_ghn of the same file costs nothing, not even a request.
-# They stay on the CPU where they were loaded; other devices get copies (see copies.py).
-_CACHE: dict[tuple[str, ...], GHN] = {}
-_VERIFIED: set[tuple[tuple[str, ...], str]] = set()  # (cache key, sha256) pairs already checked
+
+@dataclass
+class _Entry:
+    """A loaded GHN and the files it was read from."""
+
+    ghn: GHN
+    path: Path  # the local file or folder (for Hub sources, the cached file) it was read from
+    stamp: tuple  # _stamp(path) just before it was read
+    sha256: Optional[str] = None  # of its weights file, once known (checked when read, or hashed on a later check)
+
+
+# One loaded GHN per source: per resolved local path, or per (Hub file, revision, cache folder). A second
+# load_ghn of the same source costs nothing, not even a request; a local file that changed on disk replaces
+# its entry. GHNs stay on the CPU where they were loaded; other devices get copies (see copies.py).
+_CACHE: dict[tuple[str, ...], _Entry] = {}
 _LOCK = threading.Lock()  # guards _KEY_LOCKS
 _KEY_LOCKS: dict[tuple[str, ...], threading.Lock] = {}  # two threads asking for the same GHN load it once
 
@@ -72,6 +84,7 @@ class _Resolved:
     key: tuple[str, ...]
     locate: Callable[[], Path]  # the local file or folder (downloading it if needed)
     load: Callable[[Path], GHN]
+    local: bool = False  # a local file or folder: a cached GHN is reused only while its files are unchanged
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,15 @@ def load_ghn(
     one call on a ``"meta"`` model, or ``load_ghn(..., device="meta")``, does not affect any other call.
     Loading is thread-safe, and so are concurrent ``apply`` calls sharing one GHN.
 
+    One GHN is kept per source: per resolved local path, and per Hub file, revision and ``cache_dir``. A local
+    file or folder is looked at on every call (a ``stat`` of each file it was read from, nothing is read): if
+    the size, modification or status-change time or inode of one changed, it is loaded again and replaces the
+    kept GHN, which is then no longer held here, nor are its copies on other devices. Limit: a rewrite in
+    place to the same size within the file system's timestamp granularity (a few milliseconds) is not seen
+    (files written by ghn-init, e.g. by training export, are replaced by a rename, which always is), nor by
+    a first ``sha256=`` check of a kept GHN, which hashes the file as it is then; hashing the contents on
+    every call instead would cost about 1.3 s per GB read.
+
     Args:
         source: one of
             - ``None``: the default published GHN, ``"ghn3-xl-m16"`` (about 2.5 GB to download once);
@@ -121,7 +143,9 @@ def load_ghn(
             default: ``HF_TOKEN`` or the saved login).
         sha256: integrity check: the expected sha256 of the checkpoint file (of ``model.safetensors`` for a
             folder or ``hf://`` repo), checked before the file is read. Downloads of published GHNs are always
-            checked against the hash the Hub publishes; use this for local copies and your own uploads.
+            checked against the hash the Hub publishes; use this for local copies and your own uploads. For a
+            GHN already loaded, the digest of the file it was read from is compared (hashed once, from disk,
+            without any request to the Hub); on a difference the source is read (downloaded) and checked again.
 
     Returns:
         The :class:`GHN`, in eval mode.
@@ -149,26 +173,77 @@ def load_ghn(
         if sha256 is not None:
             raise ValueError("sha256= checks a file; it does not apply to a GHN instance")
         return _on_device(source, device)
+    expected = None if sha256 is None else parse_sha256(sha256)
     hub = _HubOptions(local_files_only, cache_dir, token)
     resolved = _resolve(DEFAULT_GHN if source is None else source, revision, hub)
     with _lock_for(resolved.key):  # other GHNs load meanwhile
-        ghn = _CACHE.get(resolved.key)
-        if ghn is not None and _without_storage(ghn):
-            logger.warning(
-                "the shared GHN loaded from %s was moved to the meta device in place; loading it again "
-                "(pass device= to load_ghn, or copy.deepcopy the GHN, instead of moving the shared one)",
-                resolved.key[0],
-            )
-            ghn = None
-        if ghn is None or (sha256 is not None and (resolved.key, sha256) not in _VERIFIED):
+        entry = _CACHE.get(resolved.key)
+        if entry is not None and not _reusable(entry, resolved, expected):
+            _drop(resolved.key)
+            entry = None
+        if entry is None:
             path = resolved.locate()
-            if sha256 is not None:
-                check_sha256(path, sha256)
-                _VERIFIED.add((resolved.key, sha256))
-            if ghn is None:
-                ghn = resolved.load(path)
-                _CACHE[resolved.key] = ghn
-    return _on_device(ghn, device)
+            stamp = _stamp(path)  # before reading: a change while it is read is seen by the next call
+            if expected is not None:
+                check_sha256(path, expected)
+            entry = _Entry(resolved.load(path), path, stamp, expected)
+            _CACHE[resolved.key] = entry
+    return _on_device(entry.ghn, device)
+
+
+def _reusable(entry: _Entry, resolved: _Resolved, sha256: Optional[str]) -> bool:
+    """Whether a cached GHN may be returned: it still has its weights, (local sources) its files are unchanged
+    and (``sha256``) the weights file it was read from has that digest. Never a request to the Hub."""
+    if _without_storage(entry.ghn):
+        logger.warning(
+            "the shared GHN loaded from %s was moved to the meta device in place; loading it again "
+            "(pass device= to load_ghn, or copy.deepcopy the GHN, instead of moving the shared one)",
+            resolved.key[0],
+        )
+        return False
+    if resolved.local and _stamp(entry.path) != entry.stamp:
+        logger.info("%s changed on disk since it was loaded; loading it again", entry.path)
+        return False
+    if sha256 is not None and _digest(entry) != sha256:
+        logger.info("the GHN kept for %s was not read from a file with sha256 %s; reading it again", entry.path, sha256)
+        return False
+    return True
+
+
+def _digest(entry: _Entry) -> Optional[str]:
+    """The sha256 of the weights file ``entry`` was read from: known, or hashed now from the cached file (no
+    request) if its stamp is unchanged; None when that file changed or is gone (then it must be read again)."""
+    if entry.sha256 is None and _stamp(entry.path) == entry.stamp:
+        digest = file_sha256(weights_file(entry.path)).hexdigest()
+        if _stamp(entry.path) == entry.stamp:  # not rewritten while it was hashed
+            entry.sha256 = digest
+    return entry.sha256
+
+
+def _drop(key: tuple[str, ...]) -> None:
+    """Forget a cached GHN and its copies on other devices (callers holding it keep a working GHN)."""
+    entry = _CACHE.pop(key, None)
+    if entry is not None:
+        discard_copies(entry.ghn)
+
+
+def _stamp(path: Path) -> tuple:
+    """Size, modification and status-change times, inode and device of every file a GHN is read from.
+
+    A stat per file, nothing read. Any write changes the status-change time (``os.utime`` cannot set it
+    back), and an atomic replacement (a rename, as :func:`~ghn_init.hub.checkpoints.save_folder` does)
+    changes the inode; only an in-place rewrite to the same size within the file system's timestamp
+    granularity (a few milliseconds) goes unseen.
+    """
+    stamps: list[Optional[tuple[int, ...]]] = []
+    for file in source_files(path):
+        try:
+            s = file.stat()
+        except FileNotFoundError:
+            stamps.append(None)  # e.g. no config.json: one appearing later changes the stamp
+        else:
+            stamps.append((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev))
+    return tuple(stamps)
 
 
 def _on_device(ghn: GHN, device: Union[str, torch.device, None]) -> GHN:
@@ -189,7 +264,7 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
     text = str(source)
     if text == BUNDLED:
         _no_revision(text, revision)
-        return _Resolved((str(BUNDLED_DIR), _fingerprint(BUNDLED_DIR)), _bundled_dir, _load_bundled)
+        return _Resolved((str(BUNDLED_DIR),), _bundled_dir, _load_bundled, local=True)
     cache = str(Path(hub.cache_dir).expanduser().resolve()) if hub.cache_dir is not None else ""
     if text.startswith(HF_SCHEME):
         file = parse_hf_url(text)
@@ -216,7 +291,7 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
     if path.exists():
         _no_revision(text, revision)
         path = path.resolve()
-        return _Resolved((str(path), _fingerprint(path)), lambda: path, load_file)
+        return _Resolved((str(path),), lambda: path, load_file, local=True)
     raise UnknownGHNError(_unknown_source_message(text), source=text)
 
 
@@ -279,12 +354,6 @@ def _fetch_config_next_to(file: HubFile, weights: Path, hub: _HubOptions) -> Non
 
 def _hub_key(file: HubFile) -> str:
     return f"{HF_SCHEME}{file.repo_id}/{file.filename}"
-
-
-def _fingerprint(path: Path) -> str:
-    """Changes when the file (or a folder's weights/config) is rewritten, so a stale GHN is not reused."""
-    files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if path.is_dir() else [path]
-    return ",".join(str(f.stat().st_mtime_ns) for f in files if f.exists())
 
 
 def _no_revision(source: str, revision: Optional[str]) -> None:

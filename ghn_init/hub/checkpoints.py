@@ -77,6 +77,37 @@ def weights_file(path: Union[str, Path]) -> Path:
     return path / WEIGHTS_NAME if path.is_dir() else path
 
 
+def source_files(path: Union[str, Path]) -> list[Path]:
+    """Every file :func:`load_file` may read for ``path``: a folder's ``model.safetensors`` and ``config.json``,
+    a ``.safetensors`` file and the ``config.json`` beside it, or the checkpoint file itself (some may not exist).
+
+    Example:
+        >>> from ghn_init.hub import BUNDLED_DIR
+        >>> [p.name for p in source_files(BUNDLED_DIR)]
+        ['model.safetensors', 'config.json']
+    """
+    path = Path(path)
+    if path.is_dir():
+        return [path / WEIGHTS_NAME, path / CONFIG_NAME]
+    return [path, path.with_name(CONFIG_NAME)] if path.suffix == ".safetensors" else [path]
+
+
+def parse_sha256(text: str) -> str:
+    """``text`` as a sha256 digest: 64 lower-case hexadecimal digits (surrounding spaces and upper case are fine).
+
+    Raises:
+        ValueError: ``text`` is not a sha256 digest.
+
+    Example:
+        >>> parse_sha256(" " + "AB" * 32) == "ab" * 32
+        True
+    """
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {text!r}")
+    return digest
+
+
 def check_sha256(path: Union[str, Path], expected: str) -> None:
     """Compare the sha256 of the weights at ``path`` (a file, or a folder's ``model.safetensors``) with ``expected``.
 
@@ -91,9 +122,7 @@ def check_sha256(path: Union[str, Path], expected: str) -> None:
     Example:
         >>> check_sha256("ghn3tm8.pt", "0" * 64)  # doctest: +SKIP
     """
-    expected = expected.strip().lower()
-    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {expected!r}")
+    expected = parse_sha256(expected)
     file = weights_file(path)
     check_regular_file(file)
     digest = file_sha256(file)

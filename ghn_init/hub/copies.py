@@ -10,7 +10,8 @@ on a device asks :func:`inference_copy`, which returns a separate module in eval
 - a cached copy is rebuilt when the original's tensors change (in-place updates by an optimizer,
   ``.data`` swaps, ``load_state_dict``), so it is never stale.
 
-The cache holds the originals weakly: a GHN that is no longer referenced frees its copies too.
+The cache holds the originals weakly: a GHN that is no longer referenced frees its copies too, and
+:func:`discard_copies` frees them at once (``load_ghn`` does when it replaces a GHN whose file changed).
 """
 
 from __future__ import annotations
@@ -111,3 +112,23 @@ def inference_copy(ghn: GHN, device: Union[str, torch.device, None] = None) -> G
     with _LOCK:
         _COPIES.setdefault(ghn, {})[target] = (fingerprint, copy)
     return copy
+
+
+def discard_copies(ghn: GHN) -> None:
+    """Forget the cached copies of ``ghn`` on every device, freeing their memory (``ghn`` itself is untouched).
+
+    ``load_ghn`` calls it when it replaces a GHN whose file changed on disk, so the replaced GHN's copies
+    (e.g. on a GPU) go with it even while a caller still holds the replaced GHN; a later
+    :func:`inference_copy` of it builds a new one.
+
+    Example:
+        >>> import ghn_init
+        >>> from ghn_init.hub.copies import discard_copies, inference_copy
+        >>> ghn = ghn_init.GHN(ghn_init.GHNConfig())
+        >>> copy = inference_copy(ghn, "meta")
+        >>> discard_copies(ghn)
+        >>> inference_copy(ghn, "meta") is copy
+        False
+    """
+    with _LOCK:
+        _COPIES.pop(ghn, None)

@@ -141,9 +141,8 @@ class GHN(nn.Module):
         results: list[dict[str, torch.Tensor]] = [{} for _ in graphs]
         groups: dict[tuple[DecoderKind, tuple[int, ...]], list[tuple[int, Target]]] = {}
         for b, p in enumerate(plans):
-            for target in p.targets:
-                if predict_classifier or not target.is_classifier:
-                    groups.setdefault(target.key, []).append((b, target))
+            for target in p.predicted(predict_classifier):
+                groups.setdefault(target.key, []).append((b, target))
         centre = not self.is_ghn2
         for (kind, shape), members in groups.items():
             decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torchvision
 from torch import nn
 
 Norm = Literal["bn", "ln", "none"]
@@ -450,6 +449,8 @@ def shrink_torchvision(name: str, width_mult: float, num_classes: int) -> nn.Mod
     ResNets are not offered: torchvision hard-codes their 64-512 stage widths, and
     ``width_per_group`` only changes the inner 3x3 width of bottleneck blocks.
     """
+    import torchvision  # here, not at the top: `ghn-init list` & co. import this module, and torchvision takes ~1 s
+
     if width_mult <= 0:
         raise ValueError(f"width_mult must be positive, got {width_mult}")
     if name == "mobilenet_v2":
