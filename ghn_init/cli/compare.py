@@ -55,6 +55,7 @@ def _run(compare, args: argparse.Namespace):
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    from ..harness import runner
     from ..harness.runner import OPTIMIZERS, SCHEDULES
 
     p = subparsers.add_parser(
@@ -77,11 +78,21 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download a torchvision:NAME dataset")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="sgd uses Nesterov momentum 0.9")
-    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate")
-    p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=runner.DEFAULT_OPTIMIZER,
+        help="sgd uses Nesterov momentum 0.9 (default %(default)s)",
+    )
+    p.add_argument("--lr", type=float, default=runner.DEFAULT_LR, help="(peak) learning rate (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=runner.DEFAULT_WEIGHT_DECAY, help="(default %(default)s)")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=runner.DEFAULT_SCHEDULE,
+        help="learning-rate schedule (default %(default)s: warm-up, then annealing)",
+    )
+    p.add_argument("--batch-size", type=int, default=runner.DEFAULT_BATCH_SIZE, help="(default %(default)s)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the data's classes)")
     p.add_argument("--eval-at", type=_ints, default=None, help="test checkpoints (default: 0,S/8,S/4,S/2,S)")
