@@ -132,7 +132,8 @@ def predict(
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
             or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``,
             ``"noembed"`` joined by ``+``. Not applied in a dry run.
-        generator: CPU ``torch.Generator`` for the noise (default: torch's global RNG).
+        generator: CPU ``torch.Generator`` for the noise and for the class-token row of a predicted position
+            embedding, so that one seed gives the same tensors on every call (default: torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
@@ -197,7 +198,9 @@ def predict(
     # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
     runner = inference_copy(net, None if dry_run else device)
     with torch.no_grad():
-        tensors = runner(graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None)
+        tensors = runner(
+            graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None, generator=generator
+        )
     results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
     if dry_run:
         # No values were kept; which tensors post-processing would drop follows from names and shapes alone.
@@ -283,7 +286,8 @@ def apply(
         example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         postprocess: post-processing of the predictions before writing (see :func:`predict`); the
             default is the GHN's recommendation.
-        generator: CPU ``torch.Generator`` for the post-processing noise.
+        generator: CPU ``torch.Generator`` for the post-processing noise and a position embedding's class-token
+            row (see :func:`predict`).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
             predictions are written into the tensors of its ``state_dict``.
 

@@ -14,13 +14,21 @@ from .tiling import tile
 
 
 def fit_to_shape(
-    w: torch.Tensor, shape: Sequence[int], centre_crop: bool, is_weight: Optional[bool] = None
+    w: torch.Tensor,
+    shape: Sequence[int],
+    centre_crop: bool,
+    is_weight: Optional[bool] = None,
+    generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Crop a decoded tensor to ``shape`` and tile it along channels where the shape is larger.
 
     With ``is_weight`` set, the published weight normalization (:func:`scale`) is applied to the
     cropped tensor before tiling; it is elementwise with a factor that depends only on ``shape``,
     so this equals normalizing the full tensor, without an extra full-size temporary.
+
+    Position embeddings (``(1, tokens, dim)``) with a class token get that token's row drawn from
+    N(0, 0.02) as published: from ``generator`` (a CPU generator, then moved) if given, else from
+    torch's global RNG on ``w``'s device.
     """
     t = tuple(shape)
     s = w.shape
@@ -34,7 +42,12 @@ def fit_to_shape(
         else:  # token embeddings decoded as a (1, dim, side, side) map
             w = w.reshape(s[0], s[1], -1).permute(0, 2, 1)[: t[0], : t[1], : t[2]]
             # a class token was never seen in training: draw it like timm/torchvision initialize one
-            cls = torch.normal(mean=0.0, std=0.02, size=(1, 1, w.shape[2]), device=w.device).to(w.dtype)
+            size = (1, 1, w.shape[2])
+            if generator is None:
+                cls = torch.normal(mean=0.0, std=0.02, size=size, device=w.device)
+            else:
+                cls = torch.normal(mean=0.0, std=0.02, size=size, generator=generator).to(w.device)
+            cls = cls.to(w.dtype)
             w = torch.cat((cls, w), dim=1)
     else:
         if len(s) > 2:

@@ -335,3 +335,17 @@ def test_orthogonal_baseline_touches_exactly_the_matrices() -> None:
     assert torch.equal(model.block.layer_scale, before["block.layer_scale"]), "a layer scale is no matrix"
     assert torch.equal(model.fc.weight, before["fc.weight"]), "the classifier keeps its init"
     assert _is_orthonormal(model.stem.weight) and not torch.equal(model.stem.weight, before["stem.weight"])
+
+
+def test_a_generator_makes_position_embeddings_reproducible(ghn3: GHN) -> None:
+    # the class token's row of a position embedding is drawn (as published): from the generator if one is given
+    model = _tiny_vit()
+    draws = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter once a generator is given
+        prediction = ghn_init.predict(model, ghn3, postprocess="none", generator=torch.Generator().manual_seed(5))
+        draws.append(prediction.tensors["encoder.pos_embedding"][1])
+    assert torch.equal(draws[0], draws[1])
+    other = ghn_init.predict(model, ghn3, postprocess="none", generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(other.tensors["encoder.pos_embedding"][1][:, 0], draws[0][:, 0])
+    assert torch.equal(other.tensors["encoder.pos_embedding"][1][:, 1:], draws[0][:, 1:]), "only the drawn row"

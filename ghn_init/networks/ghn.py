@@ -112,6 +112,7 @@ class GHN(nn.Module):
         *,
         predict_classifier: bool = True,
         sink: Optional[Sink] = None,
+        generator: Optional[torch.Generator] = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Predict the tensors of each graph's model: embed the nodes, then decode every planned target.
 
@@ -128,6 +129,9 @@ class GHN(nn.Module):
             sink: a dry run: each tensor is handed to ``sink(graph index, tensor name, tensor)`` as soon
                 as it is made and is not kept (the returned dicts stay empty), so predicting a huge
                 model (e.g. built on the meta device) needs the memory of one tensor, not of the model.
+            generator: a CPU generator for the one random draw of decoding, the class-token row of a
+                position embedding (:func:`ghn_init.decode.fit_to_shape`); default: torch's global RNG on
+                the GHN's device, as published.
 
         Returns:
             Per graph, ``{tensor name: predicted tensor}`` in the GHN's dtype and device.
@@ -162,7 +166,7 @@ class GHN(nn.Module):
                 for out_slot, tensor in outputs:
                     norm = out_slot.is_weight if self.config.weight_norm else None
                     # a norm layer's bias is fitted to its weight's shape, as the published code does
-                    tensor = fit_to_shape(tensor, slot.shape, centre, norm)
+                    tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator)
                     if sink is not None:
                         sink(b, out_slot.name, tensor)
                     else:
