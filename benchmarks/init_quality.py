@@ -157,8 +157,12 @@ def main() -> None:
         "single-seed, 100-step screening runs on this benchmark (digits, seed 0, AdamW); `noembed` from a "
         "diagnosis (the GHN, trained without any transformer, predicts position embeddings ten times the scale of "
         "the model's own) checked on seeds 3-7, not the seeds of this table. The harness's default recipe was chosen "
-        "on default-init runs alone (a recipe where the small ViT learns, with a small spread between seeds). "
+        "on default-init runs alone (a recipe where the small ViT learns, with a small spread between seeds; it is "
+        "also the recipe issue 8's reporter used), but GHN rows of a 150-step variant of it (seeds 0-3) had been "
+        "seen before. "
         "The `default`, `orthogonal` and raw-prediction rows involve no choice.",
+        "- Digits is where the choices were looked at; for data that played no part in any choice see "
+        "`init_quality_shapes.md` (drawn shapes, `benchmarks/heldout_shapes.py`).",
         "- BatchNorm statistics are re-estimated before every test for every scheme (the harness default): without "
         "it, eval-mode accuracy right after a GHN init measures the stale running statistics, not the weights.",
         "",
