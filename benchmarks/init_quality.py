@@ -41,13 +41,6 @@ PROTOCOLS = {
         "AdamW at a constant lr 1e-3, batch 16 (the harness defaults before 2026-11-23)",
     ),
 }
-FLAGS = {
-    "optimizer": "--optimizer",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "schedule": "--schedule",
-    "batch_size": "--batch-size",
-}
 
 
 def _run_one(args: tuple) -> dict:
@@ -65,10 +58,15 @@ def _run_one(args: tuple) -> dict:
     return results.to_dict()
 
 
+def _final(results, model: str) -> dict[str, tuple[float, float]]:
+    """Scheme -> (mean, sd) of the final test accuracy of ``model``."""
+    return {r["scheme"]: r["test_acc"][-1] for r in results.summary() if r["model"] == model}
+
+
 def _verdicts(results) -> list[str]:
     lines = []
     for row_model in results.models:
-        final = {r["scheme"]: r["test_acc"][-1] for r in results.summary() if r["model"] == row_model}
+        final = _final(results, row_model)
         if "ghn:bundled" not in final or "default" not in final:
             continue
         g, d = final["ghn:bundled"][0], final["default"][0]
@@ -123,7 +121,7 @@ def main() -> None:
     protocol = cfg.get("protocol", "default")
     _, stem, recipe = PROTOCOLS[protocol]
     seeds = ",".join(str(s) for s in cfg["seeds"])
-    flags = "".join(f" {FLAGS[k]} {v}" for k, v in PROTOCOLS[protocol][0].items())
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in PROTOCOLS[protocol][0].items())
     other = [p for p in PROTOCOLS if p != protocol][0]
     ghn = load_ghn("bundled")
     lines = [
@@ -180,7 +178,7 @@ def _spreads(results) -> list[str]:
     """Seed-to-seed spread of each model's default init, and how the GHN compares with plain orthogonal init."""
     lines = []
     for model in results.models:
-        final = {r["scheme"]: r["test_acc"][-1] for r in results.summary() if r["model"] == model}
+        final = _final(results, model)
         if "default" in final:
             sd = 100 * final["default"][1]
             lines.append(f"- {model}: default init's test accuracy varies by {sd:.1f} points (sd) between seeds.")

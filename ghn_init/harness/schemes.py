@@ -17,20 +17,18 @@ def default(model: nn.Module) -> None:
 
 
 def _matrix_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The weights the ``orth`` post-processing would orthogonalize: every layer's weight matrix
-    (:attr:`ghn_init.postprocess.Role.MATRIX`) but the classifier, the last one.
-
-    Read off the modules like the post-processing's roles: a ConvNeXt ``layer_scale`` (``(C, 1, 1)``)
-    is a gain and a ViT's ``pos_embedding`` an embedding, neither a matrix.
+    """The weights the ``orth`` post-processing would orthogonalize: every trainable tensor whose role is
+    :attr:`~ghn_init.postprocess.Role.MATRIX` (the same rule, :func:`~ghn_init.postprocess.roles_of`) but the
+    classifier, the last one. A ConvNeXt ``layer_scale`` (``(C, 1, 1)``) is a gain and a ViT's ``pos_embedding``
+    an embedding, neither a matrix.
     """
     from ..planning import writable_slots
+    from ..postprocess import Role, roles_of
 
     params = {id(p) for p in model.parameters()}
-    found = []
-    for slot in writable_slots(model).values():
-        w = getattr(slot.module, slot.attr)
-        if slot.is_weight and slot.attr in ("weight", "in_proj_weight") and w.dim() >= 2 and id(w) in params:
-            found.append((slot.name, w))
+    tensors = {s.name: (s, getattr(s.module, s.attr)) for s in writable_slots(model).values()}
+    roles = roles_of(tensors)
+    found = [(n, t) for n, (_, t) in tensors.items() if roles[n] is Role.MATRIX and id(t) in params]
     return found[:-1]  # the last one is the classifier, left as it is (as for GHN predictions)
 
 
