@@ -10,7 +10,7 @@ prediction.write()                                   # stage 4: all or nothing, 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union, overload
 
 import torch
@@ -130,8 +130,9 @@ def predict(
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``,
-            ``"noembed"`` joined by ``+``. Not applied in a dry run.
+            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"dcbalance"``, ``"nohead"``, ``"nobias"``, ``"nogain"``,
+            ``"nonorm"``, ``"noembed"`` joined by ``+`` (:meth:`ghn_init.PostProcess.parse`). Not applied in a dry
+            run.
         generator: CPU ``torch.Generator`` for the noise and for the class-token row of a predicted position
             embedding, so that one seed gives the same tensors on every call (default: torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
@@ -206,7 +207,7 @@ def predict(
         # No values were kept; which tensors post-processing would drop follows from names and shapes alone.
         shaped = [{n: (s, torch.empty(s.shape, device="meta")) for n, s in ms.items()} for ms in slots]
         raw_names = [set(r) for r in shaped]
-        names_only = replace(pp, orthogonal=False, noise=0.0)
+        names_only = pp.drops_only()
         written = [
             postprocess_predictions(m, r, names_only, classifier=p.classifier())
             for m, r, p in zip(models, shaped, plans, strict=True)

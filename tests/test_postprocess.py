@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 
 import ghn_init
+from ghn_init.constants import POSTPROCESS_PARTS
 from ghn_init.networks import GHN, GHNConfig
-from ghn_init.postprocess import PostProcess, orthogonalize, postprocess, relative_noise_scale
+from ghn_init.postprocess import PostProcess, balance_dc, orthogonalize, postprocess, relative_noise_scale
 
 from .conftest import assert_unchanged, snapshot, tiny_ghn
 from .test_apply import SmallNet
@@ -47,11 +48,15 @@ def test_spec_parsing_round_trips_and_rejects_bad_parts() -> None:
     assert PostProcess.parse("orth+noise") == PostProcess(orthogonal=True, noise=1e-5)
     assert PostProcess.parse("noise=1e-3").noise == 1e-3
     assert PostProcess.parse(None).is_identity and PostProcess.parse("none").is_identity
-    for spec in ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain", "orth+nohead+nonorm"):
+    specs = ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain", "orth+nohead+nonorm")
+    for spec in specs + ("orth+noise=1e-05+dcbalance+nohead", "dcbalance"):
         assert str(PostProcess.parse(spec)) == spec
         assert PostProcess.parse(str(PostProcess.parse(spec))) == PostProcess.parse(spec)
-    with pytest.raises(ValueError, match="unknown post-processing 'orthh'"):
+    with pytest.raises(ValueError, match="unknown post-processing 'orthh'") as err:
         PostProcess.parse("orthh")
+    for part in POSTPROCESS_PARTS:  # the message lists every accepted part, and each of them parses
+        assert part in str(err.value)
+        assert not PostProcess.parse(part.replace("[=BETA]", "=0.1")).is_identity
     with pytest.raises(ValueError, match="twice"):
         PostProcess.parse("noise+noise=1e-3")
     with pytest.raises(ValueError):
@@ -141,6 +146,44 @@ def test_noise_breaks_the_symmetry_of_tiled_predictions() -> None:
     assert torch.linalg.matrix_rank(noisy) == 16
     q = postprocess({"w": tiled}, "orth+noise", generator=torch.Generator().manual_seed(0))["w"]
     assert _is_orthonormal(q)
+
+
+def _flat_share(w: torch.Tensor) -> float:
+    """The share of a conv weight's energy in its kernels' spatial means."""
+    w = w.detach().double()
+    return float(w.mean((2, 3)).square().sum() * w.shape[2] * w.shape[3] / w.square().sum())
+
+
+def test_balance_dc_gives_the_spatial_mean_an_isotropic_kernels_share() -> None:
+    g = torch.Generator().manual_seed(0)
+    shape_part = torch.randn(16, 8, 3, 3, generator=g)
+    blurry = shape_part + 3.0 * torch.randn(16, 8, 1, 1, generator=g)  # mostly flat, like a decoder's kernels
+    assert _flat_share(blurry) > 0.8
+    out = balance_dc(blurry)
+    assert abs(_flat_share(out) - 1 / 9) < 1e-6
+    # only the spatial mean is scaled: the zero-mean part of every kernel is unchanged
+    centred = lambda w: w - w.mean((2, 3), keepdim=True)  # noqa: E731
+    assert torch.allclose(centred(out), centred(blurry), atol=1e-5)
+    # rectangular kernels use their own tap count (1/15 for 3x5)
+    assert abs(_flat_share(balance_dc(torch.randn(4, 2, 3, 5, generator=g) + 2)) - 1 / 15) < 1e-6
+    # nothing to balance: 1x1 kernels, matrices, all-flat kernels, kernels with no excess mean (never amplified)
+    low = centred(torch.randn(8, 8, 3, 3, generator=g)) + 0.01
+    zero_mean = centred(torch.randn(2, 2, 3, 3))
+    for w in (torch.randn(4, 4, 1, 1), torch.randn(4, 4), torch.ones(2, 2, 3, 3), zero_mean, low):
+        assert balance_dc(w) is w
+    assert balance_dc(blurry.half()).dtype == torch.float16
+
+
+def test_dcbalance_runs_before_orth_and_touches_only_kernels() -> None:
+    g = torch.Generator().manual_seed(0)
+    conv = torch.randn(8, 4, 3, 3, generator=g) + 2 * torch.randn(8, 4, 1, 1, generator=g)
+    pred = {"conv.weight": conv, "fc.weight": torch.randn(10, 8, generator=g)}
+    plain = postprocess(pred, "orth")
+    balanced = postprocess(pred, "orth+dcbalance")
+    assert torch.equal(balanced["conv.weight"], orthogonalize(balance_dc(conv)))
+    assert _flat_share(plain["conv.weight"]) > 0.3 > _flat_share(balanced["conv.weight"])
+    assert torch.equal(balanced["fc.weight"], plain["fc.weight"])
+    assert torch.equal(postprocess(pred, "dcbalance")["conv.weight"], balance_dc(conv))
 
 
 # ---------------------------------------------------------------- apply
@@ -246,8 +289,9 @@ def test_nohead_drops_the_classifier_the_plan_decodes(ghn3) -> None:
     assert "body.2.weight" in dropped.tensors
 
 
-def test_a_dry_run_reports_what_post_processing_leaves_out(ghn3) -> None:
-    spec = "orth+nohead+nobias"
+@pytest.mark.parametrize("spec", ["orth+nohead+nobias", "orth+noise+dcbalance+nohead+nogain"])
+def test_a_dry_run_reports_what_post_processing_leaves_out(ghn3, spec) -> None:
+    """A dry run's tensors are on the meta device: only the drops apply (dcbalance read values and raised)."""
     real = ghn_init.predict(SmallNet(), ghn3, input_size=(3, 32, 32), postprocess=spec)
     dry = ghn_init.predict(SmallNet(), ghn3, input_size=(3, 32, 32), postprocess=spec, dry_run=True)
     assert dry.report.predicted == real.report.predicted

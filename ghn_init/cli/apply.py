@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..constants import POSTPROCESS_PARTS
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -141,8 +143,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--postprocess",
         default="default",
-        help="post-processing of the predictions: default (the GHN's own), none, or orth, noise[=BETA], nohead, "
-        "nobias, nogain, nonorm, noembed joined by '+'",
+        help="post-processing of the predictions: default (the GHN's own), none, or "
+        f"{', '.join(POSTPROCESS_PARTS)} joined by '+'",
     )
     p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..constants import POSTPROCESS_PARTS
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -69,7 +71,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "--inits",
         default="default,orthogonal,ghn:bundled",
         help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
-        "(POSTPROCESS: none, orth, noise[=BETA], nohead, nobias, nogain, nonorm, noembed joined by '+'; "
+        f"(POSTPROCESS: none, {', '.join(POSTPROCESS_PARTS)} joined by '+'; "
         "default: the GHN's own)",
     )
     p.add_argument(

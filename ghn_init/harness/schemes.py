@@ -76,8 +76,8 @@ def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
     """A scheme from its name: ``default``, ``orthogonal``, ``ghn:SOURCE`` or ``ghn:SOURCE+POSTPROCESS``.
 
     ``SOURCE`` is anything :func:`ghn_init.load_ghn` accepts (``bundled``, a registry name, a folder,
-    ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``nohead``, ``nobias``,
-    ``nogain``, ``nonorm``, ``noembed`` or a ``+``-joined
+    ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``dcbalance``, ``nohead``,
+    ``nobias``, ``nogain``, ``nonorm``, ``noembed`` or a ``+``-joined
     combination (default: the GHN's recommendation).
 
     Raises:
