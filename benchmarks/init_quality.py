@@ -162,8 +162,9 @@ def main() -> None:
         "also the recipe issue 8's reporter used), but GHN rows of a 150-step variant of it (seeds 0-3) had been "
         "seen before. "
         "The `default`, `orthogonal` and raw-prediction rows involve no choice.",
-        "- Digits is where the choices were looked at; for a second dataset, used for one check only (`dcbalance`), "
-        "see `init_quality_shapes.md` (drawn shapes, `benchmarks/heldout_shapes.py`).",
+        "- Digits is where the choices were looked at; a second dataset, drawn shapes (`init_quality_shapes.md`, "
+        "`benchmarks/heldout_shapes.py`), was used to screen post-processing: `dcbalance` (adopted), `detile` and "
+        "`keepnorm` (not adopted).",
         "- BatchNorm statistics are re-estimated before every test for every scheme (the harness default): without "
         "it, eval-mode accuracy right after a GHN init measures the stale running statistics, not the weights.",
         "",

@@ -130,9 +130,9 @@ def predict(
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or ``"orth"``, ``"noise"``, ``"noise=BETA"``, ``"dcbalance"``, ``"nohead"``, ``"nobias"``, ``"nogain"``,
-            ``"nonorm"``, ``"noembed"`` joined by ``+`` (:meth:`ghn_init.PostProcess.parse`). Not applied in a dry
-            run.
+            or parts of :data:`ghn_init.constants.POSTPROCESS_PARTS` (``"orth"``, ``"noise"``, ``"dcbalance"``,
+            ``"detile"``, ``"keepnorm"``, ``"nohead"``, ...) joined by ``+`` (:meth:`ghn_init.PostProcess.parse`).
+            Only the drops apply in a dry run.
         generator: CPU ``torch.Generator`` for the noise and for the class-token row of a predicted position
             embedding, so that one seed gives the same tensors on every call (default: torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
@@ -216,7 +216,7 @@ def predict(
         raw_names = [set(r) for r in results]
         with torch.no_grad():
             written = results = [
-                postprocess_predictions(m, r, pp, generator, classifier=p.classifier())
+                postprocess_predictions(m, r, pp, generator, classifier=p.classifier(), block=net.config.max_shape[:2])
                 for m, r, p in zip(models, results, plans, strict=True)
             ]
     predicted_at = time.perf_counter()

@@ -31,4 +31,15 @@ HF_SCHEME = "hf://"
 
 #: The parts of a post-processing spec (:meth:`ghn_init.postprocess.PostProcess.parse`), as help texts list
 #: them; parts are joined by ``+``, and ``none`` means no post-processing.
-POSTPROCESS_PARTS = ("orth", "noise[=BETA]", "dcbalance", "nohead", "nobias", "nogain", "nonorm", "noembed")
+POSTPROCESS_PARTS = (
+    "orth",
+    "noise[=BETA]",
+    "dcbalance",
+    "detile",
+    "keepnorm",
+    "nohead",
+    "nobias",
+    "nogain",
+    "nonorm",
+    "noembed",
+)

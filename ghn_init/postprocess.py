@@ -34,6 +34,7 @@ __all__ = [
     "postprocess",
     "postprocess_predictions",
     "balance_dc",
+    "detile",
     "orthogonalize",
     "relative_noise_scale",
     "role_of",
@@ -42,6 +43,9 @@ __all__ = [
 NOISE_BETA = 1e-5  # the published GHN-3 fine-tuning scripts' beta
 _NOISE = re.compile(r"^noise(?:=(?P<beta>[0-9.eE+-]+))?$")
 
+
+# value steps that are plain switches: token -> PostProcess field
+_SWITCHES = {"dcbalance": "balance_dc", "detile": "detile", "keepnorm": "keep_norm"}
 
 _DROPS = {
     "nohead": "drop_classifier",
@@ -105,6 +109,10 @@ class PostProcess:
         balance_dc: scale the spatially constant part of each predicted ``k x k`` kernel so that it
             carries ``1 / k**2`` of the kernel's energy, before noise and orthogonalization
             (:func:`balance_dc`).
+        detile: replace the tiled copies in a weight matrix wider than the GHN's decoder by random
+            values of the predicted block's spread, before noise and orthogonalization (:func:`detile`).
+        keep_norm: scale each post-processed weight matrix to the Frobenius norm of the tensor the
+            model holds (its own init): the GHN gives the directions, the model the scale.
 
     The ``drop_*`` options are ours, not from the papers: a GHN trained briefly on small
     networks predicts these tensors poorly for networks unlike its training set (a GHN that never
@@ -114,7 +122,7 @@ class PostProcess:
     Example:
         >>> PostProcess.parse("orth+noise")
         PostProcess(orthogonal=True, noise=1e-05, drop_classifier=False, drop_biases=False, drop_gains=False, \
-drop_norms=False, drop_embeddings=False, balance_dc=False)
+drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_norm=False)
         >>> str(PostProcess(orthogonal=True, drop_gains=True))
         'orth+nogain'
     """
@@ -127,6 +135,8 @@ drop_norms=False, drop_embeddings=False, balance_dc=False)
     drop_norms: bool = False
     drop_embeddings: bool = False
     balance_dc: bool = False
+    detile: bool = False
+    keep_norm: bool = False
 
     def __post_init__(self) -> None:
         if not (self.noise >= 0.0 and self.noise < float("inf")):
@@ -145,7 +155,7 @@ drop_norms=False, drop_embeddings=False, balance_dc=False)
 
     def __str__(self) -> str:
         parts = (["orth"] if self.orthogonal else []) + ([f"noise={self.noise:g}"] if self.noise else [])
-        parts += ["dcbalance"] if self.balance_dc else []
+        parts += [token for token, attr in _SWITCHES.items() if getattr(self, attr)]
         parts += [token for token, attr in _DROPS.items() if getattr(self, attr)]
         return "+".join(parts) or "none"
 
@@ -177,8 +187,8 @@ drop_norms=False, drop_embeddings=False, balance_dc=False)
                     value = float(match["beta"]) if match["beta"] else NOISE_BETA
                 except ValueError:
                     value = None
-            elif part == "dcbalance":
-                key, value = "balance_dc", True
+            elif part in _SWITCHES:
+                key, value = _SWITCHES[part], True
             elif part in _DROPS:
                 key, value = _DROPS[part], True
             else:
@@ -283,6 +293,46 @@ def balance_dc(w: torch.Tensor) -> torch.Tensor:
     return (alpha * flat + rest).to(w.dtype)
 
 
+def detile(
+    w: torch.Tensor, block: Sequence[int], generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Replace the tiled copies in a predicted weight by random values with the predicted block's spread.
+
+    A GHN's decoder emits at most ``block = (out, in)`` channels (its config's ``max_shape[:2]``, 64 x 64
+    for the bundled GHN and the published GHN-3s); a wider layer gets that block repeated along both
+    channel dimensions (as published). The copies are no prediction, and they tie weights together:
+    in a ``(128, 128, 3, 3)`` layer every filter weights input channels ``c`` and ``c + 64`` the same,
+    which orthogonalization does not undo (the rows of ``[B B]`` stay of that form). Worked example for
+    resnet18 and the bundled GHN: after ``orth`` the weights on input channels ``c`` and ``c + 64``
+    correlate at 0.48 in ``layer2.0.conv2`` (0.23 in ``layer3``, 0.11 in ``layer4``); with ``detile``
+    only ``w[:64, :64]`` (the prediction) is kept and the rest is drawn from ``N(0, std(w[:64, :64])^2)``.
+
+    Ours, not from the papers. The values are drawn on the CPU in float32 from ``generator`` (default:
+    torch's global generator) and then moved, so a seed gives the same tensor on every device.
+
+    Args:
+        w: a predicted weight, ``(out, in, ...)``.
+        block: the decoder's ``(out, in)`` channels; dimensions not larger than it are kept.
+
+    Returns:
+        A new tensor like ``w``, or ``w`` itself when it fits in the block.
+
+    Example:
+        >>> w = torch.arange(4.0).view(2, 2).repeat(2, 2)   # a 2x2 block tiled to 4x4
+        >>> out = detile(w, (2, 2), torch.Generator().manual_seed(0))
+        >>> torch.equal(out[:2, :2], w[:2, :2]), torch.equal(out[2:, 2:], w[2:, 2:])
+        (True, False)
+    """
+    rows, cols = min(w.shape[0], block[0]), min(w.shape[1], block[1])
+    if (rows, cols) == tuple(w.shape[:2]):
+        return w
+    kept = w[:rows, :cols].float()
+    fill = torch.randn(w.shape, generator=generator, dtype=torch.float32) * kept.std()
+    fill = fill.to(w.device)
+    fill[:rows, :cols] = kept
+    return fill.to(w.dtype)
+
+
 def relative_noise_scale(w: torch.Tensor) -> float:
     """Standard deviation of the correlation coefficients between the rows of ``w`` as a tall matrix.
 
@@ -311,6 +361,8 @@ def postprocess(
     classifier: Optional[str] = None,
     roles: Optional[Mapping[str, Role]] = None,
     generator: Optional[torch.Generator] = None,
+    block: Optional[Sequence[int]] = None,
+    norms: Optional[Mapping[str, float]] = None,
 ) -> dict[str, torch.Tensor]:
     """Post-process predicted tensors; a pure function (the inputs are not modified).
 
@@ -322,9 +374,12 @@ def postprocess(
         classifier: the name of the classification weight, left as predicted together with the
             tensors after it in ``order`` (as published); None to post-process every tensor.
         roles: tensor name -> :class:`Role`; names not in it get :func:`role_of` (their shape).
-        generator: the CPU generator the noise is drawn from (default: torch's global one). The
-            noise is drawn on the CPU in float32 and then moved, so a seed gives the same values
-            on every device.
+        generator: the CPU generator the noise and ``detile``'s values are drawn from (default: torch's
+            global one). They are drawn on the CPU in float32 and then moved, so a seed gives the same
+            values on every device.
+        block: the GHN decoder's ``(out, in)`` channels, which ``detile`` needs (a ``ValueError`` without it).
+        norms: tensor name -> the Frobenius norm ``keepnorm`` scales a matrix to (the model's own
+            tensor's); a matrix not in it, or with norm 0, keeps its scale.
 
     Returns:
         A new dict with the same keys, less those dropped (``nohead``, ``nobias``, ``nogain``,
@@ -341,6 +396,8 @@ def postprocess(
     result = dict(predicted)
     if pp.is_identity:
         return result
+    if pp.detile and block is None:
+        raise ValueError("post-processing 'detile' needs the GHN decoder's block size (block=(out, in))")
     names = [n for n in (order if order is not None else predicted) if n in predicted]
     if order is not None:
         listed = set(names)
@@ -372,14 +429,17 @@ def postprocess(
         elif role not in (Role.GAIN, Role.NORM_BIAS):
             continue  # biases and embeddings: as predicted
         new = w
-        if pp.balance_dc and role is Role.MATRIX:
-            new = balance_dc(new)
+        if role is Role.MATRIX and (pp.balance_dc or pp.detile):
+            new = balance_dc(new) if pp.balance_dc else new
+            new = detile(new, block, generator) if pp.detile else new
             noise_scale = relative_noise_scale(new) if pp.noise else 0.0
         if pp.noise and noise_scale > 0:
             noise = torch.randn(w.shape, generator=generator, dtype=torch.float32)
             new = (w.float() + (pp.noise * noise_scale) * noise.to(w.device)).to(w.dtype)
         if pp.orthogonal and role is Role.MATRIX:
             new = orthogonalize(new)
+        if pp.keep_norm and role is Role.MATRIX and norms and norms.get(name):
+            new = (new.float() * (norms[name] / new.float().norm().clamp_min(1e-30))).to(new.dtype)
         result[name] = new
     return result
 
@@ -421,10 +481,12 @@ def postprocess_predictions(
     generator: Optional[torch.Generator] = None,
     *,
     classifier: Sequence[str] = (),
+    block: Optional[Sequence[int]] = None,
 ) -> dict[str, tuple]:
     """:func:`postprocess` for one model's predictions as ``apply`` holds them: name -> (slot, tensor).
 
-    The model is only read: its parameter order, and the role of each tensor (:func:`roles_of`).
+    The model is only read: its parameter order, the role of each tensor (:func:`roles_of`) and, for
+    ``keepnorm``, the norm of each tensor it holds now.
 
     Args:
         model: the model the predictions are for.
@@ -434,6 +496,7 @@ def postprocess_predictions(
         classifier: the classifier's tensors, weight first, as the plan decodes them
             (:meth:`ghn_init.Plan.classifier`: the ones ``predict_classifier=False`` keeps), placed last in
             the order so that exactly they are the head; empty: no head.
+        block: the GHN decoder's ``(out, in)`` channels (``GHNConfig.max_shape[:2]``), for ``detile``.
 
     Returns:
         A new dict name -> (slot, post-processed tensor), less the dropped tensors.
@@ -450,5 +513,17 @@ def postprocess_predictions(
         classifier=head[0] if head else None,
         roles=roles_of(predicted),
         generator=generator,
+        block=block,
+        norms=_current_norms(predicted) if pp.keep_norm else None,
     )
     return {name: (slot, tensors[name]) for name, (slot, _) in predicted.items() if name in tensors}
+
+
+def _current_norms(predicted: Mapping[str, tuple]) -> dict[str, float]:
+    """Name -> Frobenius norm of the tensor the model holds in that slot now (read, never changed)."""
+    norms = {}
+    for name, (slot, _) in predicted.items():
+        current = getattr(slot.module, slot.attr, None)
+        if isinstance(current, torch.Tensor) and current.device.type != "meta":
+            norms[name] = float(current.detach().float().norm())
+    return norms

@@ -11,7 +11,7 @@ import torch.nn as nn
 import ghn_init
 from ghn_init.constants import POSTPROCESS_PARTS
 from ghn_init.networks import GHN, GHNConfig
-from ghn_init.postprocess import PostProcess, balance_dc, orthogonalize, postprocess, relative_noise_scale
+from ghn_init.postprocess import PostProcess, balance_dc, detile, orthogonalize, postprocess, relative_noise_scale
 
 from .conftest import assert_unchanged, snapshot, tiny_ghn
 from .test_apply import SmallNet
@@ -49,7 +49,8 @@ def test_spec_parsing_round_trips_and_rejects_bad_parts() -> None:
     assert PostProcess.parse("noise=1e-3").noise == 1e-3
     assert PostProcess.parse(None).is_identity and PostProcess.parse("none").is_identity
     specs = ("orth", "orth+noise=0.001", "orth+noise=1e-05+nohead+nobias+nogain", "nogain", "orth+nohead+nonorm")
-    for spec in specs + ("orth+noise=1e-05+dcbalance+nohead", "dcbalance"):
+    ours = ("orth+noise=1e-05+dcbalance+nohead", "dcbalance", "orth+dcbalance+detile+keepnorm+nogain")
+    for spec in specs + ours:
         assert str(PostProcess.parse(spec)) == spec
         assert PostProcess.parse(str(PostProcess.parse(spec))) == PostProcess.parse(spec)
     with pytest.raises(ValueError, match="unknown post-processing 'orthh'") as err:
@@ -184,6 +185,69 @@ def test_dcbalance_runs_before_orth_and_touches_only_kernels() -> None:
     assert _flat_share(plain["conv.weight"]) > 0.3 > _flat_share(balanced["conv.weight"])
     assert torch.equal(balanced["fc.weight"], plain["fc.weight"])
     assert torch.equal(postprocess(pred, "dcbalance")["conv.weight"], balance_dc(conv))
+
+
+def test_detile_keeps_the_predicted_block_and_unties_the_copies() -> None:
+    g = torch.Generator().manual_seed(0)
+    block = torch.randn(4, 4, 3, 3, generator=g)
+    tiled = block.repeat(3, 2, 1, 1)  # (12, 8, 3, 3): how a 4x4 decoder fills a wider layer
+    out = detile(tiled, (4, 4), torch.Generator().manual_seed(1))
+    assert torch.equal(out[:4, :4], block)
+    assert not torch.equal(out[:4, 4:], block) and not torch.equal(out[4:8, :4], block)
+    assert 0.7 < float(out[4:].std() / block.std()) < 1.3  # the copies' spread, not their values
+    again = detile(tiled, (4, 4), torch.Generator().manual_seed(1))
+    assert torch.equal(out, again), "seeded"
+    assert detile(block, (4, 4)) is block and detile(block, (8, 8)) is block
+    # after orth, input channels c and c + 4 are no longer weighted alike
+    tied = orthogonalize(tiled[:4]).reshape(4, 2, 4, 9)
+    untied = orthogonalize(out[:4]).reshape(4, 2, 4, 9)
+    assert torch.allclose(tied[:, 0], tied[:, 1], atol=1e-5)
+    assert not torch.allclose(untied[:, 0], untied[:, 1], atol=0.1)
+    with pytest.raises(ValueError, match="block"):
+        postprocess({"w": tiled}, "orth+detile")
+    seeded = postprocess({"w": tiled}, "detile", block=(4, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(seeded["w"], out)
+
+
+def test_keepnorm_gives_each_matrix_the_norm_it_is_given() -> None:
+    g = torch.Generator().manual_seed(0)
+    pred = {"conv.weight": torch.randn(8, 4, 3, 3, generator=g), "bn.bias": torch.randn(8, generator=g)}
+    out = postprocess(pred, "orth+keepnorm", norms={"conv.weight": 3.0, "bn.bias": 5.0})
+    assert abs(float(out["conv.weight"].norm()) - 3.0) < 1e-4
+    assert _is_orthonormal(out["conv.weight"] / out["conv.weight"].reshape(8, -1).norm(dim=1).mean())
+    assert out["bn.bias"] is pred["bn.bias"], "only matrices are rescaled"
+    plain = postprocess(pred, "orth")["conv.weight"]
+    for norms in (None, {}, {"conv.weight": 0.0}):  # nothing to scale to: the matrix keeps its scale
+        assert torch.equal(postprocess(pred, "orth+keepnorm", norms=norms)["conv.weight"], plain)
+
+
+def test_apply_keepnorm_and_detile_read_the_model_and_the_ghn(ghn3: GHN) -> None:
+    """keepnorm takes each norm from the model's own tensor; detile keeps the decoder's 16x16 block."""
+    torch.manual_seed(0)
+    model = WideNet()  # 48 channels, the tiny GHN's decoder emits 16
+    norms = {n: float(p.detach().norm()) for n, p in model.named_parameters()}
+    raw = ghn_init.predict(model, ghn3, postprocess="none")
+    pred = ghn_init.predict(model, ghn3, postprocess="detile+keepnorm", generator=torch.Generator().manual_seed(0))
+    for name in ("conv1.weight", "conv2.weight"):
+        assert abs(float(pred.tensors[name][1].norm()) - norms[name]) < 1e-3 * norms[name]
+    raw_w, w = raw.tensors["conv2.weight"][1], pred.tensors["conv2.weight"][1]
+    assert torch.equal(raw_w[:16, :16], raw_w[16:32, :16]), "the raw prediction is tiled"
+    ratio = w[:16, :16] / raw_w[:16, :16]
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4), "the block is kept (rescaled)"
+    assert not torch.allclose(w[16:32, :16] / w[:16, :16], ratio, rtol=1e-2), "the copies are not"
+
+
+def test_orthogonal_keepnorm_baseline_keeps_each_norm() -> None:
+    from ghn_init.harness.schemes import orthogonal_keepnorm, parse_scheme
+
+    torch.manual_seed(0)
+    model = TinyConvNeXt()
+    before = snapshot(model)
+    assert parse_scheme("orthogonal+keepnorm") is orthogonal_keepnorm
+    orthogonal_keepnorm(model)
+    assert not torch.equal(model.stem.weight, before["stem.weight"])
+    assert abs(float(model.stem.weight.detach().norm() - before["stem.weight"].norm())) < 1e-4
+    assert torch.equal(model.fc.weight, before["fc.weight"])
 
 
 # ---------------------------------------------------------------- apply

@@ -70,7 +70,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--inits",
         default="default,orthogonal,ghn:bundled",
-        help="comma-separated schemes: default, orthogonal, ghn:SOURCE[+POSTPROCESS] "
+        help="comma-separated schemes: default, orthogonal, orthogonal+keepnorm, ghn:SOURCE[+POSTPROCESS] "
         f"(POSTPROCESS: none, {', '.join(POSTPROCESS_PARTS)} joined by '+'; "
         "default: the GHN's own)",
     )

@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["Scheme", "default", "orthogonal", "ghn_scheme", "parse_scheme", "resolve_schemes"]
+__all__ = ["Scheme", "default", "orthogonal", "orthogonal_keepnorm", "ghn_scheme", "parse_scheme", "resolve_schemes"]
 
 Scheme = Callable[[nn.Module], Any]  # may return a ghn_init Report (kept in the results)
 
@@ -44,6 +44,19 @@ def orthogonal(model: nn.Module) -> None:
         nn.init.orthogonal_(p)
 
 
+@torch.no_grad()
+def orthogonal_keepnorm(model: nn.Module) -> None:
+    """:func:`orthogonal`, each matrix then scaled back to the Frobenius norm it had (the model's own init).
+
+    The baseline for GHN post-processing with ``keepnorm``: random directions at the model's scale.
+    """
+    for _, p in _matrix_weights(model):
+        norm = p.norm()
+        nn.init.orthogonal_(p)
+        if norm > 0:
+            p.mul_(norm / p.norm())
+
+
 def ghn_scheme(source: Any = "bundled", postprocess: Optional[str] = "default", **apply_kwargs: Any) -> Scheme:
     """A scheme that runs :func:`ghn_init.apply` with a GHN (loaded once, on first use).
 
@@ -69,16 +82,16 @@ def ghn_scheme(source: Any = "bundled", postprocess: Optional[str] = "default", 
     return scheme
 
 
-BUILTIN: dict[str, Scheme] = {"default": default, "orthogonal": orthogonal}
+BUILTIN: dict[str, Scheme] = {"default": default, "orthogonal": orthogonal, "orthogonal+keepnorm": orthogonal_keepnorm}
 
 
 def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
-    """A scheme from its name: ``default``, ``orthogonal``, ``ghn:SOURCE`` or ``ghn:SOURCE+POSTPROCESS``.
+    """A scheme from its name: ``default``, ``orthogonal``, ``orthogonal+keepnorm``, ``ghn:SOURCE`` or
+    ``ghn:SOURCE+POSTPROCESS``.
 
     ``SOURCE`` is anything :func:`ghn_init.load_ghn` accepts (``bundled``, a registry name, a folder,
-    ``hf://...``); ``POSTPROCESS`` is ``none``, ``orth``, ``noise``, ``noise=BETA``, ``dcbalance``, ``nohead``,
-    ``nobias``, ``nogain``, ``nonorm``, ``noembed`` or a ``+``-joined
-    combination (default: the GHN's recommendation).
+    ``hf://...``); ``POSTPROCESS`` is ``none`` or parts of
+    :data:`ghn_init.constants.POSTPROCESS_PARTS` joined by ``+`` (default: the GHN's recommendation).
 
     Raises:
         ValueError: an unknown name or an invalid post-processing.
@@ -97,7 +110,8 @@ def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
             raise ValueError(f"init scheme {spec!r} names no GHN; use ghn:bundled or ghn:SOURCE[+POSTPROCESS]")
         return ghn_scheme(source, str(PostProcess.parse(post)) if post else "default", **apply_kwargs)
     raise ValueError(
-        f"unknown init scheme {spec!r}; use default, orthogonal, ghn:SOURCE or ghn:SOURCE+POSTPROCESS "
+        f"unknown init scheme {spec!r}; use default, orthogonal, orthogonal+keepnorm, ghn:SOURCE or "
+        "ghn:SOURCE+POSTPROCESS "
         "(e.g. ghn:bundled+orth), or pass a callable (model) -> None"
     )
 
