@@ -133,8 +133,9 @@ def predict(
             or parts of :data:`ghn_init.constants.POSTPROCESS_PARTS` (``"orth"``, ``"noise"``, ``"dcbalance"``,
             ``"detile"``, ``"keepnorm"``, ``"nohead"``, ...) joined by ``+`` (:meth:`ghn_init.PostProcess.parse`).
             Only the drops apply in a dry run.
-        generator: CPU ``torch.Generator`` for the noise and for the class-token row of a predicted position
-            embedding, so that one seed gives the same tensors on every call (default: torch's global RNG).
+        generator: CPU ``torch.Generator`` for the noise, ``detile``'s values and the class-token row of a
+            predicted position embedding, so that one seed gives the same tensors on every call (default:
+            torch's global RNG).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`). A
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
@@ -287,8 +288,8 @@ def apply(
         example_kwargs: keyword arguments to record the model with (e.g. ``{"pixel_values": x}``).
         postprocess: post-processing of the predictions before writing (see :func:`predict`); the
             default is the GHN's recommendation.
-        generator: CPU ``torch.Generator`` for the post-processing noise and a position embedding's class-token
-            row (see :func:`predict`).
+        generator: CPU ``torch.Generator`` for post-processing's random draws (noise, ``detile``) and a position
+            embedding's class-token row (see :func:`predict`).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
             predictions are written into the tensors of its ``state_dict``.
 

@@ -12,9 +12,16 @@ Both come from the published follow-up work on GHN initialization:
   by ``beta`` times the spread of the weight matrix's correlation coefficients; norm layers get the
   noise scale of the weight before them. It breaks the exact symmetry of tiled predictions.
 
+Ours, each measured in ``ghn_init/bundled/README.md``: ``dcbalance`` (:func:`balance_dc`: predicted
+kernels lose the excess of spatially constant energy the decoders give them), ``detile``
+(:func:`detile`: the tiled copies that fill layers wider than the decoder are drawn afresh),
+``keepnorm`` (each matrix keeps the norm of the model's own init) and the ``no*`` drops (tensors
+left at the model's init).
+
 As published, the classification layer (the model's last weight of two or more dimensions) and
 the norm-layer tensors after it are left as predicted. Everything here is a pure function of the
-predicted tensors (and a ``torch.Generator``): nothing is written into a model.
+predicted tensors (and a ``torch.Generator``; for ``keepnorm``, the norms of the model's tensors, only
+read): nothing is written into a model.
 """
 
 from __future__ import annotations
@@ -161,9 +168,9 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
 
     @classmethod
     def parse(cls, spec: Union[str, PostProcess, None]) -> PostProcess:
-        """Read a spec: ``"none"``, ``"orth"``, ``"noise"`` (beta 1e-5), ``"noise=1e-4"``, ``"dcbalance"``,
-        ``"nohead"``, ``"nobias"``, ``"nogain"``, ``"nonorm"``, ``"noembed"``, or parts joined by ``+``
-        (``"orth+noise"``).
+        """Read a spec: ``"none"``, or parts joined by ``+`` (``"orth+noise"``): ``"orth"``, ``"noise"`` (beta
+        1e-5), ``"noise=1e-4"``, ``"dcbalance"``, ``"detile"``, ``"keepnorm"``, ``"nohead"``, ``"nobias"``,
+        ``"nogain"``, ``"nonorm"``, ``"noembed"`` (:data:`ghn_init.constants.POSTPROCESS_PARTS`).
 
         Raises:
             ValueError: an unknown or repeated part, with the accepted forms.
