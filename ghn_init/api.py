@@ -130,7 +130,7 @@ def predict(
         postprocess: what to do to the predictions (:mod:`ghn_init.postprocess`): ``"default"`` is the
             GHN's recommendation (its config's ``postprocess``; a published checkpoint loaded from its
             file has none and keeps its exact predictions); ``"none"``/None keeps them as predicted;
-            or parts of :data:`ghn_init.constants.POSTPROCESS_PARTS` (``"orth"``, ``"noise"``, ``"dcbalance"``,
+            or parts of :data:`ghn_init.postprocess.POSTPROCESS_PARTS` (``"orth"``, ``"noise"``, ``"dcbalance"``,
             ``"detile"``, ``"keepnorm"``, ``"nohead"``, ...) joined by ``+`` (:meth:`ghn_init.PostProcess.parse`).
             Only the drops apply in a dry run.
         generator: CPU ``torch.Generator`` for the noise, ``detile``'s values and the class-token row of a

@@ -28,18 +28,3 @@ METRICS_NAME = "metrics.jsonl"
 
 #: The ``hf://`` URL scheme of Hugging Face Hub sources.
 HF_SCHEME = "hf://"
-
-#: The parts of a post-processing spec (:meth:`ghn_init.postprocess.PostProcess.parse`), as help texts list
-#: them; parts are joined by ``+``, and ``none`` means no post-processing.
-POSTPROCESS_PARTS = (
-    "orth",
-    "noise[=BETA]",
-    "dcbalance",
-    "detile",
-    "keepnorm",
-    "nohead",
-    "nobias",
-    "nogain",
-    "nonorm",
-    "noembed",
-)

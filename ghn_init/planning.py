@@ -152,7 +152,8 @@ class Plan(NamedTuple):
     def classifier(self) -> list[str]:
         """The tensors the GHN decodes as the classifier, weight first (the ones ``predict_classifier=False``
         leaves at default init); empty if the plan has none."""
-        return [name for name, _ in self.slots().items() if name not in self.slots(predict_classifier=False)]
+        kept = self.slots(predict_classifier=False)
+        return [name for name in self.slots() if name not in kept]
 
 
 def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:

@@ -33,9 +33,8 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .constants import POSTPROCESS_PARTS
-
 __all__ = [
+    "POSTPROCESS_PARTS",
     "PostProcess",
     "Role",
     "postprocess",
@@ -61,6 +60,10 @@ _DROPS = {
     "nonorm": "drop_norms",
     "noembed": "drop_embeddings",
 }
+
+#: The parts of a post-processing spec (:meth:`PostProcess.parse`), as help texts and errors list them;
+#: parts are joined by ``+``, and ``none`` means no post-processing.
+POSTPROCESS_PARTS = ("orth", "noise[=BETA]", *_SWITCHES, *_DROPS)
 
 
 class Role(enum.Enum):
@@ -170,7 +173,7 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
     def parse(cls, spec: Union[str, PostProcess, None]) -> PostProcess:
         """Read a spec: ``"none"``, or parts joined by ``+`` (``"orth+noise"``): ``"orth"``, ``"noise"`` (beta
         1e-5), ``"noise=1e-4"``, ``"dcbalance"``, ``"detile"``, ``"keepnorm"``, ``"nohead"``, ``"nobias"``,
-        ``"nogain"``, ``"nonorm"``, ``"noembed"`` (:data:`ghn_init.constants.POSTPROCESS_PARTS`).
+        ``"nogain"``, ``"nonorm"``, ``"noembed"`` (:data:`POSTPROCESS_PARTS`).
 
         Raises:
             ValueError: an unknown or repeated part, with the accepted forms.

@@ -194,8 +194,6 @@ def test_cli_compare_bad_input_is_one_line(tmp_path, capsys) -> None:
 def test_torchvision_datasets_with_a_split_argument_resolve_like_the_trainers(tmp_path) -> None:
     """`torchvision:SVHN` takes `split=`, not `train=`: it used to fail with a raw TypeError; now it goes through
     the trainer's loader (a missing download is a FileNotFoundError saying what to do)."""
-    from ghn_init.harness.data import load_data
-
     with pytest.raises(FileNotFoundError, match="SVHN not found"):
         load_data(f"torchvision:SVHN:{tmp_path}")
     with pytest.raises(ValueError, match="unknown dataset"):

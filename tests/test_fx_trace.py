@@ -16,7 +16,7 @@ from ghn_init.graph.autograd_trace import record
 from ghn_init.graph.fx_trace import FxCaptureError, record_fx
 from ghn_init.graph.program import program_module
 
-from .conftest import fixtures_dir
+from .conftest import assert_unchanged, fixtures_dir, snapshot
 from .test_fixtures import MODELS, build, graphs_agree, input_size
 
 
@@ -206,10 +206,10 @@ def test_tiny_models_agree_on_the_raw_autograd_graph() -> None:
 
 def test_recording_leaves_the_model_unchanged() -> None:
     model = SEBlock().train()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = snapshot(model)
     ghn_init.trace(model, (3, 16, 16), tracer="fx")
     assert model.training and all(m.training for m in model.modules())
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert_unchanged(model, before)
 
 
 def test_graph_module_input() -> None:

@@ -9,9 +9,16 @@ import torch
 import torch.nn as nn
 
 import ghn_init
-from ghn_init.constants import POSTPROCESS_PARTS
 from ghn_init.networks import GHN, GHNConfig
-from ghn_init.postprocess import PostProcess, balance_dc, detile, orthogonalize, postprocess, relative_noise_scale
+from ghn_init.postprocess import (
+    POSTPROCESS_PARTS,
+    PostProcess,
+    balance_dc,
+    detile,
+    orthogonalize,
+    postprocess,
+    relative_noise_scale,
+)
 
 from .conftest import assert_unchanged, snapshot, tiny_ghn
 from .test_apply import SmallNet

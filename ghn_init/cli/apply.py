@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ..constants import POSTPROCESS_PARTS
+from ..graph import TRACERS
+from ..postprocess import POSTPROCESS_PARTS
 
 
 def positive_int(text: str) -> int:
@@ -44,6 +45,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="input size to record the model with (default: read from the model)",
     )
+    p.add_argument("--tracer", choices=TRACERS, default="auto", help="how the graph is recorded")
     p.add_argument(
         "--model-kwargs",
         type=json_object,
@@ -146,11 +148,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         help="post-processing of the predictions: default (the GHN's own), none, or "
         f"{', '.join(POSTPROCESS_PARTS)} joined by '+'",
     )
-    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_apply)
 
     p = subparsers.add_parser("trace", help="print the GHN graph of a model")
     add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the graph in the fixture JSON format")
-    p.add_argument("--tracer", choices=("auto", "autograd", "fx"), default="auto", help="how the graph is recorded")
     p.set_defaults(func=_cmd_trace)

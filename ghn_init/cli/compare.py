@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..constants import POSTPROCESS_PARTS
+from ..postprocess import POSTPROCESS_PARTS
 
 
 def _ints(text: str) -> list[int]:
@@ -58,7 +58,6 @@ def _run(compare, args: argparse.Namespace):
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     from ..harness import runner
-    from ..harness.runner import OPTIMIZERS, SCHEDULES
 
     p = subparsers.add_parser(
         "compare",
@@ -82,7 +81,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument(
         "--optimizer",
-        choices=OPTIMIZERS,
+        choices=runner.OPTIMIZERS,
         default=runner.DEFAULT_OPTIMIZER,
         help="sgd uses Nesterov momentum 0.9 (default %(default)s)",
     )
@@ -90,7 +89,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=runner.DEFAULT_WEIGHT_DECAY, help="(default %(default)s)")
     p.add_argument(
         "--schedule",
-        choices=SCHEDULES,
+        choices=runner.SCHEDULES,
         default=runner.DEFAULT_SCHEDULE,
         help="learning-rate schedule (default %(default)s: warm-up, then annealing)",
     )

@@ -244,13 +244,16 @@ def _meta_like(value: torch.Tensor, requires_grad: bool) -> torch.Tensor:
     return t.requires_grad_(requires_grad)
 
 
-def _probe(op: Any, node: fx.Node, flat: list[fx.Node], grads: list[bool]) -> _Probe:
-    """Run ``op`` once on empty meta tensors shaped like the node's inputs and read its grad_fn."""
+def _probe(op: Any, node: fx.Node, flat: list[fx.Node], named: dict, grads: list[bool]) -> _Probe:
+    """Run ``op`` once on empty meta tensors shaped like the node's inputs and read its grad_fn.
+
+    ``flat`` and ``named`` are the node's tensor arguments as :func:`_tensor_args` gives them.
+    """
     pooling = (_op_prefix(op) + "Backward").startswith(POOL_OPS)
     val = node.meta.get("val")
     values = val if isinstance(val, (list, tuple)) else [val]
     floating_out = tuple(isinstance(v, torch.Tensor) and v.is_floating_point() for v in values)
-    key = (op, tuple(grads), tuple(len(v) for v in _tensor_args(op, node)[1].values()), floating_out)
+    key = (op, tuple(grads), tuple(len(v) for v in named.values()), floating_out)
     if not pooling and key in _PROBES:
         return _PROBES[key]
     mutated = {i for i, a in enumerate(op._schema.arguments) if a.alias_info is not None and a.alias_info.is_write}
@@ -282,9 +285,7 @@ def _probe(op: Any, node: fx.Node, flat: list[fx.Node], grads: list[bool]) -> _P
     except Exception:  # noqa: BLE001 - no meta kernel: torchgen's naming and schema order instead
         out = None
     if out is None:
-        outs = node.meta.get("val")
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        floating = [isinstance(o, torch.Tensor) and o.is_floating_point() for o in outs]
+        floating = list(floating_out)
         result = _Probe(
             _op_prefix(op) + "Backward0", [j if grads[j] else None for j in range(len(flat))], floating, None
         )
@@ -410,7 +411,7 @@ class _Reader:
                 fn = _node(name, tuple((inputs[j], 0) for j in chosen))
                 diff = [True] + [False] * (n_out - 1)
             else:
-                probe = _probe(op, node, flat, grads)
+                probe = _probe(op, node, flat, named, grads)
                 if probe.name:
                     nexts = tuple((inputs[j] if j is not None else None, 0) for j in probe.slots)
                     fn, diff = _node(probe.name, nexts, probe.kernel), probe.differentiable

@@ -91,7 +91,7 @@ def parse_scheme(spec: str, **apply_kwargs: Any) -> Scheme:
 
     ``SOURCE`` is anything :func:`ghn_init.load_ghn` accepts (``bundled``, a registry name, a folder,
     ``hf://...``); ``POSTPROCESS`` is ``none`` or parts of
-    :data:`ghn_init.constants.POSTPROCESS_PARTS` joined by ``+`` (default: the GHN's recommendation).
+    :data:`ghn_init.postprocess.POSTPROCESS_PARTS` joined by ``+`` (default: the GHN's recommendation).
 
     Raises:
         ValueError: an unknown name or an invalid post-processing.
