@@ -434,18 +434,16 @@ def postprocess(
         if dropped[role]:
             del result[name]
             continue
-        if role is Role.MATRIX:
-            noise_scale = relative_noise_scale(w) if pp.noise else 0.0
-        elif role not in (Role.GAIN, Role.NORM_BIAS):
+        if role not in (Role.MATRIX, Role.GAIN, Role.NORM_BIAS):
             continue  # biases and embeddings: as predicted
         new = w
-        if role is Role.MATRIX and (pp.balance_dc or pp.detile):
+        if role is Role.MATRIX:
             new = balance_dc(new) if pp.balance_dc else new
             new = detile(new, block, generator) if pp.detile else new
-            noise_scale = relative_noise_scale(new) if pp.noise else 0.0
+            noise_scale = relative_noise_scale(new) if pp.noise else 0.0  # gains and norm biases reuse it
         if pp.noise and noise_scale > 0:
-            noise = torch.randn(w.shape, generator=generator, dtype=torch.float32)
-            new = (w.float() + (pp.noise * noise_scale) * noise.to(w.device)).to(w.dtype)
+            noise = torch.randn(new.shape, generator=generator, dtype=torch.float32)
+            new = (new.float() + (pp.noise * noise_scale) * noise.to(new.device)).to(new.dtype)
         if pp.orthogonal and role is Role.MATRIX:
             new = orthogonalize(new)
         if pp.keep_norm and role is Role.MATRIX and norms and norms.get(name):

@@ -192,6 +192,14 @@ def test_dcbalance_runs_before_orth_and_touches_only_kernels() -> None:
     assert _flat_share(plain["conv.weight"]) > 0.3 > _flat_share(balanced["conv.weight"])
     assert torch.equal(balanced["fc.weight"], plain["fc.weight"])
     assert torch.equal(postprocess(pred, "dcbalance")["conv.weight"], balance_dc(conv))
+    # with noise too: the noise is added to the balanced kernels, not to the raw prediction (it was, and
+    # the bundled GHN's recommendation, which has noise, silently lost dcbalance and detile)
+    noisy = postprocess(pred, "orth+noise+dcbalance", generator=torch.Generator().manual_seed(0))["conv.weight"]
+    assert _flat_share(noisy) < 0.3
+    assert torch.allclose(noisy, balanced["conv.weight"], atol=1e-3)
+    tiled = conv[:4, :2].repeat(2, 2, 1, 1)
+    kept = postprocess({"w": tiled}, "noise+detile", block=(4, 2), generator=torch.Generator().manual_seed(0))["w"]
+    assert not torch.allclose(kept[4:], kept[:4], atol=1e-3), "detile survives the noise"
 
 
 def test_detile_keeps_the_predicted_block_and_unties_the_copies() -> None:
