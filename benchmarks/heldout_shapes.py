@@ -2,8 +2,8 @@
 
 The harness's default recipe was chosen on digits. This dataset was held out until it showed the bundled
 GHN doing harm; since then it has been used to screen post-processing found from weight statistics
-(``ghn_init.postprocess``): ``dcbalance`` joined the recommendation, ``detile`` and ``keepnorm`` did not. It is
-no longer held out.
+(``ghn_init.postprocess``): ``dcbalance`` and ``detile`` joined the recommendation, ``keepnorm`` did not. It
+is no longer held out.
 Eight classes of shapes (disk, ring, square, square
 outline, diamond, cross, triangle, X) of random size and position, brighter than a noisy background,
 with random colour tints, 32x32 RGB, drawn from a fixed seed (1,600 training / 800 test images). Same
@@ -22,8 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "mobilenet_v3_small", "small_vit")
-PREVIOUS = "ghn:bundled+orth+noise+nohead+nobias+nogain+noembed"  # the recommendation before dcbalance
-INITS = ("default", "orthogonal", "ghn:bundled", PREVIOUS)
+PREVIOUS = "ghn:bundled+orth+noise+nohead+nobias+nogain+noembed"  # the recommendation before dcbalance and detile
+NO_DETILE = "ghn:bundled+orth+noise+dcbalance+nohead+nobias+nogain+noembed"
+INITS = ("default", "orthogonal", "ghn:bundled", PREVIOUS, NO_DETILE)
 CLASSES = ("disk", "ring", "square", "square outline", "diamond", "cross", "triangle", "X")
 
 
@@ -102,8 +103,8 @@ def main() -> None:
         "Neither this dataset nor these architectures were used to train the bundled GHN or to choose the "
         "harness's recipe (see `docs/init_quality.md` for digits). It was held out until it showed the bundled GHN "
         "doing harm; since then it has been used to screen post-processing found from weight statistics: "
-        "`dcbalance` joined the GHN's recommendation, `detile` and `keepnorm` did not; it is no longer held out. "
-        f"`{PREVIOUS}` is the recommendation before `dcbalance`. "
+        "`dcbalance` and `detile` joined the GHN's recommendation, `keepnorm` did not; it is no longer held out. "
+        f"`{PREVIOUS}` is the recommendation before them. "
         "A first version of the "
         "data (random foreground and background colours) was too hard: every scheme stayed near chance after 200 "
         "steps (15-21% for 8 classes); the shapes were made brighter than the background, checked with one "
