@@ -19,8 +19,8 @@ import multiprocessing as mp
 from pathlib import Path
 
 import torch
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "mobilenet_v3_small", "small_vit")
 PREVIOUS = "ghn:bundled+orth+noise+nohead+nobias+nogain+noembed"  # the recommendation before dcbalance and detile
 NO_DETILE = "ghn:bundled+orth+noise+dcbalance+nohead+nobias+nogain+noembed"
@@ -82,7 +82,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=1, help="models run in parallel processes (1 thread each)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "init_quality_shapes.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "init_quality_shapes.md")
+    parser.add_argument(
+        "--raw", type=Path, default=REPO / "benchmarks" / "results" / "init_quality_shapes", help="raw results folder"
+    )
     args = parser.parse_args()
 
     from ghn_init import CompareResults
@@ -92,10 +95,8 @@ def main() -> None:
     work = [(m, args.steps, seeds) for m in MODELS]
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         parts = pool.map(_run_one, work)
-    results = CompareResults.from_dict(parts[0])
-    for part in parts[1:]:
-        results.runs += CompareResults.from_dict(part).runs
-    results.config["models"] = list(MODELS)
+    results = CompareResults.merge(parts)
+    results.save(args.raw, plot=False)
     lines = [
         "# Init quality on held-out data: drawn shapes",
         "",

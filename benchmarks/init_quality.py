@@ -17,7 +17,8 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import REPO
+
 MODELS = ("resnet18", "mobilenet_v3_small", "small_vit")
 NO_DETILE = "ghn:bundled+orth+noise+dcbalance+nohead+nobias+nogain+noembed"
 INITS = ("default", "orthogonal", "ghn:bundled", NO_DETILE, "ghn:bundled+none")
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="default", help="fine-tuning recipe (see PROTOCOLS)")
     parser.add_argument("--jobs", type=int, default=1, help="models run in parallel processes (1 thread each)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--raw", type=Path, default=None, help="raw results (default benchmarks/results/STEM)")
     parser.add_argument("--render-only", action="store_true", help="re-render the docs from RAW/results.json")
     args = parser.parse_args()
@@ -96,7 +97,7 @@ def main() -> None:
     from ghn_init.harness import render
 
     kwargs, stem, recipe = PROTOCOLS[args.protocol]
-    raw = args.raw or ROOT / "benchmarks" / "results" / stem
+    raw = args.raw or REPO / "benchmarks" / "results" / stem
     seeds_given = [int(s) for s in args.seeds.split(",")]
     opts = {"inits": args.inits.split(","), "steps": args.steps, "seeds": seeds_given, "protocol": args.protocol}
     work = [(m, opts) for m in args.models.split(",")]
@@ -108,18 +109,15 @@ def main() -> None:
                 parts = pool.map(_run_one, work)
         else:
             parts = [_run_one(w) for w in work]
-        results = CompareResults.from_dict(parts[0])
-        for part in parts[1:]:
-            results.runs += CompareResults.from_dict(part).runs
-        results.config["models"] = [m for m, _ in work]
+        results = CompareResults.merge(parts)
         results.config["jobs"] = args.jobs
         results.config["protocol"] = args.protocol
         raw.mkdir(parents=True, exist_ok=True)
         results.save(raw)
-    render.plot(results, args.out_dir / f"{stem}.png")
     cfg = results.config  # what the rendered results were run with (not this command line, under --render-only)
     protocol = cfg.get("protocol", "default")
     _, stem, recipe = PROTOCOLS[protocol]
+    render.plot(results, args.out_dir / f"{stem}.png")
     seeds = ",".join(str(s) for s in cfg["seeds"])
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in PROTOCOLS[protocol][0].items())
     other = [p for p in PROTOCOLS if p != protocol][0]

@@ -66,6 +66,23 @@ def test_same_seed_same_conditions_for_every_scheme() -> None:
     assert s0.steps == [0, 3, 6] and len(s0.test_acc) == 3 and len(s0.loss_curve) == 6
 
 
+def test_results_split_over_processes_merge_into_one_table() -> None:
+    def run(seeds, lr=0.02):
+        return ghn_init.compare(
+            [tiny_net], ["default"], tiny_data(), steps=2, seeds=seeds, batch_size=8, lr=lr, progress=False
+        )
+
+    whole, first, second = run([0, 1]), run([0]), run([1])
+    merged = ghn_init.CompareResults.merge([first, second.to_dict()])  # Results or their dicts
+    assert merged.config["seeds"] == [0, 1] and merged.models == ["tiny_net"]
+    assert [r.loss_curve for r in merged.runs] == [r.loss_curve for r in whole.runs]
+    assert merged.summary()[0]["test_acc"] == whole.summary()[0]["test_acc"]
+    with pytest.raises(ValueError, match="'lr'"):  # unequal fine-tuning must not share a table
+        ghn_init.CompareResults.merge([first, run([1], lr=0.1)])
+    with pytest.raises(ValueError, match="no results"):
+        ghn_init.CompareResults.merge([])
+
+
 def test_schemes_change_only_what_they_initialize() -> None:
     captured = {}
 

@@ -127,6 +127,47 @@ def test_concurrent_applies_from_threads_match_sequential_ones() -> None:
     assert_ghn_untouched(ghn, before, training=True)
 
 
+class _Rendezvous(nn.Module):
+    """A forward pass that waits (up to a timeout) until a second thread is inside one too: without a
+    per-model lock two recordings of it overlap every time, with one they take turns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_cnn(3)
+        self.calls, self.changed = 0, threading.Condition()  # forward passes under way
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.changed:
+            self.calls += 1
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.calls >= 2, timeout=0.3)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("tracer", ["autograd", "fx"])
+def test_threads_recording_one_model_leave_it_as_it_was(tracer: str) -> None:
+    model = _Rendezvous().train()
+    before = snapshot(model)
+    graphs, errors = [], []
+
+    def worker() -> None:
+        try:
+            graphs.append(ghn_init.trace(model, input_size=(3, 8, 8), tracer=tracer))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert_unchanged(model, before)
+    assert all(not t.is_meta for t in model.state_dict().values())
+    assert all(m.training for m in model.modules()), "recording must restore train mode"
+    assert len(graphs) == 2 and len(graphs[0].nodes) == len(graphs[1].nodes)
+
+
 def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ghn_init.hub import checkpoints
 

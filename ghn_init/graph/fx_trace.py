@@ -61,6 +61,7 @@ from .autograd_trace import (
     _Normalization,
     _watch_calls,
     eval_mode,
+    locked,
     output_tensors,
     owner_map,
     preserved,
@@ -496,6 +497,7 @@ def model_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
+@locked
 def capture(
     model: nn.Module,
     args: Sequence[Any] = (),
@@ -609,6 +611,7 @@ def _leaves(model: nn.Module, tensors: list[torch.Tensor]) -> dict[int, tuple[st
     }
 
 
+@locked
 def record_fx(
     model: nn.Module,
     input_size: Sequence[int] | None = None,

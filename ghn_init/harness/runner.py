@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,26 @@ DEFAULT_LR = 0.02
 DEFAULT_WEIGHT_DECAY = 5e-4
 DEFAULT_SCHEDULE = "onecycle"
 DEFAULT_BATCH_SIZE = 32
+
+
+# config entries that define how runs were fine-tuned and tested: results only merge when these agree
+RECIPE_KEYS = (
+    "data",
+    "steps",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "image_size",
+    "num_classes",
+    "eval_at",
+    "recalibrate_bn",
+    "calibration_images",
+    "loss_window",
+)
+# config entries that list what was run: merging takes their union, in order of appearance
+_UNION_KEYS = ("models", "inits", "seeds")
 
 
 @dataclass
@@ -95,6 +115,43 @@ class Results:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Results:
         return cls(dict(d["config"]), [Run(**r) for r in d["runs"]])
+
+    @classmethod
+    def merge(cls, parts: Iterable[Union[Results, Mapping[str, Any]]]) -> Results:
+        """Join the results of :func:`compare` calls that split models, schemes or seeds between processes.
+
+        Args:
+            parts: :class:`Results` (or their ``to_dict()``) of runs with the same recipe: every ``config``
+                entry in :data:`RECIPE_KEYS` must agree, or the table would compare unequal fine-tuning.
+
+        Returns:
+            One :class:`Results`: the first part's config, its models, schemes and seeds the union of every
+            part's, and all runs in order.
+
+        Raises:
+            ValueError: no parts, or two parts ran different recipes (the message names the entry).
+
+        Example:
+            >>> with multiprocessing.Pool(2) as pool:  # doctest: +SKIP
+            ...     parts = pool.map(run_one_model, ["resnet18", "small_vit"])  # each returns compare(...).to_dict()
+            >>> Results.merge(parts).save("out")  # doctest: +SKIP
+        """
+        loaded = [p if isinstance(p, Results) else cls.from_dict(p) for p in parts]
+        if not loaded:
+            raise ValueError("no results to merge")
+        first = loaded[0]
+        merged = cls(dict(first.config), list(first.runs))
+        for part in loaded[1:]:
+            for key in RECIPE_KEYS:
+                if part.config.get(key) != first.config.get(key):
+                    raise ValueError(
+                        f"cannot merge results run with different {key!r}: "
+                        f"{first.config.get(key)!r} vs {part.config.get(key)!r}; rerun them with one recipe"
+                    )
+            merged.runs += part.runs
+        for key in _UNION_KEYS:
+            merged.config[key] = list(dict.fromkeys(v for p in loaded for v in p.config.get(key, [])))
+        return merged
 
     def markdown(self, plot: Optional[str] = "curves.png") -> str:
         """The mean ± sd table with the setup above it; ``plot`` names an image to link (None: none)."""
