@@ -148,6 +148,15 @@ def test_cli_trains_and_writes_a_loadable_folder(tmp_path):
     tuned = tmp_path / "tuned"
     assert cli_main(["train", str(tuned), "--init-from", str(folder), *argv[2:]]) == 0
     assert ghn_init.load_ghn(tuned / "ghn").config.to_dict()["max_shape"] == [16, 16, 5, 5]
+    # a fine-tuned GHN's record and card name what it started from, that GHN's own training included
+    again = tmp_path / "again"
+    assert cli_main(["train", str(again), "--init-from", str(tuned / "ghn" / "model.safetensors"), *argv[2:]]) == 0
+    record = json.loads((again / "ghn" / "config.json").read_text())["training"]
+    assert record["fine_tuned_from"]["source"] == str(tuned / "ghn" / "model.safetensors")
+    assert record["fine_tuned_from"]["training"]["fine_tuned_from"]["training"]["steps"] == 3
+    card = (again / "ghn" / "README.md").read_text()
+    assert card.count("- fine-tuned from `") == 2 and "steps in all, with the GHNs it was fine-tuned from: 9" in card
+    assert "fine_tuned_from" not in config["training"], "a GHN trained from scratch has no lineage"
 
 
 @pytest.mark.skipif(not (BUNDLED_DIR / "model.safetensors").exists(), reason="no bundled GHN has been exported yet")

@@ -20,6 +20,34 @@ def _format_metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def lineage(provenance: dict[str, Any]) -> list[str]:
+    """Card lines for the GHNs a fine-tuned GHN started from, nearest first (none for a GHN trained from scratch)."""
+    lines, base = [], provenance.get("fine_tuned_from")
+    while base:
+        training = base.get("training") or {}
+        line = f"- fine-tuned from `{base['source']}`"
+        if training:
+            command = training.get("command") or "ghn_init.train.train(...) (Python API)"
+            line += (
+                f", which was trained for {training.get('steps')} steps "
+                f"({training.get('train_seconds', 0) / 60:.1f} min on {training.get('device')}): `{command}`"
+            )
+        else:
+            line += " (no training record: a published or converted GHN)"
+        lines.append(line)
+        base = training.get("fine_tuned_from")
+    return lines
+
+
+def total_steps(provenance: dict[str, Any]) -> int:
+    """Optimizer steps of this training and of every recorded one it was fine-tuned from."""
+    steps, base = provenance["steps"], provenance.get("fine_tuned_from")
+    while base and base.get("training"):
+        steps += base["training"].get("steps", 0)
+        base = base["training"].get("fine_tuned_from")
+    return steps
+
+
 def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCard:
     """A model card that says what the GHN was trained on, for how long, and how good it measured.
 
@@ -44,6 +72,12 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCar
         f"{provenance['settings']['grad_clip']}",
         f"- training time: {provenance['train_seconds'] / 60:.1f} min on {provenance['device']} "
         f"x {provenance['world_size']} process(es)",
+        *lineage(provenance),
+        *(
+            [f"- steps in all, with the GHNs it was fine-tuned from: {total_steps(provenance)}"]
+            if total_steps(provenance) != provenance["steps"]
+            else []
+        ),
         f"- data: {data['name']} ({data['num_classes']} classes, {data['image_size']}x{data['image_size']} "
         f"images; {data['train_images']} for training, {data['val_images']} held out)",
         f"- architectures: a pool of {archs['pool_size']} from {archs['generator']}, width <= {archs['max_width']}, "

@@ -105,9 +105,22 @@ class TrainConfig:
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
             raise ValueError(f"max_shape must be 4 positive integers OUT IN K K, got {self.max_shape}")
         at_least_one = (
-            "steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs",
-            "image_size", "samples_per_class", "val_samples_per_class", "hid", "layers", "heads", "max_width",
-            "max_cells", "eval_images",
+            "steps",
+            "batch_size",
+            "meta_batch",
+            "num_archs",
+            "checkpoint_every",
+            "log_every",
+            "eval_archs",
+            "image_size",
+            "samples_per_class",
+            "val_samples_per_class",
+            "hid",
+            "layers",
+            "heads",
+            "max_width",
+            "max_cells",
+            "eval_images",
         )
         for name in at_least_one:
             if getattr(self, name) < 1:
@@ -131,6 +144,23 @@ class TrainConfig:
         d = asdict(self)
         d["max_shape"] = list(self.max_shape)
         return d
+
+
+def training_record(source: str) -> Optional[dict[str, Any]]:
+    """The ``training`` record of a GHN saved by ``ghn-init train`` (its config.json), or None.
+
+    Read for the bundled GHN and local folders or files (the config.json next to the weights); a Hub
+    source or a GHN without a record (a converted published checkpoint) gives None.
+    """
+    from ..hub import BUNDLED, BUNDLED_DIR
+
+    path = BUNDLED_DIR if source == BUNDLED else Path(source).expanduser()
+    config = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    try:
+        record = json.loads(config.read_text(encoding="utf-8")).get("training")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -199,6 +229,7 @@ class Trainer:
         )
 
         torch.manual_seed(config.seed)  # the GHN's initialisation is the same on every rank
+        self.fine_tuned_from: Optional[dict[str, Any]] = None  # set by _initial_ghn for --init-from
         self.ghn = self._initial_ghn().to(self.device).train()
         # GHN.forward decodes, so DistributedDataParallel sees (and syncs) every GHN call
         self.model: nn.Module = self.ghn
@@ -254,6 +285,7 @@ class Trainer:
             origin = str(base.get("name") or base.get("source") or cfg.init_from)
             copy.config.extra = {k: v for k, v in base.items() if k not in ("name", "source")}
             copy.config.extra["fine_tuned_from"] = origin
+            self.fine_tuned_from = {"source": origin, "training": training_record(cfg.init_from)}
             return copy
         return GHN(
             GHNConfig(
@@ -442,6 +474,7 @@ class Trainer:
             "elapsed_seconds": self.elapsed_seconds,
             "recent_losses": self.recent_losses,
             "rng": rng_states,
+            "fine_tuned_from": self.fine_tuned_from,  # the base as it was when training started
         }
         self.output.mkdir(parents=True, exist_ok=True)
         path = self.output / CHECKPOINT_NAME
@@ -473,6 +506,7 @@ class Trainer:
         self.elapsed_seconds = state["elapsed_seconds"]
         self.recent_losses = list(state["recent_losses"])
         self._set_rng_state(state["rng"][self.rank])
+        self.fine_tuned_from = state.get("fine_tuned_from", self.fine_tuned_from)
         if self.is_main:
             self._truncate_log(self.step)
 
@@ -511,6 +545,7 @@ class Trainer:
             "train_seconds": round(self.elapsed_seconds, 1),
             "settings": cfg.to_dict(),
             "final_metrics": {"train_loss_recent": self.smoothed_loss(), **self.last_eval},
+            **({"fine_tuned_from": self.fine_tuned_from} if self.fine_tuned_from else {}),
         }
 
     def export(self, folder: Optional[Path] = None) -> Path:
