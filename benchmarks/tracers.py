@@ -25,7 +25,6 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import timm
 import torch
 import torchvision
 from paths import FIXTURES, REPO
@@ -33,6 +32,7 @@ from paths import FIXTURES, REPO
 sys.path.insert(0, str(REPO))
 import ghn_init  # noqa: E402 - the checkout's package, after the path is set
 from ghn_init.graph import default_input_size  # noqa: E402
+from ghn_init.models import create_model  # noqa: E402
 
 
 def default_models() -> list[str]:
@@ -46,9 +46,7 @@ def build(name: str, cpu: bool) -> torch.nn.Module:
     for device in ("cpu",) if cpu else ("meta", "cpu"):
         try:
             with torch.device(device):
-                if name.startswith("timm/"):
-                    return timm.create_model(name[len("timm/") :]).eval()
-                return torchvision.models.get_model(name).eval()
+                return create_model(name).eval()
         except NotImplementedError:  # "Cannot copy out of meta tensor" in a constructor
             continue
     raise RuntimeError(f"cannot build {name}")

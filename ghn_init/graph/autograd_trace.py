@@ -332,12 +332,18 @@ def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[Non
     """Run the body with every parameter and buffer replaced by its substitute, then put the model back
     (see :func:`preserved`)."""
     with preserved(model) as modules:
-        for module in modules:
-            for store in (module._parameters, module._buffers):
-                for name, t in store.items():
-                    if t is not None:
-                        store[name] = subs[id(t)]
+        swap_in(modules, subs)
         yield
+
+
+def swap_in(modules: list[nn.Module], subs: dict[int, torch.Tensor]) -> None:
+    """Replace every parameter and buffer of ``modules`` by ``subs[id(tensor)]`` in the modules' own dicts
+    (no hooks, no checks: the caller holds :func:`preserved`, which puts them back)."""
+    for module in modules:
+        for store in (module._parameters, module._buffers):
+            for name, t in store.items():
+                if t is not None:
+                    store[name] = subs[id(t)]
 
 
 def output_tensors(out: Any) -> list[torch.Tensor]:

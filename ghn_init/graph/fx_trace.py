@@ -66,6 +66,7 @@ from .autograd_trace import (
     owner_map,
     preserved,
     read_autograd,
+    swap_in,
 )
 
 __all__ = ["FxCaptureError", "capture", "read_fx", "record_fx"]
@@ -338,11 +339,12 @@ class _Reader:
         self.family: dict[fx.Node, _Family] = {}
         self.view_version: dict[fx.Node, int] = {}  # views only: the family version they were made at
         self.regenerated: dict[tuple[fx.Node, int], Any] = {}
-        self.standins = _aten_standins()
-        self.custom: dict[Any, str] = {}
+        # operator -> (stand-in node name, chooser of its inputs; None: all of them, as our own stand-in ops)
+        self.standins: dict[Any, tuple[str, Callable[[list], list] | None]] = dict(_aten_standins())
         if _LIBRARY is not None:
             ops = _standin_ops()
-            self.custom = {ops.fused_attention.default: ATTENTION_NODE, ops.normalization.default: NORM_NODE}
+            self.standins[ops.fused_attention.default] = (ATTENTION_NODE, None)
+            self.standins[ops.normalization.default] = (NORM_NODE, None)
 
     def grad(self, node: Any) -> Any:
         """The autograd node of a tensor now. A view whose base was modified in place since it was
@@ -405,9 +407,8 @@ class _Reader:
         fn: Any = None
         diff: list[bool] = [True]
         if any(grads):
-            if op in self.custom or op in self.standins:
-                name = self.custom.get(op) or self.standins[op][0]
-                pick = None if op in self.custom else self.standins[op][1]
+            if op in self.standins:
+                name, pick = self.standins[op]
                 chosen = list(range(len(flat))) if pick is None else [p[0] for p in pick(named) if p]
                 fn = _node(name, tuple((inputs[j], 0) for j in chosen))
                 diff = [True] + [False] * (n_out - 1)
@@ -559,12 +560,7 @@ def capture(
         call_args, call_kwargs = pytree.tree_unflatten(
             [next(values) if t else v for v, t in zip(leaves, is_input, strict=True)], spec
         )
-        subs = {id(t): p for t, p in zip(tensors, params, strict=True)}  # the traced stand-ins of the tensors
-        for module in modules:
-            for store in (module._parameters, module._buffers):
-                for name, t in store.items():
-                    if t is not None:
-                        store[name] = subs[id(t)]
+        swap_in(modules, {id(t): p for t, p in zip(tensors, params, strict=True)})  # the traced stand-ins
         with _StandIns(), _NoGradOutputs():
             out = model(*call_args, **call_kwargs)
         return output_tensors(out)
