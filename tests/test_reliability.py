@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import weakref
+from typing import Callable
 
 import pytest
 import torch
@@ -95,30 +96,40 @@ def test_a_ghn_in_train_mode_stays_in_train_mode_and_predicts_like_in_eval_mode(
         assert torch.equal(got[name][1], expected[name][1]), name
 
 
+def in_threads(work: Callable[[], object], count: int) -> list[BaseException]:
+    """Run ``work`` in ``count`` threads at once and wait for them; what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_concurrent_applies_from_threads_match_sequential_ones() -> None:
     ghn = tiny_ghn().train()
     before = ghn_state(ghn)
     ghn_init.apply(reference := small_net(), ghn)
     expected = snapshot(reference)
     results: list[dict[str, torch.Tensor]] = []
-    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        try:
-            for _ in range(3):
-                model = small_net()
-                ghn_init.apply(model, ghn)
-                with lock:
-                    results.append(snapshot(model))
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(e)
+        for _ in range(3):
+            model = small_net()
+            ghn_init.apply(model, ghn)
+            with lock:
+                results.append(snapshot(model))
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(worker, 4)
     assert not errors, errors
     assert len(results) == 12
     for state in results:
@@ -148,19 +159,8 @@ class _Rendezvous(nn.Module):
 def test_threads_recording_one_model_leave_it_as_it_was(tracer: str) -> None:
     model = _Rendezvous().train()
     before = snapshot(model)
-    graphs, errors = [], []
-
-    def worker() -> None:
-        try:
-            graphs.append(ghn_init.trace(model, input_size=(3, 8, 8), tracer=tracer))
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    graphs: list = []
+    errors = in_threads(lambda: graphs.append(ghn_init.trace(model, input_size=(3, 8, 8), tracer=tracer)), 2)
     assert not errors, errors
     assert_unchanged(model, before)
     assert all(not t.is_meta for t in model.state_dict().values())
@@ -182,11 +182,7 @@ def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest
 
     monkeypatch.setattr(ghn_init.hub, "load_file", counting_load)
     got: list = []
-    threads = [threading.Thread(target=lambda: got.append(ghn_init.load_ghn(folder))) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert not in_threads(lambda: got.append(ghn_init.load_ghn(folder)), 8)
     assert len(got) == 8 and all(g is got[0] for g in got)
     assert len(loads) == 1
 
