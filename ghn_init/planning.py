@@ -18,9 +18,30 @@ from .graph.graph import Graph
 from .shapes import token_map_shape
 
 
+def module_tensor(module: nn.Module, attr: str) -> Optional[torch.Tensor]:
+    """The parameter or buffer ``attr`` registered on ``module`` itself, read without running any code.
+
+    ``getattr`` would run code: a tensor parametrized with ``torch.nn.utils.parametrize`` is computed on
+    every read, and for ``spectral_norm`` in training mode that computation is a power-iteration step that
+    updates the parametrization's ``_u``/``_v`` buffers. Worked example: ``spectral_norm(model.fc)``, then
+    ``ghn_init.predict(model, ghn)`` changed ``fc.parametrizations.weight.0._u`` and ``_v`` before this
+    function (predicting must never change the model). A parametrized tensor is not registered on its
+    module (its parts are, under ``parametrizations``, and the GHN leaves those alone), so it gives None here,
+    as does a property or a plain attribute.
+
+    Example:
+        >>> module_tensor(nn.Linear(2, 3), "weight").shape
+        torch.Size([3, 2])
+    """
+    for store in (module._parameters, module._buffers):
+        if attr in store:
+            return store[attr]
+    return None
+
+
 @dataclass(frozen=True)
 class Slot:
-    """A model tensor that a GHN can write: ``getattr(module, attr)``."""
+    """A model tensor that a GHN can write: the parameter or buffer ``attr`` of ``module`` (:func:`module_tensor`)."""
 
     module: nn.Module
     module_name: str
@@ -31,6 +52,11 @@ class Slot:
     @property
     def name(self) -> str:
         return f"{self.module_name}.{self.attr}" if self.module_name else self.attr
+
+    @property
+    def tensor(self) -> Optional[torch.Tensor]:
+        """The tensor the model holds in this slot now (None if it holds none)."""
+        return module_tensor(self.module, self.attr)
 
 
 class DecoderKind(enum.Enum):
@@ -99,12 +125,13 @@ def writable_slots(model: nn.Module) -> dict[str, Slot]:
     slots: dict[str, Slot] = {}
     for module_name, m in model.named_modules():
         prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
-        w_attr, w_key = next(((a, k) for a, k in WEIGHT_ATTRS if getattr(m, a, None) is not None), ("", ""))
-        if w_attr and isinstance(getattr(m, w_attr), torch.Tensor):
-            slots[prefix + w_key] = Slot(m, module_name, w_attr, True, tuple(getattr(m, w_attr).shape))
-        b_attr = next((a for a in BIAS_ATTRS if getattr(m, a, None) is not None), "bias")
-        b = getattr(m, b_attr, None)
-        if isinstance(b, torch.Tensor):
+        w_attr, w_key = next(((a, k) for a, k in WEIGHT_ATTRS if module_tensor(m, a) is not None), ("", ""))
+        w = module_tensor(m, w_attr) if w_attr else None
+        if w is not None:
+            slots[prefix + w_key] = Slot(m, module_name, w_attr, True, tuple(w.shape))
+        b_attr = next((a for a in BIAS_ATTRS if module_tensor(m, a) is not None), "bias")
+        b = module_tensor(m, b_attr)
+        if b is not None:
             slots[prefix + "." + b_attr] = Slot(m, module_name, b_attr, False, tuple(b.shape))
     return slots
 
@@ -199,8 +226,8 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
             continue
         bias = None
         if len(sz) == 1 and slot.is_weight:
-            b = getattr(slot.module, "bias", None)
-            if isinstance(b, torch.Tensor):
+            b = module_tensor(slot.module, "bias")
+            if b is not None:
                 bias = Slot(slot.module, slot.module_name, "bias", False, tuple(b.shape))
         targets.append(Target(i, slot, kind, shape, bias))
     return Plan(targets, shapes)

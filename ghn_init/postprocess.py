@@ -33,6 +33,8 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .planning import module_tensor
+
 __all__ = [
     "POSTPROCESS_PARTS",
     "PostProcess",
@@ -465,8 +467,8 @@ def roles_of(predicted: Mapping[str, tuple]) -> dict[str, Role]:
     """
     roles = {}
     for name, (slot, tensor) in predicted.items():
-        module_weight = getattr(slot.module, "weight", None)
-        is_norm = isinstance(module_weight, torch.Tensor) and module_weight.dim() == 1
+        module_weight = module_tensor(slot.module, "weight")
+        is_norm = module_weight is not None and module_weight.dim() == 1
         if slot.attr == "pos_embedding":
             roles[name] = Role.EMBEDDING
         elif slot.attr == "layer_scale":
@@ -531,7 +533,7 @@ def _current_norms(predicted: Mapping[str, tuple]) -> dict[str, float]:
     """Name -> Frobenius norm of the tensor the model holds in that slot now (read, never changed)."""
     norms = {}
     for name, (slot, _) in predicted.items():
-        current = getattr(slot.module, slot.attr, None)
-        if isinstance(current, torch.Tensor) and current.device.type != "meta":
+        current = slot.tensor
+        if current is not None and current.device.type != "meta":
             norms[name] = float(current.detach().float().norm())
     return norms

@@ -29,7 +29,7 @@ def check_fits(name: str, slot: Slot, value: torch.Tensor) -> torch.Tensor:
     Raises:
         WriteError: the slot holds no tensor, or one of another shape.
     """
-    target = getattr(slot.module, slot.attr)
+    target = slot.tensor
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != tuple(value.shape):
         raise WriteError(
             f"cannot write {name}: predicted shape {tuple(value.shape)}, model tensor "

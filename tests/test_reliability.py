@@ -168,6 +168,25 @@ def test_threads_recording_one_model_leave_it_as_it_was(tracer: str) -> None:
     assert len(graphs) == 2 and len(graphs[0].nodes) == len(graphs[1].nodes)
 
 
+def test_predicting_never_computes_parametrized_tensors() -> None:
+    """Reading a spectral-normed weight in training mode runs a power-iteration step that updates the
+    parametrization's buffers: planning and post-processing used to read weights with ``getattr``."""
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    model = small_net().train()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    spectral_norm(convs[1])
+    weight_norm(convs[0])
+    before = snapshot(model)
+    prediction = ghn_init.predict(model, tiny_ghn(), postprocess="orth+dcbalance+keepnorm")
+    assert_unchanged(model, before)  # _u and _v included
+    prediction.write()
+    after = model.state_dict()
+    untouched = [k for k in before if ".parametrizations." in k]
+    assert len(untouched) == 5 and all(torch.equal(after[k], before[k]) for k in untouched)
+    assert prediction.tensors and not any(".parametrizations." in name for name in prediction.tensors)
+
+
 def test_threads_loading_the_same_ghn_load_it_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ghn_init.hub import checkpoints
 

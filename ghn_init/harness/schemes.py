@@ -26,7 +26,7 @@ def _matrix_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     from ..postprocess import Role, roles_of
 
     params = {id(p) for p in model.parameters()}
-    tensors = {s.name: (s, getattr(s.module, s.attr)) for s in writable_slots(model).values()}
+    tensors = {s.name: (s, s.tensor) for s in writable_slots(model).values()}
     roles = roles_of(tensors)
     found = [(n, t) for n, (_, t) in tensors.items() if roles[n] is Role.MATRIX and id(t) in params]
     return found[:-1]  # the last one is the classifier, left as it is (as for GHN predictions)
