@@ -43,6 +43,39 @@ def test_channels_come_from_the_stem_conv():
     assert infer_input_size(model) == (3, 32, 32)
 
 
+class _SpaceToDepthNet(nn.Module):
+    """A stem that changes the channel count before the first conv (timm's TResNet: 3 -> 48)."""
+
+    pretrained_cfg = {"input_size": (3, 16, 16), "first_conv": "conv"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(12, 8, 3)  # after a 2x2 space-to-depth of 3 channels
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:
+            raise ValueError(f"expected 3 channels, got {x.shape[1]}")  # as TResNet's reshape fails
+        x = nn.functional.pixel_unshuffle(x, 2)
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_a_stem_that_changes_channels_falls_back_to_the_configs_input_size():
+    model = _SpaceToDepthNet()
+    assert infer_input_size(model) == (12, 16, 16)  # the stem conv's channels: the first guess, wrong here
+    graph = ghn_init.trace(model)  # used to fail: every way was tried with 12 channels only
+    assert graph.tracer == "autograd-meta" and {"conv.weight", "fc.weight"} <= {n.name for n in graph.nodes}
+    with pytest.raises(ghn_init.TraceError) as failed:  # when no candidate works, the error names each
+        ghn_init.trace(_Broken())
+    tried = {a.split(":")[0] for a in failed.value.attempts}
+    assert tried == {"input (12, 16, 16)", "input (3, 16, 16)"}
+
+
+class _Broken(_SpaceToDepthNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("this model runs on no input")
+
+
 def test_torchvision_sizes():
     assert infer_input_size(torchvision.models.inception_v3(init_weights=False, aux_logits=False)) == (3, 299, 299)
     vit = torchvision.models.VisionTransformer(

@@ -14,7 +14,7 @@ from .autograd_trace import RawGraph, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, record_fx
 from .graph import Graph, Node
-from .inputs import default_inputs, infer_input_size
+from .inputs import default_inputs, infer_input_size, input_size_candidates
 from .primitives import PRIMITIVES, register_module
 from .program import is_exported_program, program_module, record_program
 
@@ -80,6 +80,31 @@ def _record(
             continue
         return raw, errors
     return None, errors
+
+
+def _record_sizes(
+    model: nn.Module, sizes: Sequence[tuple[int, ...]], ways: Sequence[str]
+) -> tuple[Optional[RawGraph], list[str], tuple]:
+    """Record with a zero batch of each candidate size in turn (:func:`.inputs.input_size_candidates`).
+
+    With several candidates, each is first tried with the first way alone (a meta forward: a wrong guess
+    costs one pass with no arithmetic, and no fallback warning); only if none works there does every way
+    run, size by size. Returns (raw graph or None, failed attempts, the inputs used or last tried).
+    """
+    if len(sizes) > 1:
+        for size in sizes:
+            args = default_inputs(model, size)
+            raw, _ = _record(model, args, {}, ways[:1])
+            if raw is not None:
+                return raw, [], args
+    errors: list[str] = []
+    for size in sizes:
+        args = default_inputs(model, size)
+        raw, attempts = _record(model, args, {}, ways)
+        if raw is not None:
+            return raw, attempts, args
+        errors += [f"input {size}: {a}" for a in attempts] if len(sizes) > 1 else attempts
+    return None, errors, default_inputs(model, sizes[0])
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -178,10 +203,11 @@ def trace(
         example_inputs = (example_inputs,)
     if example_inputs is not None or example_kwargs is not None:
         args, kwargs = tuple(example_inputs or ()), dict(example_kwargs or {})
+        raw, errors = _record(model, args, kwargs, _WAYS[tracer])
     else:
-        size = tuple(input_size) if input_size is not None else infer_input_size(model)
-        args, kwargs = default_inputs(model, size), {}
-    raw, errors = _record(model, args, kwargs, _WAYS[tracer])
+        sizes = [tuple(input_size)] if input_size is not None else input_size_candidates(model)
+        raw, errors, args = _record_sizes(model, sizes, _WAYS[tracer])
+        kwargs = {}
     if raw is None:
         if example_inputs is not None or example_kwargs is not None:
             hint = "Check that example_inputs/example_kwargs are what the model's forward expects."

@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..constants import DEFAULT_IMAGE_SIDE, INCEPTION_IMAGE_SIDE
 from .libraries import is_torchvision
 
-__all__ = ["infer_input_size", "default_inputs", "prepare"]
+__all__ = ["infer_input_size", "input_size_candidates", "default_inputs", "prepare"]
 
 DEFAULT_FRAMES = 16  # torchvision's video models are trained on 16-frame clips
 
@@ -103,6 +103,33 @@ def infer_input_size(model: nn.Module) -> tuple[int, ...]:
     if isinstance(conv, nn.Conv1d):
         return (channels, hw[0])
     return (channels, *hw)
+
+
+def input_size_candidates(model: nn.Module) -> list[tuple[int, ...]]:
+    """Input sizes to record ``model`` with when none is given, the likeliest first.
+
+    :func:`infer_input_size`'s reading first, then the same size with the channel count of timm's
+    pretrained config, then with 3 channels (duplicates dropped). The stem conv's ``in_channels`` is
+    not the input's when a layer before it changes the channel count. Worked example: timm's TResNet
+    starts with a space-to-depth (3 -> 48 channels) before ``body.conv1.conv``, the config's
+    ``first_conv``; reading 48 there made ``apply(timm.create_model("tresnet_m"))`` fail (found by a
+    coverage re-sweep, with CSATv2, whose first conv takes 64 channels). Candidates are tried in order
+    (see :func:`ghn_init.graph.trace`), so ``create_model(..., in_chans=1)`` still gets its 1 channel.
+
+    Example:
+        >>> import timm
+        >>> input_size_candidates(timm.create_model("tresnet_m"))
+        [(48, 224, 224), (3, 224, 224)]
+    """
+    first = infer_input_size(model)
+    cfg = _pretrained_cfg(model).get("input_size")
+    channels = [cfg[0]] if isinstance(cfg, (tuple, list)) and len(cfg) == 3 and isinstance(cfg[0], int) else []
+    found = [first]
+    for c in (*channels, 3):
+        size = (c, *first[1:])
+        if size not in found:
+            found.append(size)
+    return found
 
 
 def _required_positional(model: nn.Module) -> int:
