@@ -9,6 +9,7 @@ prediction.write()                                   # stage 4: all or nothing, 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union, overload
@@ -18,6 +19,7 @@ import torch.nn as nn
 
 from .errors import StrictError
 from .graph import Graph, trace, unwrap
+from .graph.autograd_trace import exclusive
 from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
@@ -58,7 +60,8 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
 
     Every value is checked and converted to its target's dtype, device and memory layout before the
     first write; then each tensor's ``.data`` is swapped (the same ``nn.Parameter`` objects stay, so an
-    optimizer built earlier still works). If anything fails, every tensor is as it was.
+    optimizer built earlier still works). If anything fails, every tensor is as it was. Writes into the
+    same model from several threads take turns (its recording lock), so each leaves one prediction whole.
 
     Args:
         predictions: from :func:`predict`.
@@ -81,7 +84,10 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         if p.dry_run:
             raise ValueError("a dry-run prediction keeps no tensors to write; call predict() without dry_run=True")
     start = time.perf_counter()
-    write_tensors([p.tensors for p in predictions])
+    with contextlib.ExitStack() as held:  # writes into one model take turns, so none can mix with another
+        for model in sorted({id(p.model): p.model for p in predictions}.values(), key=id):  # one order: no deadlock
+            held.enter_context(exclusive(model))
+        write_tensors([p.tensors for p in predictions])
     seconds = (time.perf_counter() - start) / max(len(predictions), 1)
     for p in predictions:
         p.report.seconds["write"] = seconds

@@ -168,6 +168,31 @@ def test_threads_recording_one_model_leave_it_as_it_was(tracer: str) -> None:
     assert len(graphs) == 2 and len(graphs[0].nodes) == len(graphs[1].nodes)
 
 
+def test_concurrent_writes_into_one_model_never_mix(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, ghn = small_net(), tiny_ghn()
+    first, second = (
+        ghn_init.predict(model, ghn, postprocess="noise=0.5", generator=torch.Generator().manual_seed(seed))
+        for seed in (1, 2)
+    )
+    swap, calls = writing._swap, []
+
+    def pausing_swap(target: torch.Tensor, data: torch.Tensor) -> None:
+        swap(target, data)
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)  # the first writer pauses after one tensor: without the lock the other writes meanwhile
+
+    monkeypatch.setattr(writing, "_swap", pausing_swap)
+    pending = [first, second]
+    assert not in_threads(lambda: pending.pop().write(), 2)
+    state = model.state_dict()
+
+    def holds(p: ghn_init.Prediction) -> bool:
+        return all(torch.equal(state[n], v.to(state[n].dtype)) for n, (_, v) in p.tensors.items())
+
+    assert holds(first) or holds(second), "the model holds a mix of two predictions"
+
+
 def test_predicting_never_computes_parametrized_tensors() -> None:
     """Reading a spectral-normed weight in training mode runs a power-iteration step that updates the
     parametrization's buffers: planning and post-processing used to read weights with ``getattr``."""
