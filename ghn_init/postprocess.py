@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -516,23 +516,25 @@ def postprocess_predictions(
         return dict(predicted)
     head = list(classifier)
     order = [name for name, _ in model.named_parameters() if name not in head] + head
+    roles = roles_of(predicted)
+    matrices = {name: slot for name, (slot, _) in predicted.items() if roles[name] is Role.MATRIX}
     tensors = postprocess(
         {name: t for name, (_, t) in predicted.items()},
         pp,
         order=order,
         classifier=head[0] if head else None,
-        roles=roles_of(predicted),
+        roles=roles,
         generator=generator,
         block=block,
-        norms=_current_norms(predicted) if pp.keep_norm else None,
+        norms=_current_norms(matrices) if pp.keep_norm else None,
     )
     return {name: (slot, tensors[name]) for name, (slot, _) in predicted.items() if name in tensors}
 
 
-def _current_norms(predicted: Mapping[str, tuple]) -> dict[str, float]:
+def _current_norms(slots: Mapping[str, Any]) -> dict[str, float]:
     """Name -> Frobenius norm of the tensor the model holds in that slot now (read, never changed)."""
     norms = {}
-    for name, (slot, _) in predicted.items():
+    for name, slot in slots.items():
         current = slot.tensor
         if current is not None and current.device.type != "meta":
             norms[name] = float(current.detach().float().norm())

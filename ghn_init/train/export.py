@@ -20,12 +20,21 @@ def _format_metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def lineage(provenance: dict[str, Any]) -> list[str]:
-    """Card lines for the GHNs a fine-tuned GHN started from, nearest first (none for a GHN trained from scratch)."""
-    lines, base = [], provenance.get("fine_tuned_from")
+def _bases(provenance: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(source, training record or {}) of each GHN a fine-tuned GHN started from, nearest first."""
+    found, base = [], provenance.get("fine_tuned_from")
     while base:
         training = base.get("training") or {}
-        line = f"- fine-tuned from `{base['source']}`"
+        found.append((base["source"], training))
+        base = training.get("fine_tuned_from")
+    return found
+
+
+def lineage(provenance: dict[str, Any]) -> list[str]:
+    """Card lines for the GHNs a fine-tuned GHN started from, and the steps in all (none when trained from scratch)."""
+    lines, bases = [], _bases(provenance)
+    for source, training in bases:
+        line = f"- fine-tuned from `{source}`"
         if training:
             command = training.get("command") or "ghn_init.train.train(...) (Python API)"
             line += (
@@ -35,17 +44,10 @@ def lineage(provenance: dict[str, Any]) -> list[str]:
         else:
             line += " (no training record: a published or converted GHN)"
         lines.append(line)
-        base = training.get("fine_tuned_from")
+    earlier = sum(training.get("steps", 0) for _, training in bases)
+    if earlier:
+        lines.append(f"- steps in all, with the GHNs it was fine-tuned from: {provenance['steps'] + earlier}")
     return lines
-
-
-def total_steps(provenance: dict[str, Any]) -> int:
-    """Optimizer steps of this training and of every recorded one it was fine-tuned from."""
-    steps, base = provenance["steps"], provenance.get("fine_tuned_from")
-    while base and base.get("training"):
-        steps += base["training"].get("steps", 0)
-        base = base["training"].get("fine_tuned_from")
-    return steps
 
 
 def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCard:
@@ -73,11 +75,6 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCar
         f"- training time: {provenance['train_seconds'] / 60:.1f} min on {provenance['device']} "
         f"x {provenance['world_size']} process(es)",
         *lineage(provenance),
-        *(
-            [f"- steps in all, with the GHNs it was fine-tuned from: {total_steps(provenance)}"]
-            if total_steps(provenance) != provenance["steps"]
-            else []
-        ),
         f"- data: {data['name']} ({data['num_classes']} classes, {data['image_size']}x{data['image_size']} "
         f"images; {data['train_images']} for training, {data['val_images']} held out)",
         f"- architectures: a pool of {archs['pool_size']} from {archs['generator']}, width <= {archs['max_width']}, "

@@ -105,22 +105,9 @@ class TrainConfig:
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
             raise ValueError(f"max_shape must be 4 positive integers OUT IN K K, got {self.max_shape}")
         at_least_one = (
-            "steps",
-            "batch_size",
-            "meta_batch",
-            "num_archs",
-            "checkpoint_every",
-            "log_every",
-            "eval_archs",
-            "image_size",
-            "samples_per_class",
-            "val_samples_per_class",
-            "hid",
-            "layers",
-            "heads",
-            "max_width",
-            "max_cells",
-            "eval_images",
+            "steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs",
+            "image_size", "samples_per_class", "val_samples_per_class", "hid", "layers", "heads", "max_width",
+            "max_cells", "eval_images",
         )
         for name in at_least_one:
             if getattr(self, name) < 1:
@@ -153,12 +140,13 @@ def training_record(source: str) -> Optional[dict[str, Any]]:
     source or a GHN without a record (a converted published checkpoint) gives None.
     """
     from ..hub import BUNDLED, BUNDLED_DIR
+    from ..hub.checkpoints import source_files
 
     path = BUNDLED_DIR if source == BUNDLED else Path(source).expanduser()
-    config = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    configs = [f for f in source_files(path) if f.name == "config.json"]
     try:
-        record = json.loads(config.read_text(encoding="utf-8")).get("training")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(configs[0].read_text(encoding="utf-8")).get("training")
+    except (IndexError, OSError, ValueError, AttributeError):  # no config.json, unreadable, or no record
         return None
     return record if isinstance(record, dict) else None
 
