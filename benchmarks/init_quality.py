@@ -166,7 +166,8 @@ def main() -> None:
         "`keepnorm` (not adopted).",
         "- Three seeds do not resolve differences smaller than the spreads above: six more seeds (3-8, screening "
         "runs with the default recipe, paired with default init), and what was measured and not adopted "
-        "(training this GHN longer, capping the matrices' scale), are in the bundled GHN's card, "
+        "(training this GHN longer, training it through its post-processing, capping the matrices' scale), are in "
+        "the bundled GHN's card, "
         "`ghn_init/bundled/README.md`.",
         "- BatchNorm statistics are re-estimated before every test for every scheme (the harness default): without "
         "it, eval-mode accuracy right after a GHN init measures the stale running statistics, not the weights.",

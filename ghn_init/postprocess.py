@@ -232,7 +232,9 @@ def orthogonalize(w: torch.Tensor) -> torch.Tensor:
 
     Returns:
         A tensor like ``w`` whose rows (if it has fewer rows than columns) or columns are
-        orthonormal, with the sign of each direction fixed so that ``diag(R) > 0``.
+        orthonormal, with the sign of each direction fixed so that ``diag(R) > 0``. Differentiable
+        (QR of a tall matrix has a gradient), so a GHN can be trained through it
+        (``ghn-init train --postprocess orth``).
 
     Example:
         >>> q = orthogonalize(torch.randn(8, 4, 3, 3)).reshape(8, -1)
@@ -241,7 +243,7 @@ def orthogonalize(w: torch.Tensor) -> torch.Tensor:
     """
     if w.dim() < 2:
         raise ValueError(f"orthogonalize needs a tensor of 2 or more dimensions, got shape {tuple(w.shape)}")
-    m, transposed = _as_matrix(w.detach().to(torch.float64 if w.dtype == torch.float64 else torch.float32))
+    m, transposed = _as_matrix(w.to(torch.float64 if w.dtype == torch.float64 else torch.float32))
     q, r = torch.linalg.qr(m)
     sign = torch.sign(torch.diagonal(r))
     q = q * torch.where(sign == 0, torch.ones_like(sign), sign)

@@ -81,8 +81,12 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_resume_continues_exactly(tmp_path):
-    settings = dict(steps=6, num_archs=10, torchvision_fraction=0.2, checkpoint_every=100, log_every=1)
+@pytest.mark.parametrize("postprocess", ["none", "orth+noise+detile+nobias"])
+def test_resume_continues_exactly(tmp_path, postprocess):
+    # with post-processing, noise and detile draw random values every step: a resumed run draws the same
+    settings = dict(
+        steps=6, num_archs=10, torchvision_fraction=0.2, checkpoint_every=100, log_every=1, postprocess=postprocess
+    )
     straight = Trainer(_tiny_config(tmp_path / "straight", **settings))
     straight.fit()
     Trainer(_tiny_config(tmp_path / "resumed", **settings)).fit(until=3)
@@ -99,6 +103,54 @@ def test_resume_refuses_other_settings(tmp_path):
     Trainer(_tiny_config(tmp_path, steps=4)).fit(until=1)
     with pytest.raises(ValueError, match="lr"):
         Trainer(_tiny_config(tmp_path, steps=4, lr=0.5))
+
+
+def test_resume_reads_a_setting_added_since_the_checkpoint_as_its_default(tmp_path):
+    Trainer(_tiny_config(tmp_path, steps=4)).fit(until=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["postprocess"]  # as written before the setting existed
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert Trainer(_tiny_config(tmp_path, steps=4)).step == 1
+    with pytest.raises(ValueError, match="postprocess"):
+        Trainer(_tiny_config(tmp_path, steps=4, postprocess="orth"))
+
+
+def test_training_through_postprocessing_trains_the_networks_apply_writes(tmp_path):
+    trainer = Trainer(_tiny_config(tmp_path, num_archs=4, meta_batch=4, postprocess="orth+nobias"))
+    archs = [trainer.pool[i] for i in range(4)]
+    raw = trainer.ghn([a.graph for a in archs], [a.plan for a in archs])
+    shaped = trainer._postprocessed(archs, raw, draw=0)
+    for arch, before, after in zip(archs, raw, shaped, strict=True):
+        head = arch.plan.classifier()
+        roles = ghn_init.postprocess.roles_of({n: (arch.plan.slots()[n], t) for n, t in before.items()})
+        for name, role in roles.items():
+            if name in head:
+                assert after[name] is before[name]  # the classifier stays as predicted, as published
+            elif role is ghn_init.postprocess.Role.BIAS:
+                assert name not in after  # nobias: functional_call falls back to the network's own init
+            elif role is ghn_init.postprocess.Role.MATRIX:
+                m = after[name].reshape(after[name].shape[0], -1)
+                m = m if m.shape[0] <= m.shape[1] else m.t()
+                assert torch.allclose(m @ m.t(), torch.eye(m.shape[0]), atol=1e-4), name
+    images, labels = next(trainer._batches())
+    start = {k: v.clone() for k, v in trainer.ghn.state_dict().items()}
+    metrics = trainer.train_step(images, labels)
+    assert metrics["grad_norm"] > 0 and torch.isfinite(torch.tensor(metrics["grad_norm"]))
+    assert any(not torch.equal(start[k], v) for k, v in trainer.ghn.state_dict().items())
+    with pytest.raises(ValueError, match="orht"):
+        _tiny_config(tmp_path, postprocess="orth+orht")
+
+
+def test_a_non_finite_gradient_stops_training_before_it_reaches_the_ghn(tmp_path):
+    trainer = Trainer(_tiny_config(tmp_path, num_archs=2))
+    images, labels = next(trainer._batches())
+    weight = next(trainer.ghn.parameters())
+    weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    start = {k: v.clone() for k, v in trainer.ghn.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="gradient is not finite"):
+        trainer.train_step(images, labels)
+    assert all(torch.equal(start[k], v) for k, v in trainer.ghn.state_dict().items())
+    assert trainer.step == 0
 
 
 def _ddp_worker(rank: int, port: int, output: str, results: str) -> None:
@@ -146,8 +198,11 @@ def test_cli_trains_and_writes_a_loadable_folder(tmp_path):
     assert report.predicted
 
     tuned = tmp_path / "tuned"
-    assert cli_main(["train", str(tuned), "--init-from", str(folder), *argv[2:]]) == 0
+    assert cli_main(["train", str(tuned), "--init-from", str(folder), *argv[2:], "--postprocess", "orth+nobias"]) == 0
     assert ghn_init.load_ghn(tuned / "ghn").config.to_dict()["max_shape"] == [16, 16, 5, 5]
+    assert "trained through post-processing `orth+nobias`" in (tuned / "ghn" / "README.md").read_text()
+    assert ghn_init.load_ghn(tuned / "ghn").config.postprocess == "orth+nobias"  # what apply then uses by default
+    assert "trained through" not in (folder / "README.md").read_text()
     # a fine-tuned GHN's record and card name what it started from, that GHN's own training included
     again = tmp_path / "again"
     assert cli_main(["train", str(again), "--init-from", str(tuned / "ghn" / "model.safetensors"), *argv[2:]]) == 0

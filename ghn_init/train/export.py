@@ -75,6 +75,12 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCar
         f"- training time: {provenance['train_seconds'] / 60:.1f} min on {provenance['device']} "
         f"x {provenance['world_size']} process(es)",
         *lineage(provenance),
+        *(
+            [f"- trained through post-processing `{provenance['settings']['postprocess']}`: the loss is that of "
+             "the networks `apply` writes with it, not of the raw predictions"]
+            if provenance["settings"].get("postprocess", "none") != "none"
+            else []
+        ),
         f"- data: {data['name']} ({data['num_classes']} classes, {data['image_size']}x{data['image_size']} "
         f"images; {data['train_images']} for training, {data['val_images']} held out)",
         f"- architectures: a pool of {archs['pool_size']} from {archs['generator']}, width <= {archs['max_width']}, "

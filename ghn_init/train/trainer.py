@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..constants import CHECKPOINT_NAME, METRICS_NAME
 from ..networks import GHN, GHNConfig
+from ..postprocess import PostProcess, postprocess_predictions
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .pool import ArchitecturePool
@@ -80,6 +81,14 @@ class TrainConfig:
     warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps before cosine decay"})
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0: off)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    postprocess: str = field(
+        default="none",
+        metadata={
+            "help": "post-processing applied, with gradients, to every prediction before the loss (and in "
+            "evaluation), e.g. 'orth+dcbalance': train the GHN for the networks apply writes (see "
+            "ghn_init.postprocess)"
+        },
+    )
     amp: str = field(default="auto", metadata={"help": "auto (bf16 on GPUs that have it), bf16, fp16 or off"})
     seed: int = field(default=0, metadata={"help": "seeds data, architectures and the GHN's initialisation"})
     # bookkeeping
@@ -124,6 +133,7 @@ class TrainConfig:
             raise ValueError(f"torchvision_fraction must be between 0 and 1, got {self.torchvision_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        self.postprocess = str(PostProcess.parse(self.postprocess))  # a typo fails here, not after an hour
         if self.kind == "ghn3" and self.init_from is None and self.hid % self.heads:
             raise ValueError(f"hid ({self.hid}) must be divisible by heads ({self.heads}) for a ghn3")
 
@@ -219,6 +229,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the GHN's initialisation is the same on every rank
         self.fine_tuned_from: Optional[dict[str, Any]] = None  # set by _initial_ghn for --init-from
         self.ghn = self._initial_ghn().to(self.device).train()
+        if config.postprocess != "none":  # trained for the networks this spec gives: apply's default with it
+            self.ghn.config.postprocess = config.postprocess
         # GHN.forward decodes, so DistributedDataParallel sees (and syncs) every GHN call
         self.model: nn.Module = self.ghn
         if self.world_size > 1:
@@ -318,12 +330,41 @@ class Trainer:
         )
         with autocast:
             predicted = self.model([a.graph for a in archs], [a.plan for a in archs])
+            predicted = self._postprocessed(archs, predicted, draw=self.step)
             losses, correct = [], 0.0
             for arch, params in zip(archs, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False)
                 losses.append(F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing))
                 correct += (logits.argmax(1) == labels).float().mean().item()
         return torch.stack(losses).mean(), correct / len(archs)
+
+    def _postprocessed(
+        self, archs: list[Any], predicted: list[dict[str, torch.Tensor]], draw: int
+    ) -> list[dict[str, torch.Tensor]]:
+        """``config.postprocess`` applied to each network's predictions, as ``apply`` would (gradients kept).
+
+        Tensors it drops (``nobias``, ``nohead``, ...) fall back to the pool network's own init in
+        ``functional_call``. Its random draws (``noise``, ``detile``) come from a generator seeded by
+        (seed, rank, ``draw``), so a resumed run draws what an uninterrupted one would.
+        """
+        spec = PostProcess.parse(self.config.postprocess)
+        if spec.is_identity:
+            return predicted
+        seed = random.Random(f"ghn-init-postprocess/{self.config.seed}/{self.rank}/{draw}").getrandbits(63)
+        generator = torch.Generator().manual_seed(seed)
+        shaped = []
+        for arch, params in zip(archs, predicted, strict=True):
+            slots = arch.plan.slots()
+            tensors = postprocess_predictions(
+                arch.model,
+                {name: (slots[name], tensor) for name, tensor in params.items()},
+                spec,
+                generator,
+                classifier=arch.plan.classifier(),
+                block=self.ghn.config.max_shape[:2],
+            )
+            shaped.append({name: tensor for name, (_, tensor) in tensors.items()})
+        return shaped
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         images = images.to(self.device, non_blocking=True)
@@ -339,6 +380,12 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = nn.utils.clip_grad_norm_(self.ghn.parameters(), clip)
+        if not torch.isfinite(grad_norm) and self.amp_dtype != torch.float16:  # fp16's scaler skips such steps
+            raise FloatingPointError(
+                f"step {self.step}: the gradient is not finite (the GHN was not updated); lower --lr, or with "
+                f"--postprocess orth add detile (tiled copies are rank-deficient: QR has no gradient there), "
+                f"then resume from the last checkpoint in {self.output}"
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.scheduler.get_last_lr()[0]
@@ -401,7 +448,7 @@ class Trainer:
         losses, accuracies = [], []
         for start in range(0, len(archs), self.config.meta_batch):
             chunk = archs[start : start + self.config.meta_batch]
-            predicted = self.ghn([a.graph for a in chunk], [a.plan for a in chunk])
+            predicted = self._postprocessed(chunk, self.ghn([a.graph for a in chunk], [a.plan for a in chunk]), draw=-1)
             for arch, params in zip(chunk, predicted, strict=True):
                 logits = torch.func.functional_call(arch.model, params, (images,), strict=False).float()
                 losses.append(F.cross_entropy(logits, labels).item())
@@ -475,7 +522,10 @@ class Trainer:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} has checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
         saved, current = state["config"], self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        defaults = {f.name: f.default for f in fields(TrainConfig)}  # a setting added since: its default then
+        changed = sorted(
+            k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]
+        )
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(
