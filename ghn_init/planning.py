@@ -125,12 +125,11 @@ def writable_slots(model: nn.Module) -> dict[str, Slot]:
     slots: dict[str, Slot] = {}
     for module_name, m in model.named_modules():
         prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
-        w_attr, w_key = next(((a, k) for a, k in WEIGHT_ATTRS if module_tensor(m, a) is not None), ("", ""))
-        w = module_tensor(m, w_attr) if w_attr else None
+        weights = ((a, k, t) for a, k in WEIGHT_ATTRS if (t := module_tensor(m, a)) is not None)
+        w_attr, w_key, w = next(weights, ("", "", None))
         if w is not None:
             slots[prefix + w_key] = Slot(m, module_name, w_attr, True, tuple(w.shape))
-        b_attr = next((a for a in BIAS_ATTRS if module_tensor(m, a) is not None), "bias")
-        b = module_tensor(m, b_attr)
+        b_attr, b = next(((a, t) for a in BIAS_ATTRS if (t := module_tensor(m, a)) is not None), ("bias", None))
         if b is not None:
             slots[prefix + "." + b_attr] = Slot(m, module_name, b_attr, False, tuple(b.shape))
     return slots

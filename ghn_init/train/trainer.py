@@ -229,7 +229,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the GHN's initialisation is the same on every rank
         self.fine_tuned_from: Optional[dict[str, Any]] = None  # set by _initial_ghn for --init-from
         self.ghn = self._initial_ghn().to(self.device).train()
-        if config.postprocess != "none":  # trained for the networks this spec gives: apply's default with it
+        self.postprocess = PostProcess.parse(config.postprocess)
+        if not self.postprocess.is_identity:  # trained for the networks this spec gives: apply's default with it
             self.ghn.config.postprocess = config.postprocess
         # GHN.forward decodes, so DistributedDataParallel sees (and syncs) every GHN call
         self.model: nn.Module = self.ghn
@@ -347,8 +348,7 @@ class Trainer:
         ``functional_call``. Its random draws (``noise``, ``detile``) come from a generator seeded by
         (seed, rank, ``draw``), so a resumed run draws what an uninterrupted one would.
         """
-        spec = PostProcess.parse(self.config.postprocess)
-        if spec.is_identity:
+        if self.postprocess.is_identity:
             return predicted
         seed = random.Random(f"ghn-init-postprocess/{self.config.seed}/{self.rank}/{draw}").getrandbits(63)
         generator = torch.Generator().manual_seed(seed)
@@ -358,7 +358,7 @@ class Trainer:
             tensors = postprocess_predictions(
                 arch.model,
                 {name: (slots[name], tensor) for name, tensor in params.items()},
-                spec,
+                self.postprocess,
                 generator,
                 classifier=arch.plan.classifier(),
                 block=self.ghn.config.max_shape[:2],
