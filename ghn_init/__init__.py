@@ -17,6 +17,7 @@ from .errors import (
     GHNInitError,
     HubDownloadError,
     HubFileNotFoundError,
+    InvalidArgumentError,
     PredictionError,
     StrictError,
     TraceError,
@@ -72,5 +73,6 @@ __all__ = [
     "HubDownloadError",
     "HubFileNotFoundError",
     "CorruptDownloadError",
+    "InvalidArgumentError",
     "__version__",
 ]

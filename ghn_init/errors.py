@@ -36,6 +36,7 @@ __all__ = [
     "HubDownloadError",
     "HubFileNotFoundError",
     "CorruptDownloadError",
+    "InvalidArgumentError",
 ]
 
 
@@ -206,3 +207,28 @@ class UnknownModelError(GHNInitError, ValueError):
     def __init__(self, message: str, *, name: str = ""):
         super().__init__(message)
         self.name = name
+
+
+class InvalidArgumentError(GHNInitError, ValueError):
+    """An argument of a public entry point (``apply``, ``predict``, ``trace``, ``load_ghn``, ``compare``, ``train``)
+    has the wrong type or value; nothing was done.
+
+    The message is one line that names the argument, what was given and what to pass instead.
+
+    Attributes:
+        argument: the argument's name (``"input_size"``, ``"generator"``, ``"--lr"``, ...).
+        value: what was given.
+
+    Example:
+        >>> import ghn_init, torchvision
+        >>> try:
+        ...     ghn_init.trace(torchvision.models.resnet18(), input_size=(3, -1, 5))
+        ... except ghn_init.InvalidArgumentError as e:
+        ...     print(e.argument)
+        input_size
+    """
+
+    def __init__(self, message: str, *, argument: str = "", value: Any = None):
+        super().__init__(message)
+        self.argument = argument
+        self.value = value
