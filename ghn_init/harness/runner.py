@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from ..recalibrate import recalibrate_bn
 from ..report import Report
+from ..schemes import SchemeReport
 from .data import Data, get_batch, load_data
 from .models import ModelSpec, build_model
-from .schemes import Scheme, resolve_schemes
+from .schemes import Scheme, call_scheme, resolve_schemes
 
 __all__ = ["Run", "Results", "compare", "evaluate", "OPTIMIZERS", "SCHEDULES"]
 
@@ -220,10 +221,10 @@ def _model_name(spec: ModelSpec) -> str:
 
 
 def _report_dict(report: Any) -> Optional[dict]:
-    """A scheme's return value as JSON data: a ghn-init Report through ``to_dict()``, anything else by repr."""
+    """A scheme's return value as JSON data: a Report or SchemeReport through ``to_dict()``, anything else by repr."""
     if report is None:
         return None
-    return report.to_dict() if isinstance(report, Report) else {"value": repr(report)}
+    return report.to_dict() if isinstance(report, (Report, SchemeReport)) else {"value": repr(report)}
 
 
 def compare(
@@ -389,7 +390,7 @@ def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, de
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     size = (3, config["image_size"], config["image_size"])
-    report = scheme(model, input_size=size) if getattr(scheme, "accepts_input_size", False) else scheme(model)
+    report = call_scheme(scheme, model, input_size=size)
     init_seconds = time.perf_counter() - t0
     torch.manual_seed(seed)  # dropout and other draws during training: the same for every scheme
     opt = _optimizer(config["optimizer"], model.parameters(), config["lr"], config["weight_decay"])
