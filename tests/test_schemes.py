@@ -281,3 +281,43 @@ def test_zero_is_identities_and_hadamards_and_draws_nothing() -> None:
     assert "layer1.0.bn2.weight" in report.touched and model.layer1[0].bn2.weight.abs().sum() == 0
     with pytest.raises(ghn_init.UnsupportedModelError, match="CNNs and MLPs"):
         ghn_init.get_scheme("zero")(torchvision.models.VisionTransformer(16, 8, 1, 2, 32, 64, num_classes=3))
+
+
+# ---------------------------------------------------------------- gradinit
+
+
+def test_gradinit_rescales_each_tensor_so_the_first_step_helps() -> None:
+    from ghn_init.schemes.gradinit import lookahead_loss
+
+    torch.manual_seed(0)
+    model = tiny_cnn(3, widths=(8, 8))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)  # a badly scaled init: the first SGD step overshoots
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 3, 8, 8, generator=g), torch.randint(0, 3, (256,), generator=g)
+    x[torch.arange(256), y] += 2
+    before = snapshot(model)
+
+    def after_one_step() -> tuple[float, float]:
+        model.train()
+        params = {n: p.detach() for n, p in model.named_parameters()}
+        loss, norm = lookahead_loss(model, params, (x[:128], y[:128]), (x[128:], y[128:]), 0.1)
+        return loss.item(), norm.item()
+
+    # above the gradient-norm bound, the scales bring the first step's gradient norm down
+    loss0, norm0 = after_one_step()
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    report = ghn_init.get_scheme("gradinit")(model, data=(x, y), generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(b, dict(model.named_buffers())[k]) for k, b in buffers.items()), "buffers unchanged"
+    loss1, norm1 = after_one_step()
+    assert norm0 > 1 and norm1 < 0.5 * norm0, (norm0, norm1)
+    for name, p in model.named_parameters():  # one positive scalar per tensor: the init's directions are kept
+        s = float(report.details[name][1:])
+        assert s >= 0.01 and torch.allclose(p, before[name] * s, rtol=1e-2, atol=1e-6), name
+    # within the bound, they lower the loss after one SGD step
+    ghn_init.get_scheme("gradinit")(model, data=(x, y), max_grad_norm=1e3, generator=torch.Generator().manual_seed(1))
+    loss2, _ = after_one_step()
+    assert loss2 < 0.9 * loss1, (loss1, loss2)
+    with pytest.raises(ghn_init.InvalidArgumentError, match="labelled data"):
+        ghn_init.get_scheme("gradinit")(model, data=x)

@@ -22,6 +22,7 @@ from .classic import (
     xavier_uniform,
 )
 from .ghn import ghn_scheme, parse_ghn_spec
+from .gradinit import gradinit
 from .lsuv import lsuv
 from .mimetic import mimetic
 from .registry import Scheme, _register_builtin, get_scheme, is_scheme, list_schemes, register_scheme
@@ -46,6 +47,7 @@ __all__ = [
     "mimetic",
     "zero_residual",
     "zero",
+    "gradinit",
     "ghn_scheme",
     "parse_ghn_spec",
     "input_batch",
@@ -64,6 +66,7 @@ BUILTIN: dict[str, Scheme] = {
     "mimetic": mimetic,
     "zero-residual": zero_residual,
     "zero": zero,
+    "gradinit": gradinit,
     "ghn:bundled": ghn_scheme("bundled"),
     "ghn:bundled+calibrate": ghn_scheme("bundled", calibrate=True),
 }
