@@ -65,6 +65,8 @@ def test_several_datasets_and_a_scheme_that_does_not_apply(tmp_path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert "| tiny2 | tiny_net | lsuv |" in md and "mimetic: UnsupportedModelError" in md and "## Leaderboard" in md
     assert Results.from_dict(saved).failed == results.failed
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "ranks.png").stat().st_size > 1000 and "ranks.png" in md
 
 
 def _run(model: str, scheme: str, seed: int, acc: float, data: str = "d") -> Run:
