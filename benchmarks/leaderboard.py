@@ -40,7 +40,6 @@ REGIMES = {
 SCREENING_SEEDS = (0, 1, 2, 3, 4)
 CONFIRMATION_SEEDS = (100, 101, 102, 103, 104)
 REFERENCE = "default"
-READY_I20 = Path("/work/notes/READY-i20-postprocess")
 
 SMOKE = {
     "models": ("resnet18", "small_vit"),
@@ -98,7 +97,6 @@ def page(parts: dict, whole, args, seconds: float) -> str:
         if set(seeds) <= set(CONFIRMATION_SEEDS)
         else "seeds outside the screening/confirmation split"
     )
-    ready = READY_I20.exists()
     lines = [
         "# Which init should I use? The leaderboard",
         "",
@@ -116,12 +114,6 @@ def page(parts: dict, whole, args, seconds: float) -> str:
         lines += [
             "**Partial run**: not every regime, model or the five seeds of the full leaderboard "
             "(`python benchmarks/leaderboard.py --jobs N`); read it as a screening result for what it covers.",
-            "",
-        ]
-    if not ready:
-        lines += [
-            "**GHN rows are provisional**: the post-processing's random draws are being changed (issue 20) and "
-            "were not merged when this page was generated.",
             "",
         ]
     lines += [
@@ -171,9 +163,6 @@ def main() -> None:
         parser.error(f"unknown regime {unknown[0]!r}; use some of {', '.join(REGIMES)}")
     regimes = [REGIMES[k] for k in keys]
     args.full = set(keys) == set(REGIMES) and set(args.models) == set(MODELS) and len(args.seeds) >= 5
-    if any(i.startswith("ghn:") for i in inits) and not READY_I20.exists():
-        print(f"note: {READY_I20} does not exist: GHN rows will be marked provisional", flush=True)
-
     from ghn_init import CompareResults
 
     jobs = [(m, data, k, inits, args.steps, args.seeds) for data, k, _ in regimes for m in args.models]
