@@ -24,6 +24,7 @@ from .errors import (
     UnknownGHNError,
     UnknownModelError,
     UnsafeCheckpointError,
+    UnsupportedModelError,
     WriteError,
 )
 from .graph import PRIMITIVES, Graph, register_module, trace
@@ -36,12 +37,17 @@ from .postprocess import PostProcess
 from .recalibrate import recalibrate_bn
 from .report import Report
 from .saving import save_safetensors
+from .schemes import SchemeReport, get_scheme, list_schemes, register_scheme
 
 __version__ = "0.1.0"
 
 __all__ = [
     "apply",
     "compare",
+    "list_schemes",
+    "register_scheme",
+    "get_scheme",
+    "SchemeReport",
     "CompareResults",
     "PostProcess",
     "recalibrate_bn",
@@ -74,5 +80,6 @@ __all__ = [
     "HubFileNotFoundError",
     "CorruptDownloadError",
     "InvalidArgumentError",
+    "UnsupportedModelError",
     "__version__",
 ]

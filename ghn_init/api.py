@@ -276,6 +276,7 @@ def apply(
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
     tracer: str = "auto",
+    data: Any = None,
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -298,6 +299,10 @@ def apply(
             embedding's class-token row (see :func:`predict`).
         tracer: ``"auto"``, ``"autograd"`` or ``"fx"`` (see :func:`trace`); an ExportedProgram's
             predictions are written into the tensors of its ``state_dict``.
+        data: a batch of the user's inputs, an ``(inputs, labels)`` pair or a ``DataLoader``: calibrate the written
+            predictions on it (:func:`ghn_init.calibrate.calibrate`: each predicted layer's output scale, the
+            classifier's logit scale with labels, BatchNorm statistics); ``Report.calibration`` lists the changes.
+            None (default): no calibration.
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -325,6 +330,11 @@ def apply(
         generator=generator,
         tracer=tracer,
     )
+    if data is not None:
+        from .calibrate import calibrated_write
+
+        reports = calibrated_write([predictions] if isinstance(predictions, Prediction) else predictions, data)
+        return reports[0] if isinstance(predictions, Prediction) else reports
     if isinstance(predictions, Prediction):
         return write([predictions])[0]
     return write(predictions)

@@ -37,6 +37,7 @@ __all__ = [
     "HubFileNotFoundError",
     "CorruptDownloadError",
     "InvalidArgumentError",
+    "UnsupportedModelError",
 ]
 
 
@@ -232,3 +233,26 @@ class InvalidArgumentError(GHNInitError, ValueError):
         super().__init__(message)
         self.argument = argument
         self.value = value
+
+
+class UnsupportedModelError(GHNInitError, ValueError):
+    """An init scheme does not apply to this model (e.g. ``mimetic`` on a model without attention); nothing was
+    changed.
+
+    Attributes:
+        scheme: the scheme's name.
+        model: the model's class name.
+
+    Example:
+        >>> import ghn_init, torch.nn as nn
+        >>> try:
+        ...     ghn_init.get_scheme("mimetic")(nn.Sequential(nn.Linear(4, 4)))
+        ... except ghn_init.UnsupportedModelError as e:
+        ...     print(e.scheme, e.model)
+        mimetic Sequential
+    """
+
+    def __init__(self, message: str, *, scheme: str = "", model: str = ""):
+        super().__init__(message)
+        self.scheme = scheme
+        self.model = model

@@ -33,6 +33,8 @@ class Report:
         notes: remarks on the recording (real forward, cycles, ...).
         suspect_buffers: ``{name: why}`` for buffers whose values cannot be a layer's state (e.g. left
             uninitialized by ``to_empty``); the GHN never writes buffers, so they stay that way.
+        postprocess: what was done to the predictions before writing (see :mod:`ghn_init.postprocess`).
+        calibration: with ``apply(..., data=)``: ``{layer or "batchnorm": what changed}`` (:mod:`ghn_init.calibrate`).
     """
 
     model: str
@@ -47,6 +49,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     suspect_buffers: dict[str, str] = field(default_factory=dict)
     postprocess: str = "none"  # what was done to the predictions before writing (see ghn_init.postprocess)
+    calibration: dict[str, str] = field(default_factory=dict)  # apply(..., data=): layer -> what changed
 
     @property
     def fraction_predicted(self) -> float:
@@ -95,6 +98,8 @@ class Report:
                 f"  WARNING    {len(names):5d} buffers look uninitialized (not written by the GHN): {shown}; "
                 "reset them, e.g. m.reset_running_stats() for norm layers"
             )
+        if self.calibration:
+            lines.append(f"  calibrated {len(self.calibration):5d} layers on data (Report.calibration)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 

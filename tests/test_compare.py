@@ -107,7 +107,8 @@ def test_ghn_and_builtin_schemes_run_and_report(tmp_path) -> None:
     results = ghn_init.compare([tiny_net], inits, tiny_data(), steps=4, seeds=1, progress=False, out=str(tmp_path))
     run = results.select(scheme="ghn")[0]
     assert run.report["postprocess"] == "orth" and run.report["fraction_predicted"] > 0.9
-    assert results.select(scheme="default")[0].report is None
+    assert results.select(scheme="default")[0].report["touched"] == []
+    assert results.select(scheme="orthogonal")[0].report["touched"] == ["0.weight"]
     assert all(0.0 <= a <= 1.0 for r in results.runs for a in r.test_acc)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert {r["scheme"] for r in saved["runs"]} == {"default", "orthogonal", "ghn"}

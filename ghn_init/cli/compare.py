@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..postprocess import POSTPROCESS_PARTS
+from ..schemes import list_schemes
 
 
 def _ints(text: str) -> list[int]:
@@ -50,6 +51,8 @@ def _run(compare, args: argparse.Namespace):
         eval_at=args.eval_at,
         recalibrate=args.recalibrate_bn,
         calibration_images=args.calibration_images,
+        per_class=args.per_class,
+        reference=args.reference,
         device=args.device,
         progress=args.progress,
         download=args.download,
@@ -69,12 +72,27 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--inits",
         default="default,orthogonal,ghn:bundled",
-        help="comma-separated schemes: default, orthogonal, orthogonal+keepnorm, ghn:SOURCE[+POSTPROCESS] "
+        help=f"comma-separated schemes: {', '.join(list_schemes())}, or ghn:SOURCE[+POSTPROCESS][+calibrate] "
         f"(POSTPROCESS: none, {', '.join(POSTPROCESS_PARTS)} joined by '+'; "
-        "default: the GHN's own)",
+        "default: the GHN's own; +calibrate: calibrated on training images). A scheme that does not apply to a "
+        "model fails that run only (results.json 'failed')",
     )
     p.add_argument(
-        "--data", default="digits", help="digits (scikit-learn), an image folder, or torchvision:NAME[:ROOT]"
+        "--data",
+        default="digits",
+        help="comma-separated: digits (scikit-learn), shapes (drawn), an image folder, or torchvision:NAME[:ROOT]",
+    )
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help="train on K images per class (a seeded subset, the same for every scheme of a seed): few-shot",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a scheme of --inits to pair the others against: mean difference with a 95%% interval, "
+        "wins/ties/losses, a leaderboard and ranks.png",
     )
     p.add_argument("--download", action="store_true", help="let torchvision download a torchvision:NAME dataset")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per run")

@@ -1,4 +1,5 @@
-"""Data for :func:`ghn_init.compare`: scikit-learn digits (demo), an image folder, torchvision-style datasets."""
+"""Data for :func:`ghn_init.compare`: scikit-learn digits (demo), drawn shapes, an image folder, torchvision-style
+datasets, and few-shot subsets of them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["Data", "digits", "image_folder", "from_datasets", "load_data", "get_batch"]
+__all__ = [
+    "Data",
+    "digits",
+    "shapes",
+    "image_folder",
+    "from_datasets",
+    "load_data",
+    "get_batch",
+    "labels_of",
+    "per_class_subset",
+    "BUILTIN_DATA",
+]
 
+SHAPE_CLASSES = ("disk", "ring", "square", "square outline", "diamond", "cross", "triangle", "X")
 
 
 @dataclass
@@ -65,6 +78,77 @@ def digits(image_size: int = 32, test_fraction: float = 0.25, split_seed: int = 
         TensorDataset(images[test_idx], labels[test_idx]),
         10,
     )
+
+
+def _draw_shapes(n_per_class: int, seed: int, size: int = 32) -> TensorDataset:
+    """``n_per_class`` images of each shape in :data:`SHAPE_CLASSES`, standardized per channel, with labels."""
+    g = torch.Generator().manual_seed(seed)
+    n = n_per_class * len(SHAPE_CLASSES)
+    labels = torch.arange(len(SHAPE_CLASSES)).repeat_interleave(n_per_class)
+    centre = torch.rand(n, 2, generator=g) * (size * 0.4) + size * 0.3
+    radius = torch.rand(n, 1, 1, generator=g) * (size * 0.2) + size * 0.15
+    coords = torch.arange(size, dtype=torch.float32)
+    dy = coords.view(1, size, 1) - centre[:, 0].view(n, 1, 1)
+    dx = coords.view(1, 1, size) - centre[:, 1].view(n, 1, 1)
+    adx, ady = dx.abs(), dy.abs()
+    dist, box = (dx**2 + dy**2).sqrt(), torch.maximum(adx, ady)
+    masks = (
+        torch.stack(
+            [
+                dist < radius,
+                (dist < radius) & (dist > radius - 2.5),
+                box < radius,
+                (box < radius) & (box > radius - 2.5),
+                adx + ady < radius,
+                ((adx < 2) & (ady < radius)) | ((ady < 2) & (adx < radius)),
+                (dy < radius * 0.8) & (adx < (dy + radius) / 2),
+                ((adx - ady).abs() < 1.5) & (box < radius),
+            ]
+        )[labels, torch.arange(n)]
+        .float()
+        .unsqueeze(1)
+    )
+    # a bright shape on a darker background, each with a random colour tint
+    bg = 0.4 * torch.rand(n, 1, 1, 1, generator=g) + 0.1 * torch.rand(n, 3, 1, 1, generator=g)
+    fg = bg + 0.4 + 0.2 * torch.rand(n, 3, 1, 1, generator=g)
+    images = bg + (fg - bg) * masks + 0.05 * torch.randn(n, 3, size, size, generator=g)
+    images = (images - images.mean((0, 2, 3), keepdim=True)) / images.std((0, 2, 3), keepdim=True)
+    return TensorDataset(images, labels)
+
+
+def shapes(image_size: int = 32) -> Data:
+    """Eight classes of procedurally drawn shapes (disk, ring, square, square outline, diamond, cross, triangle, X)
+    of random size and position, brighter than a noisy background, with random colour tints; 1,600 training and
+    800 test images from fixed seeds (1 and 2), standardized per channel. Offline, no extra dependency; the data of
+    ``benchmarks/heldout_shapes.py``."""
+    return Data("shapes", _draw_shapes(200, 1, image_size), _draw_shapes(100, 2, image_size), len(SHAPE_CLASSES))
+
+
+BUILTIN_DATA = {"digits": digits, "shapes": shapes}
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every label of a dataset (read directly from a ``TensorDataset``, else item by item)."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+def per_class_subset(dataset: Dataset, k: int, seed: int) -> Dataset:
+    """``k`` examples of each class (all of a class that has fewer), drawn with ``seed``: few-shot training data.
+
+    The same ``(dataset, k, seed)`` always gives the same subset, in class order.
+    """
+    labels = labels_of(dataset)
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in sorted(set(labels.tolist())):
+        idx = torch.nonzero(labels == c).flatten()
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    indices = torch.cat(chosen).sort().values
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[indices] for t in dataset.tensors))
+    return torch.utils.data.Subset(dataset, indices.tolist())
 
 
 class _Prepared(Dataset):
@@ -162,7 +246,7 @@ def image_folder(root: Union[str, Path], image_size: int = 32, test_fraction: fl
 
 
 def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: bool = False) -> Data:
-    """``digits``, an image folder path, ``torchvision:NAME[:ROOT]`` (e.g. ``torchvision:CIFAR10:data``), a
+    """``digits``, ``shapes``, an image folder path, ``torchvision:NAME[:ROOT]`` (e.g. ``torchvision:CIFAR10:data``), a
     :class:`Data`, or a ``(train, test)`` pair of datasets.
 
     Raises:
@@ -174,10 +258,11 @@ def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: boo
         return from_datasets(spec[0], spec[1], image_size)
     if not isinstance(spec, str):
         raise TypeError(
-            f"data must be 'digits', a folder, torchvision:NAME, Data or (train, test), got {type(spec).__name__}"
+            "data must be 'digits', 'shapes', a folder, torchvision:NAME, Data or (train, test), "
+            f"got {type(spec).__name__}"
         )
-    if spec == "digits":
-        return digits(image_size)
+    if spec in BUILTIN_DATA:
+        return BUILTIN_DATA[spec](image_size)
     if spec.startswith("torchvision:"):
         from ..train.data import _torchvision_dataset  # the trainer's loader: train= or split= datasets alike
 
@@ -187,7 +272,7 @@ def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: boo
         return from_datasets(train, test, image_size, name=name)
     if Path(spec).is_dir():
         return image_folder(spec, image_size)
-    raise ValueError(f"unknown data {spec!r}; use digits, an image folder, or torchvision:NAME[:ROOT]")
+    raise ValueError(f"unknown data {spec!r}; use digits, shapes, an image folder, or torchvision:NAME[:ROOT]")
 
 
 def get_batch(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

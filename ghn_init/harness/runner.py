@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -16,11 +14,13 @@ import torch.nn.functional as F
 
 from ..recalibrate import recalibrate_bn
 from ..report import Report
-from .data import Data, get_batch, load_data
+from ..schemes import SchemeReport
+from .data import Data, get_batch, load_data, per_class_subset
 from .models import ModelSpec, build_model
-from .schemes import Scheme, resolve_schemes
+from .results import RECIPE_KEYS, Failure, Results, Run
+from .schemes import Scheme, call_scheme, resolve_schemes
 
-__all__ = ["Run", "Results", "compare", "evaluate", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Run", "Results", "Failure", "RECIPE_KEYS", "compare", "evaluate", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -36,141 +36,6 @@ DEFAULT_LR = 0.02
 DEFAULT_WEIGHT_DECAY = 5e-4
 DEFAULT_SCHEDULE = "onecycle"
 DEFAULT_BATCH_SIZE = 32
-
-
-# config entries that define how runs were fine-tuned and tested: results only merge when these agree
-RECIPE_KEYS = (
-    "data",
-    "steps",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "schedule",
-    "batch_size",
-    "image_size",
-    "num_classes",
-    "eval_at",
-    "recalibrate_bn",
-    "calibration_images",
-    "loss_window",
-)
-# config entries that list what was run: merging takes their union, in order of appearance
-_UNION_KEYS = ("models", "inits", "seeds")
-
-
-@dataclass
-class Run:
-    """One model fine-tuned from one scheme with one seed."""
-
-    model: str
-    scheme: str
-    seed: int
-    steps: list[int]  # checkpoints
-    test_acc: list[float]  # at each checkpoint
-    train_loss: list[float]  # mean over the LOSS_WINDOW steps before each checkpoint (step 0: step-0 loss)
-    step0_loss: float  # loss of the first batch before any update
-    loss_curve: list[float]  # every step
-    seconds: float  # wall time: building, initializing, training and evaluating
-    init_seconds: float  # of which the init scheme
-    report: Optional[dict] = None  # what ghn_init.apply reported, for GHN schemes
-
-
-@dataclass
-class Results:
-    """Everything :func:`compare` measured; ``save`` writes results.json, results.md and curves.png."""
-
-    config: dict
-    runs: list[Run] = field(default_factory=list)
-
-    def select(self, model: Optional[str] = None, scheme: Optional[str] = None) -> list[Run]:
-        return [r for r in self.runs if (model is None or r.model == model) and (scheme is None or r.scheme == scheme)]
-
-    @property
-    def models(self) -> list[str]:
-        return list(dict.fromkeys(r.model for r in self.runs))
-
-    @property
-    def schemes(self) -> list[str]:
-        return list(dict.fromkeys(r.scheme for r in self.runs))
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Per model and scheme: mean and sample standard deviation over seeds of every metric."""
-        rows = []
-        for m in self.models:
-            for s in self.schemes:
-                runs = self.select(m, s)
-                if not runs:
-                    continue
-                row: dict[str, Any] = {"model": m, "scheme": s, "seeds": [r.seed for r in runs], "steps": runs[0].steps}
-                row["test_acc"] = [_mean_sd([r.test_acc[i] for r in runs]) for i in range(len(runs[0].steps))]
-                row["train_loss"] = [_mean_sd([r.train_loss[i] for r in runs]) for i in range(len(runs[0].steps))]
-                row["step0_loss"] = _mean_sd([r.step0_loss for r in runs])
-                row["seconds"] = _mean_sd([r.seconds for r in runs])
-                rows.append(row)
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "summary": self.summary(), "runs": [asdict(r) for r in self.runs]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Results:
-        return cls(dict(d["config"]), [Run(**r) for r in d["runs"]])
-
-    @classmethod
-    def merge(cls, parts: Iterable[Union[Results, Mapping[str, Any]]]) -> Results:
-        """Join the results of :func:`compare` calls that split models, schemes or seeds between processes.
-
-        Args:
-            parts: :class:`Results` (or their ``to_dict()``) of runs with the same recipe: every ``config``
-                entry in :data:`RECIPE_KEYS` must agree, or the table would compare unequal fine-tuning.
-
-        Returns:
-            One :class:`Results`: the first part's config, its models, schemes and seeds the union of every
-            part's, and all runs in order.
-
-        Raises:
-            ValueError: no parts, or two parts ran different recipes (the message names the entry).
-
-        Example:
-            >>> with multiprocessing.Pool(2) as pool:  # doctest: +SKIP
-            ...     parts = pool.map(run_one_model, ["resnet18", "small_vit"])  # each returns compare(...).to_dict()
-            >>> Results.merge(parts).save("out")  # doctest: +SKIP
-        """
-        loaded = [p if isinstance(p, Results) else cls.from_dict(p) for p in parts]
-        if not loaded:
-            raise ValueError("no results to merge")
-        first = loaded[0]
-        merged = cls(dict(first.config), list(first.runs))
-        for part in loaded[1:]:
-            for key in RECIPE_KEYS:
-                if part.config.get(key) != first.config.get(key):
-                    raise ValueError(
-                        f"cannot merge results run with different {key!r}: "
-                        f"{first.config.get(key)!r} vs {part.config.get(key)!r}; rerun them with one recipe"
-                    )
-            merged.runs += part.runs
-        for key in _UNION_KEYS:
-            merged.config[key] = list(dict.fromkeys(v for p in loaded for v in p.config.get(key, [])))
-        return merged
-
-    def markdown(self, plot: Optional[str] = "curves.png") -> str:
-        """The mean ± sd table with the setup above it; ``plot`` names an image to link (None: none)."""
-        from .render import markdown
-
-        return markdown(self, plot)
-
-    def save(self, out: Union[str, os.PathLike[str]], plot: bool = True) -> dict[str, str]:
-        """Write ``results.json``, ``results.md`` and (with matplotlib) ``curves.png`` into ``out``."""
-        from .render import save
-
-        return save(self, out, plot)
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, sd
 
 
 @torch.no_grad()
@@ -220,10 +85,10 @@ def _model_name(spec: ModelSpec) -> str:
 
 
 def _report_dict(report: Any) -> Optional[dict]:
-    """A scheme's return value as JSON data: a ghn-init Report through ``to_dict()``, anything else by repr."""
+    """A scheme's return value as JSON data: a Report or SchemeReport through ``to_dict()``, anything else by repr."""
     if report is None:
         return None
-    return report.to_dict() if isinstance(report, Report) else {"value": repr(report)}
+    return report.to_dict() if isinstance(report, (Report, SchemeReport)) else {"value": repr(report)}
 
 
 def compare(
@@ -231,7 +96,7 @@ def compare(
     inits: Union[
         str, Sequence[Union[str, Scheme]], Mapping[str, Union[str, Scheme]]
     ] = "default,orthogonal,ghn:bundled",
-    data: Union[str, Data, tuple] = "digits",
+    data: Union[str, Data, tuple, Sequence[Union[str, Data]]] = "digits",
     *,
     steps: int = 200,
     seeds: Union[int, Sequence[int]] = (0, 1, 2),
@@ -245,25 +110,31 @@ def compare(
     eval_at: Optional[Sequence[int]] = None,
     recalibrate: bool = True,
     calibration_images: int = 512,
+    per_class: Optional[int] = None,
+    reference: Optional[str] = None,
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
     download: bool = False,
     out: Optional[str] = None,
 ) -> Results:
-    """Fine-tune every model from every init scheme with every seed and measure test accuracy and loss.
+    """Fine-tune every model from every init scheme with every seed (on every dataset) and measure test accuracy
+    and loss.
 
-    Fair by construction: for one model and seed, every scheme starts from the same freshly built
-    model (same default values for every tensor the scheme leaves alone), sees the same batches in
-    the same order and the same dropout draws, with the same optimizer and schedule.
+    Fair by construction: for one dataset, model and seed, every scheme starts from the same freshly built model
+    (same default values for every tensor the scheme leaves alone), gets the same data (the same few-shot subset,
+    the same calibration batch for data-aware schemes), sees the same batches in the same order and the same
+    dropout draws, with the same optimizer and schedule. A scheme that does not apply to a model (it raises, e.g.
+    :class:`~ghn_init.UnsupportedModelError`) is recorded in ``Results.failed`` with a one-line reason; the other
+    runs go on.
 
     Args:
         models: names (``resnet18``, ``timm/NAME``, ``small_vit``), callables returning a model, or a
             comma-separated string of names.
-        inits: scheme names (``default``, ``orthogonal``, ``ghn:SOURCE[+POSTPROCESS]``), callables
-            ``(model) -> None`` (a ``Report`` they return is kept), a dict name -> either, or a
-            comma-separated string.
-        data: ``digits``, an image folder, ``torchvision:NAME[:ROOT]``, a :class:`Data` or a
-            ``(train, test)`` pair of datasets.
+        inits: scheme names (:func:`ghn_init.list_schemes`, ``ghn:SOURCE[+POSTPROCESS][+calibrate]``), callables
+            ``scheme(model, *, data=None, generator=None)`` or plain ``(model) -> None`` (what they return is kept),
+            a dict name -> either, or a comma-separated string.
+        data: ``digits``, ``shapes``, an image folder, ``torchvision:NAME[:ROOT]``, a :class:`Data`, a
+            ``(train, test)`` pair of datasets, or several of these (a list, or names joined by commas).
         steps: optimizer steps per run.
         seeds: seeds (an int ``n`` means ``0..n-1``).
         optimizer: ``adamw``, ``adam`` or ``sgd`` (Nesterov momentum 0.9).
@@ -275,6 +146,11 @@ def compare(
         recalibrate: re-estimate BatchNorm statistics on ``calibration_images`` training images
             before each test (on a copy; training is untouched). A GHN predicts no running statistics
             and short runs leave them behind the weights, so this is on by default.
+        calibration_images: training images (with labels) for that and for data-aware schemes (``lsuv``,
+            ``ghn:...+calibrate``), the first ones of the (few-shot) training set.
+        per_class: train on ``per_class`` images of each class only, a subset drawn with each seed (the same for
+            every scheme of that seed): the few-shot regime, where init schemes differ most.
+        reference: a scheme in ``inits`` to pair every other against (:meth:`Results.paired`, the leaderboard).
         device: where models train.
         progress: tqdm progress bars over runs and steps (if tqdm is installed).
         download: let torchvision download a ``torchvision:NAME`` dataset.
@@ -287,8 +163,9 @@ def compare(
         ValueError: bad names or numbers, before any training.
 
     Example:
-        >>> inits = "default,orthogonal,ghn:bundled"
-        >>> results = ghn_init.compare("resnet18", inits, "digits", steps=50, seeds=2)  # doctest: +SKIP
+        >>> inits = "default,orthogonal,lsuv,ghn:bundled"
+        >>> results = ghn_init.compare("resnet18", inits, "digits,shapes", steps=50, seeds=2, per_class=10,
+        ...                            reference="default")  # doctest: +SKIP
         >>> print(results.markdown())  # doctest: +SKIP
     """
     model_specs = [m for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
@@ -299,6 +176,8 @@ def compare(
         raise ValueError("no seed given")
     if steps < 1 or batch_size < 1 or image_size < 1 or lr <= 0 or calibration_images < 1:
         raise ValueError("steps, batch_size, image_size, calibration_images and lr must be positive")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be a positive number of images per class, got {per_class}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
@@ -307,18 +186,25 @@ def compare(
     if checkpoints[0] < 0 or checkpoints[-1] > steps:
         raise ValueError(f"eval_at must lie in [0, {steps}], got {checkpoints}")
     schemes = resolve_schemes(inits)
-    dataset = load_data(data, image_size, download=download)
-    classes = num_classes or dataset.num_classes
+    if reference is not None and reference not in schemes:
+        raise ValueError(f"reference scheme {reference!r} is not among the inits ({', '.join(schemes)})")
+    if isinstance(data, str):
+        specs: list = [d.strip() for d in data.split(",") if d.strip()]
+    elif isinstance(data, list):
+        specs = list(data)
+    else:
+        specs = [data]
+    if not specs:
+        raise ValueError("no data given; e.g. digits,shapes")
+    datasets = [load_data(d, image_size, download=download) for d in specs]
+    if len({d.name for d in datasets}) != len(datasets):
+        raise ValueError(f"datasets must have different names, got {[d.name for d in datasets]}")
     device = torch.device(device)
-    calibration = None
-    if recalibrate:
-        n = min(calibration_images, len(dataset.train))
-        calibration = get_batch(dataset.train, torch.arange(n))[0]
 
     config = {
         "models": [_model_name(m) for m in model_specs],
         "inits": list(schemes),
-        "data": dataset.describe(),
+        "data": datasets[0].describe() if len(datasets) == 1 else [d.describe() for d in datasets],
         "steps": steps,
         "seeds": seed_list,
         "optimizer": optimizer,
@@ -327,11 +213,13 @@ def compare(
         "schedule": schedule,
         "batch_size": batch_size,
         "image_size": image_size,
-        "num_classes": classes,
+        "num_classes": num_classes or (datasets[0].num_classes if len(datasets) == 1 else None),
         "eval_at": checkpoints,
         "recalibrate_bn": recalibrate,
-        "calibration_images": len(calibration) if calibration is not None else 0,
+        "calibration_images": min(calibration_images, min(_n_train(d, per_class) for d in datasets)),
         "loss_window": LOSS_WINDOW,
+        "per_class": per_class,
+        "reference": reference,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -339,20 +227,34 @@ def compare(
     }
     results = Results(config)
     tqdm = _tqdm(progress)
-    total = len(model_specs) * len(seed_list) * len(schemes)
+    total = len(datasets) * len(model_specs) * len(seed_list) * len(schemes)
     with tqdm(total=total, desc="runs", unit="run", disable=not progress) as bar:
-        for spec in model_specs:
+        for dataset in datasets:
+            classes = num_classes or dataset.num_classes
             for seed in seed_list:
-                for name, scheme in schemes.items():
-                    bar.set_postfix_str(f"{_model_name(spec)} {name} seed {seed}")
-                    run = _one_run(
-                        spec, name, scheme, seed, dataset, classes, config, calibration, device, tqdm, progress
-                    )
-                    results.runs.append(run)
-                    bar.update(1)
+                train = per_class_subset(dataset.train, per_class, seed) if per_class else dataset.train
+                seeded = Data(dataset.name, train, dataset.test, dataset.num_classes)
+                n = min(calibration_images, len(train))
+                calibration = get_batch(train, torch.arange(n))  # (images, labels)
+                for spec in model_specs:
+                    for name, scheme in schemes.items():
+                        bar.set_postfix_str(f"{dataset.name} {_model_name(spec)} {name} seed {seed}")
+                        run = _one_run(
+                            spec, name, scheme, seed, seeded, classes, config, calibration, device, tqdm, progress
+                        )
+                        (results.failed if isinstance(run, Failure) else results.runs).append(run)
+                        bar.update(1)
+    # in the order of the arguments: dataset, model, seed, scheme (the loops run seed before model)
+    names = [_model_name(m) for m in model_specs]
+    order = [d.name for d in datasets]
+    results.runs.sort(key=lambda r: (order.index(r.data), names.index(r.model), seed_list.index(r.seed)))
     if out is not None:
         results.save(out)
     return results
+
+
+def _n_train(dataset: Data, per_class: Optional[int]) -> int:
+    return min(len(dataset.train), per_class * dataset.num_classes) if per_class else len(dataset.train)
 
 
 def _tqdm(progress: bool) -> Callable[..., Any]:
@@ -382,14 +284,20 @@ def _tqdm(progress: bool) -> Callable[..., Any]:
     return _Quiet
 
 
-def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, device, tqdm, progress) -> Run:
+def _one_run(
+    spec, name, scheme, seed, dataset, classes, config, calibration, device, tqdm, progress
+) -> Union[Run, Failure]:
     started = time.perf_counter()
     torch.manual_seed(seed)
     model = (build_model(spec, classes, config["image_size"]) if isinstance(spec, str) else spec()).to(device)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     size = (3, config["image_size"], config["image_size"])
-    report = scheme(model, input_size=size) if getattr(scheme, "accepts_input_size", False) else scheme(model)
+    try:
+        report = call_scheme(scheme, model, data=calibration, input_size=size)
+    except Exception as e:  # the scheme does not apply to this model: this run fails, the comparison goes on
+        message = " ".join(str(e).split()) or "(no message)"
+        return Failure(_model_name(spec), name, seed, f"{type(e).__name__}: {message}", dataset.name)
     init_seconds = time.perf_counter() - t0
     torch.manual_seed(seed)  # dropout and other draws during training: the same for every scheme
     opt = _optimizer(config["optimizer"], model.parameters(), config["lr"], config["weight_decay"])
@@ -405,7 +313,7 @@ def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, de
     ) as bar:
         for step in range(steps + 1):
             if step in config["eval_at"]:
-                accs[step] = evaluate(model, dataset.test, calibration)
+                accs[step] = evaluate(model, dataset.test, calibration[0] if config["recalibrate_bn"] else None)
                 model.train()
             if step == steps:
                 break
@@ -444,4 +352,5 @@ def _one_run(spec, name, scheme, seed, dataset, classes, config, calibration, de
         seconds=time.perf_counter() - started,
         init_seconds=init_seconds,
         report=_report_dict(report),
+        data=dataset.name,
     )
