@@ -352,8 +352,11 @@ def relative_noise_scale(w: torch.Tensor) -> float:
 
     Computed from the small Gram matrix, so it needs ``columns**2`` memory rather than ``rows**2``;
     rows with zero variance have no correlation and are left out (``torch.corrcoef`` gives NaN).
+    Computed in float32 (float64 only for a float64 ``w``): the float64 Gram matrix cost 7x as much
+    (0.26 s vs 0.04 s for a 3072 x 768 matrix, more than its QR) and the two agree to 1e-7 relative,
+    far below the scale's use (a 1e-5 noise level).
     """
-    m, _ = _as_matrix(w.detach().double())
+    m, _ = _as_matrix(w.detach().to(torch.float64 if w.dtype == torch.float64 else torch.float32))
     m = m - m.mean(1, keepdim=True)
     norms = m.norm(dim=1)
     m = m[norms > 0] / norms[norms > 0].unsqueeze(1)

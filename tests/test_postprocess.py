@@ -472,3 +472,29 @@ def test_a_generator_makes_position_embeddings_reproducible(ghn3: GHN) -> None:
     other = ghn_init.predict(model, ghn3, postprocess="none", generator=torch.Generator().manual_seed(6))
     assert not torch.equal(other.tensors["encoder.pos_embedding"][1][:, 0], draws[0][:, 0])
     assert torch.equal(other.tensors["encoder.pos_embedding"][1][:, 1:], draws[0][:, 1:]), "only the drawn row"
+
+
+def test_post_processing_a_float32_model_computes_nothing_in_float64() -> None:
+    # The noise scale's Gram matrices ran in float64 (7x the cost of float32, more than the QR itself).
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Dtypes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    self.seen.add(str(func))
+            return out
+
+    predicted = {"a.weight": torch.randn(16, 8, 3, 3), "b.weight": torch.randn(32, 16), "c.weight": torch.randn(10, 32)}
+    with Dtypes() as mode:
+        seeded = torch.Generator().manual_seed(0)
+        out = postprocess(predicted, "orth+noise+dcbalance", classifier="c.weight", generator=seeded)
+    assert mode.seen == set()
+    assert all(t.dtype == torch.float32 for t in out.values())
+    w = torch.randn(64, 27)
+    assert relative_noise_scale(w) == pytest.approx(relative_noise_scale(w.double()), rel=1e-5)
