@@ -141,9 +141,11 @@ def test_an_impossible_bytearray_length_fails_cleanly_without_stray_output(tmp_p
         "import sys, pickle, pathlib\n"
         "from ghn_init.hub.safe_pickle import load_pickle\n"
         "for path in sorted(pathlib.Path(sys.argv[1]).glob('*.pt')) * 4:\n"
-        "    try:\n        load_pickle(path)\n    except pickle.UnpicklingError as e:\n        print(type(e).__name__)\n"
+        "    try:\n        load_pickle(path)\n"
+        "    except pickle.UnpicklingError as e:\n        print(type(e).__name__)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    argv = [sys.executable, "-c", code, str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["UnpicklingError"] * 20, done
     assert done.stderr == "", done.stderr
