@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence, Union, overload
 import torch
 import torch.nn as nn
 
-from .errors import StrictError
+from .errors import InvalidArgumentError, StrictError
 from .graph import Graph, trace, unwrap
 from .graph.autograd_trace import exclusive
 from .graph.program import is_exported_program, program_module
@@ -94,6 +94,36 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
     return [p.report for p in predictions]
 
 
+FROZEN_KEPT = "frozen (requires_grad=False), kept as it is; pass predict_frozen=True to predict it"
+
+
+def _frozen(result: Mapping[str, tuple[Slot, Any]]) -> set[str]:
+    """The names in ``result`` whose model tensor is a parameter that does not require grad."""
+    frozen = set()
+    for name, (slot, _) in result.items():
+        t = slot.tensor
+        if isinstance(t, nn.Parameter) and not t.requires_grad:
+            frozen.add(name)
+    return frozen
+
+
+def _refuse_partly_meta(model: nn.Module) -> None:
+    """Refuse a model with some tensors on the meta device and some not: there is nothing to write the meta
+    ones into, and reporting them as predicted would be false (only the first parameter's device used to be read).
+    """
+    named = [*model.named_parameters(), *model.named_buffers()]
+    on_meta = [name for name, t in named if t.device.type == "meta"]
+    if on_meta and len(on_meta) < len(named):
+        shown = ", ".join(on_meta[:3]) + (f", ... (+{len(on_meta) - 3})" if len(on_meta) > 3 else "")
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has {len(on_meta)} of its {len(named)} tensors on the meta device ({shown}), "
+            "so they have no storage to write into; materialize them first (e.g. model.to_empty(device='cpu') and "
+            "initialize, or load their values), or check a prediction without writing: predict(..., dry_run=True)",
+            argument="model",
+            value=on_meta,
+        )
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -117,6 +147,7 @@ def predict(
     postprocess: Union[str, PostProcess, None] = "default",
     generator: Optional[torch.Generator] = None,
     tracer: str = "auto",
+    predict_frozen: bool = False,
 ) -> Union[Prediction, list[Prediction]]:
     """Predict a model's parameters with a GHN without changing the model (stages trace, plan, predict).
 
@@ -146,6 +177,8 @@ def predict(
             :class:`torch.export.ExportedProgram` is accepted as a model: it is read with fx and its
             tensors are those of ``ep.state_dict`` (``Prediction.model`` is
             :func:`~ghn_init.graph.program.program_module` of it).
+        predict_frozen: also predict parameters with ``requires_grad=False`` (a frozen pretrained backbone);
+            by default they keep their values and the report lists them as frozen.
 
     Returns:
         A :class:`Prediction` (a list of them for a list of models). Call ``.write()`` to write it.
@@ -154,7 +187,8 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
-        ValueError: the models are on different devices, or on the meta device without ``dry_run``.
+        ValueError: the models are on different devices, or on the meta device without ``dry_run``
+            (:class:`InvalidArgumentError` when only some of a model's tensors are on the meta device).
 
     Example:
         >>> import ghn_init, torchvision
@@ -168,6 +202,9 @@ def predict(
         if not isinstance(m, nn.Module):
             raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
     models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
+    if not dry_run:
+        for m in models:
+            _refuse_partly_meta(m)
     device = _model_device(models[0])
     if any(_model_device(m) != device for m in models):
         raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
@@ -226,6 +263,14 @@ def predict(
                 postprocess_predictions(m, r, pp, generator, classifier=p.classifier(), block=net.config.max_shape[:2])
                 for m, r, p in zip(models, results, plans, strict=True)
             ]
+    # Frozen parameters (requires_grad=False: a pretrained backbone) keep their values unless asked for.
+    frozen = [
+        set() if predict_frozen or is_exported_program(src) else _frozen(r)
+        for src, r in zip(sources, written, strict=True)
+    ]
+    for names, kept in zip(frozen, written, strict=True):
+        for name in names:
+            del kept[name]
     predicted_at = time.perf_counter()
 
     n = len(models)
@@ -241,10 +286,12 @@ def predict(
         )
         for m, g, p, r, w in zip(models, graphs, plans, results, written, strict=True)
     ]
-    for pred, before, kept in zip(predictions, raw_names, written, strict=True):
+    for pred, before, kept, skipped in zip(predictions, raw_names, written, frozen, strict=True):
         pred.report.postprocess = str(pp)
         for name in before - set(kept):
-            if name in pred.report.left_alone:
+            if name in skipped:
+                pred.report.left_alone[name] = FROZEN_KEPT
+            elif name in pred.report.left_alone:
                 pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
     if strict:
         for pred in predictions:
@@ -277,6 +324,7 @@ def apply(
     generator: Optional[torch.Generator] = None,
     tracer: str = "auto",
     data: Any = None,
+    predict_frozen: bool = False,
 ) -> Union[Report, list[Report]]:
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
@@ -303,6 +351,8 @@ def apply(
             predictions on it (:func:`ghn_init.calibrate.calibrate`: each predicted layer's output scale, the
             classifier's logit scale with labels, BatchNorm statistics); ``Report.calibration`` lists the changes.
             None (default): no calibration.
+        predict_frozen: also write parameters with ``requires_grad=False`` (a frozen pretrained backbone); by
+            default they keep their values and ``Report.left_alone`` lists them as frozen.
 
     Returns:
         A :class:`Report` per model: what was predicted, what kept its default init and why, timings.
@@ -329,6 +379,7 @@ def apply(
         postprocess=postprocess,
         generator=generator,
         tracer=tracer,
+        predict_frozen=predict_frozen,
     )
     if data is not None:
         from .calibrate import calibrated_write

@@ -274,3 +274,43 @@ def test_register_module_teaches_the_ghn_a_custom_layer(ghn3) -> None:
         primitives._MODULE_RULES.pop(ScaledConv, None)
     with pytest.raises(ValueError, match="unknown primitive"):
         ghn_init.register_module(ScaledConv, "convolution")
+
+
+# ---------------------------------------------------------------- frozen and partly-meta models
+
+
+def test_frozen_parameters_are_left_alone_and_reported(ghn3) -> None:
+    # A frozen backbone (requires_grad=False) was overwritten silently.
+    torch.manual_seed(0)
+    model = SmallNet()
+    model.stem.requires_grad_(False)
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="none")
+    frozen = {"stem.0.weight", "stem.0.bias", "stem.1.weight", "stem.1.bias"}
+    for name in frozen:
+        assert torch.equal(model.state_dict()[name], before[name]), name
+        assert report.left_alone[name].startswith("frozen (requires_grad=False)")
+        assert name not in report.predicted
+    assert not torch.equal(model.state_dict()["block.0.weight"], before["block.0.weight"])
+    assert "frozen (requires_grad=False)" in str(report)
+    assert set(report.to_dict()["left_alone"]) >= frozen
+    ghn_init.apply(model, ghn3, postprocess="none", strict=True)  # frozen on purpose is not "missing"
+    everything = ghn_init.apply(model, ghn3, postprocess="none", predict_frozen=True)
+    assert frozen <= set(everything.predicted)
+    assert not torch.equal(model.state_dict()["stem.0.weight"], before["stem.0.weight"])
+
+
+def test_a_partly_meta_model_is_refused_and_left_as_it_was(ghn3) -> None:
+    # Only the first parameter's device was read: meta tensors elsewhere were "predicted" and never written.
+    model = SmallNet()
+    model.head.weight = nn.Parameter(torch.empty(10, 16, device="meta"))
+    before = {k: v for k, v in snapshot(model).items() if v.device.type != "meta"}
+    expected = r"1 of its \d+ tensors on the meta device \(head.weight\)"
+    with pytest.raises(ghn_init.InvalidArgumentError, match=expected) as e:
+        ghn_init.apply(model, ghn3, postprocess="none")
+    assert e.value.argument == "model" and "\n" not in str(e.value)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert after["head.weight"].device.type == "meta"
+    report = ghn_init.predict(model, ghn3, postprocess="none", dry_run=True).report  # a dry run writes nothing
+    assert report.predicted

@@ -1,0 +1,66 @@
+"""What the bundled GHN's recommended post-processing costs, against the ``orthogonal`` scheme (its floor).
+
+    python benchmarks/postprocess_speed.py                       # resnet50 vit_b_16 convnext_tiny mobilenet_v3_large
+    python benchmarks/postprocess_speed.py --models resnet18 --runs 5
+
+For every model, each run times, one after the other in the same process on a freshly built model:
+
+- ``raw``: ``apply(model, "bundled", postprocess="none")`` (record, predict, write);
+- ``recommended``: ``apply(model, "bundled")`` (the GHN's recommended post-processing);
+- ``orthogonal``: the ``orthogonal`` init scheme on the same model (one QR per weight matrix).
+
+It reports medians and ``(recommended - raw) / orthogonal``, the post-processing's cost in orthogonal inits
+(issue 20's target: at most 1.25). One torch thread. On a machine shared with other jobs the absolute times move
+between runs; the three phases are interleaved so their ratio moves less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+DEFAULT_MODELS = ["resnet50", "vit_b_16", "convnext_tiny", "mobilenet_v3_large"]
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(name: str, runs: int) -> dict[str, float]:
+    import ghn_init
+    from ghn_init.models import create_model
+
+    orthogonal = ghn_init.get_scheme("orthogonal")
+    ghn_init.apply(create_model(name), "bundled")  # warm-up: loads the GHN, first-call allocations
+    times: dict[str, list[float]] = {"raw": [], "recommended": [], "orthogonal": []}
+    for _ in range(runs):
+        times["raw"].append(_timed(lambda: ghn_init.apply(create_model(name), "bundled", postprocess="none")))
+        times["recommended"].append(_timed(lambda: ghn_init.apply(create_model(name), "bundled")))
+        model = create_model(name)
+        times["orthogonal"].append(_timed(lambda m=model: orthogonal(m)))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med["ratio"] = (med["recommended"] - med["raw"]) / med["orthogonal"]
+    return med
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=DEFAULT_MODELS)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print("| model | raw apply (s) | recommended apply (s) | orthogonal scheme (s) | post-processing / orthogonal |")
+    print("|---|---:|---:|---:|---:|")
+    for name in args.models:
+        m = measure(name, args.runs)
+        print(f"| {name} | {m['raw']:.2f} | {m['recommended']:.2f} | {m['orthogonal']:.2f} | {m['ratio']:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
