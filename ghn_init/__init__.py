@@ -18,6 +18,7 @@ from .errors import (
     HubDownloadError,
     HubFileNotFoundError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     PredictionError,
     StrictError,
     TraceError,
@@ -80,6 +81,7 @@ __all__ = [
     "HubFileNotFoundError",
     "CorruptDownloadError",
     "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "UnsupportedModelError",
     "__version__",
 ]

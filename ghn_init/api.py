@@ -17,15 +17,26 @@ from typing import Any, Mapping, Optional, Sequence, Union, overload
 import torch
 import torch.nn as nn
 
-from .errors import InvalidArgumentError, StrictError
-from .graph import Graph, trace, unwrap
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError
+from .graph import TRACERS, Graph, trace, unwrap
 from .graph.autograd_trace import exclusive
 from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
+from .networks import GHN
 from .planning import Plan, Slot, plan
 from .postprocess import PostProcess, postprocess_predictions
 from .report import Report, build_report
+from .validation import (
+    check_choice,
+    check_example_inputs,
+    check_example_kwargs,
+    check_flag,
+    check_generator,
+    check_ghn_source,
+    check_input_size,
+    check_models,
+)
 from .writing import check_fits, write_tensors
 
 
@@ -81,8 +92,18 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         1.0
     """
     for p in predictions:
+        if not isinstance(p, Prediction):
+            raise InvalidArgumentTypeError(
+                f"write() takes a list of predictions from ghn_init.predict(), got {type(p).__name__}",
+                argument="predictions",
+                value=p,
+            )
         if p.dry_run:
-            raise ValueError("a dry-run prediction keeps no tensors to write; call predict() without dry_run=True")
+            raise InvalidArgumentError(
+                "a dry-run prediction keeps no tensors to write; call predict() without dry_run=True",
+                argument="predictions",
+                value=p,
+            )
     start = time.perf_counter()
     with contextlib.ExitStack() as held:  # writes into one model take turns, so none can mix with another
         for model in sorted({id(p.model): p.model for p in predictions}.values(), key=id):  # one order: no deadlock
@@ -196,11 +217,18 @@ def predict(
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
+    check_models(model, is_exported_program)
+    check_ghn_source(ghn, GHN)
+    for flag, value in (("predict_classifier", predict_classifier), ("strict", strict), ("dry_run", dry_run)):
+        check_flag(flag, value)
+    check_flag("predict_frozen", predict_frozen)
+    check_input_size(input_size)
+    check_example_inputs(example_inputs)
+    check_example_kwargs(example_kwargs)
+    check_generator(generator)
+    check_choice("tracer", tracer, TRACERS)
     sources = list(model) if isinstance(model, (list, tuple)) else [model]
     models = [program_module(m) if is_exported_program(m) else m for m in sources]
-    for m in models:
-        if not isinstance(m, nn.Module):
-            raise TypeError(f"expected an nn.Module (or a list of them), got {type(m).__name__}")
     models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     if not dry_run:
         for m in models:

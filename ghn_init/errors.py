@@ -37,6 +37,7 @@ __all__ = [
     "HubFileNotFoundError",
     "CorruptDownloadError",
     "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "UnsupportedModelError",
 ]
 
@@ -256,3 +257,8 @@ class UnsupportedModelError(GHNInitError, ValueError):
         super().__init__(message)
         self.scheme = scheme
         self.model = model
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An :class:`InvalidArgumentError` for a value of the wrong type; also a ``TypeError``, so code that caught
+    the ``TypeError`` torch or Python raised before keeps working."""

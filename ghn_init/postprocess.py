@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .planning import module_tensor
 
 __all__ = [
@@ -185,7 +186,11 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
         if isinstance(spec, PostProcess):
             return spec
         if not isinstance(spec, str):
-            raise TypeError(f"post-processing must be a string or PostProcess, got {type(spec).__name__}")
+            raise InvalidArgumentTypeError(
+                f"postprocess must be a string ('orth+noise', 'none') or a PostProcess, got {type(spec).__name__}",
+                argument="postprocess",
+                value=spec,
+            )
         values: dict = {}
         for part in (p.strip().lower() for p in spec.split("+")):
             if part in ("none", ""):
@@ -206,12 +211,16 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
             else:
                 key, value = part, None
             if value is None:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"unknown post-processing {part!r} in {spec!r}; use 'none' or parts joined by '+': "
-                    f"{', '.join(POSTPROCESS_PARTS)} (e.g. 'orth+noise')"
+                    f"{', '.join(POSTPROCESS_PARTS)} (e.g. 'orth+noise')",
+                    argument="postprocess",
+                    value=spec,
                 )
             if key in values:
-                raise ValueError(f"post-processing {spec!r} names {part!r} twice")
+                raise InvalidArgumentError(
+                    f"post-processing {spec!r} names {part!r} twice", argument="postprocess", value=spec
+                )
             values[key] = value
         return cls(**values)
 

@@ -8,8 +8,9 @@ import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
 from ..constants import VIRTUAL_EDGE_CUTOFF
-from ..errors import TraceError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, TraceError
 from ..log import logger
+from ..validation import check_choice, check_example_inputs, check_example_kwargs, check_input_size
 from .autograd_trace import RawGraph, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, record_fx
@@ -183,15 +184,21 @@ def trace(
         >>> graph.tracer
         'autograd-meta'
     """
-    if tracer not in TRACERS:
-        raise ValueError(f"unknown tracer {tracer!r}; choose one of {', '.join(TRACERS)}")
+    check_choice("tracer", tracer, TRACERS)
+    check_input_size(input_size)
+    check_example_inputs(example_inputs)
+    check_example_kwargs(example_kwargs)
     if is_exported_program(model):
         return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        raise InvalidArgumentTypeError(
+            f"model must be a torch.nn.Module, got {type(model).__name__}", argument="model", value=model
+        )
     model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
     if not any(True for _ in model.parameters()):
-        raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialize")
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has no parameters: there is nothing to initialize", argument="model", value=model
+        )
     lazy = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
     if lazy:
         raise TraceError(

@@ -152,9 +152,12 @@ def default_inputs(model: nn.Module, input_size: Sequence[int], batch: int = 2) 
         batch: the batch size.
 
     Returns:
-        A tuple of CPU float32 tensors of shape ``(batch, *input_size)`` (two for RAFT's ``(image1, image2)``).
+        A tuple of float32 meta tensors of shape ``(batch, *input_size)`` (two for RAFT's ``(image1, image2)``);
+        :func:`prepare` makes them real zeros where a recording needs real values.
     """
-    return tuple(torch.zeros(batch, *input_size) for _ in range(_required_positional(model)))
+    # On the meta device: recording on meta tensors needs no storage, so a huge size costs nothing there;
+    # :func:`prepare` allocates real zeros only for a recording that runs a real forward.
+    return tuple(torch.zeros(batch, *input_size, device="meta") for _ in range(_required_positional(model)))
 
 
 def _map_tensors(obj: Any, fn: Any) -> Any:
@@ -189,6 +192,8 @@ def prepare(args: Sequence[Any], kwargs: dict[str, Any], device: torch.device) -
         dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
         if device.type == "meta":
             return torch.empty(t.shape, dtype=dtype, device="meta")
+        if t.is_meta:  # a default input (zeros) recorded with a real forward
+            return torch.zeros(t.shape, dtype=dtype, device=device)
         return t.detach().to(device=device, dtype=dtype, copy=True)
 
     return tuple(_map_tensors(tuple(args), convert)), _map_tensors(dict(kwargs), convert)

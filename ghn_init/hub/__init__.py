@@ -17,9 +17,10 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..constants import CONFIG_NAME
-from ..errors import ConfigError, UnknownGHNError
+from ..errors import ConfigError, InvalidArgumentError, UnknownGHNError
 from ..log import logger
 from ..networks import GHN
+from ..validation import check_flag, check_ghn_source, check_revision
 from .checkpoints import CheckpointError, check_sha256, load_file, parse_sha256, source_files, weights_file
 from .copies import discard_copies, inference_copy, parse_device
 from .download import (
@@ -169,9 +170,14 @@ def load_ghn(
         >>> ghn_init.load_ghn("bundled", device="meta").embed.weight.is_meta  # a copy: ghn stays on the CPU
         True
     """
+    check_ghn_source(source, GHN, "source")
+    check_revision(revision)
+    check_flag("local_files_only", local_files_only)
     if isinstance(source, GHN):
         if sha256 is not None:
-            raise ValueError("sha256= checks a file; it does not apply to a GHN instance")
+            raise InvalidArgumentError(
+                "sha256= checks a file; it does not apply to a GHN instance", argument="sha256", value=sha256
+            )
         return _on_device(source, device)
     expected = None if sha256 is None else parse_sha256(sha256)
     hub = _HubOptions(local_files_only, cache_dir, token)

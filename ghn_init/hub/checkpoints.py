@@ -11,7 +11,7 @@ import torch
 
 from ..atomic import save_file_atomic
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InvalidArgumentError, InvalidArgumentTypeError
 from ..networks import GHN, GHNConfig
 from ..networks.config import json_repr
 from .download import file_sha256
@@ -102,9 +102,15 @@ def parse_sha256(text: str) -> str:
         >>> parse_sha256(" " + "AB" * 32) == "ab" * 32
         True
     """
+    if not isinstance(text, str):
+        raise InvalidArgumentTypeError(
+            f"sha256 must be a string of 64 hexadecimal digits, got {type(text).__name__}",
+            argument="sha256",
+            value=text,
+        )
     digest = text.strip().lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {text!r}")
+        raise InvalidArgumentError(f"sha256 must be 64 hexadecimal digits, got {text!r}", argument="sha256", value=text)
     return digest
 
 

@@ -22,6 +22,7 @@ from typing import Union
 
 import torch
 
+from ..errors import InvalidArgumentError
 from ..log import logger
 from ..networks import GHN, GHNConfig
 
@@ -65,11 +66,19 @@ def parse_device(device: Union[str, torch.device]) -> torch.device:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e})") from None
+        raise InvalidArgumentError(
+            f"device={device!r} is not a torch device ({e}); pass e.g. 'cpu' or 'cuda:0'",
+            argument="device",
+            value=device,
+        ) from None
     backend = getattr(torch, parsed.type, None)
     is_available = getattr(backend, "is_available", None)
     if parsed.type not in ("cpu", "meta") and callable(is_available) and not is_available():
-        raise ValueError(f"device={device!r}: this machine (or this torch build) has no {parsed.type} device")
+        raise InvalidArgumentError(
+            f"device={device!r}: this machine (or this torch build) has no {parsed.type} device; pass 'cpu'",
+            argument="device",
+            value=device,
+        )
     if parsed.type == "cuda":
         index = torch.cuda.current_device() if parsed.index is None else parsed.index
         if index >= torch.cuda.device_count():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..constants import HF_SCHEME, WEIGHTS_NAME
-from ..errors import CorruptDownloadError, HubDownloadError, HubFileNotFoundError
+from ..errors import CorruptDownloadError, HubDownloadError, HubFileNotFoundError, InvalidArgumentError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -48,15 +48,19 @@ class HubFile:
 def parse_hf_url(url: str) -> HubFile:
     """``hf://owner/repo/path/in/repo[@revision]`` -> :class:`HubFile`. A bare repo means its ``model.safetensors``."""
     if not url.startswith(HF_SCHEME):
-        raise ValueError(f"not a Hub URL: {url!r}; expected hf://owner/repo/path/in/repo[@revision]")
+        raise InvalidArgumentError(
+            f"not a Hub URL: {url!r}; expected hf://owner/repo/path/in/repo[@revision]", argument="source", value=url
+        )
     body, revision = url[len(HF_SCHEME) :], "main"
     if "@" in body:
         body, revision = body.rsplit("@", 1)
     parts = [p for p in body.split("/") if p]
     if len(parts) < 2 or not revision:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cannot read {url!r}: expected hf://owner/repo/path/in/repo[@revision], "
-            "e.g. hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt or hf://owner/repo@v1 for a converted GHN"
+            "e.g. hf://SamsungSAILMontreal/ghn3/ghn3tm8.pt or hf://owner/repo@v1 for a converted GHN",
+            argument="source",
+            value=url,
         )
     filename = "/".join(parts[2:]) or WEIGHTS_NAME
     return HubFile(f"{parts[0]}/{parts[1]}", filename, revision)

@@ -1,0 +1,173 @@
+"""Argument checks of the public entry points (``apply``, ``predict``, ``write``, ``trace``, ``load_ghn``).
+
+Each check takes the argument's name and value and raises :class:`~ghn_init.errors.InvalidArgumentError` (or
+:class:`~ghn_init.errors.InvalidArgumentTypeError`, also a ``TypeError``, for a value of the wrong type) with
+one line that names the argument, what was given and what to pass. The entry points call them before doing
+any work, so a bad argument never reaches torch, where it would fail later with an untyped error (``apply([])``
+was an ``IndexError``, ``input_size=(3, -1, 5)`` a ``RuntimeError`` from ``torch.zeros``).
+
+Example:
+    >>> try:
+    ...     check_input_size((3, -1, 5))
+    ... except InvalidArgumentError as e:
+    ...     print(e.argument, e.value)
+    input_size (3, -1, 5)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = [
+    "check_flag",
+    "check_models",
+    "check_ghn_source",
+    "check_input_size",
+    "check_generator",
+    "check_example_inputs",
+    "check_example_kwargs",
+    "check_choice",
+    "check_revision",
+]
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_flag(name: str, value: Any) -> None:
+    """``value`` is a bool (``strict="yes"`` would otherwise count as true)."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentTypeError(
+            f"{name} must be True or False, got {_shown(value)}", argument=name, value=value
+        )
+
+
+def check_models(model: Any, is_program: Any) -> None:
+    """``model`` is an ``nn.Module``, an ExportedProgram, or a non-empty list/tuple of them."""
+    if isinstance(model, (list, tuple)):
+        if not model:
+            raise InvalidArgumentError(
+                "model is an empty list; pass an nn.Module or a non-empty list of them", argument="model", value=model
+            )
+        items = list(model)
+    else:
+        items = [model]
+    for m in items:
+        if not (isinstance(m, nn.Module) or is_program(m)):
+            raise InvalidArgumentTypeError(
+                f"model must be a torch.nn.Module (or a list of them), got {type(m).__name__}; build it first, "
+                "e.g. torchvision.models.get_model(name) or ghn_init.models.create_model(name)",
+                argument="model",
+                value=m,
+            )
+
+
+def check_ghn_source(value: Any, ghn_type: type, name: str = "ghn") -> None:
+    """``ghn`` / ``source`` is None, a loaded GHN, a non-empty string or a path."""
+    if value is None or isinstance(value, ghn_type):
+        return
+    if isinstance(value, (str, os.PathLike)):
+        if not os.fspath(value).strip():
+            raise InvalidArgumentError(
+                "the GHN source is an empty string; pass 'bundled', a registry name (ghn_init.list_ghns()), a "
+                "path or hf://owner/repo/file, or None for the default GHN",
+                argument=name,
+                value=value,
+            )
+        return
+    raise InvalidArgumentTypeError(
+        f"{name} must be a GHN source (a registry name, 'bundled', a path, hf://...) or a loaded GHN, got "
+        f"{type(value).__name__} {_shown(value)}",
+        argument=name,
+        value=value,
+    )
+
+
+def check_input_size(value: Optional[Sequence[int]], name: str = "input_size") -> None:
+    """``input_size`` is None or a non-empty sequence of positive ints: ``(C, H, W)``, ``(C, T, H, W)`` for video,
+    ``(C, L)`` or ``(F,)``."""
+    if value is None:
+        return
+    ok = (
+        isinstance(value, (tuple, list, torch.Size))
+        and len(value) >= 1
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise InvalidArgumentError(
+            f"{name} must be (C, H, W) of positive ints, e.g. (3, 224, 224); got {_shown(value)}",
+            argument=name,
+            value=value,
+        )
+
+
+def check_generator(value: Any) -> None:
+    """``generator`` is None or a CPU ``torch.Generator``."""
+    if value is None:
+        return
+    if not isinstance(value, torch.Generator):
+        raise InvalidArgumentTypeError(
+            f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0), got {_shown(value)}",
+            argument="generator",
+            value=value,
+        )
+    if value.device.type != "cpu":
+        raise InvalidArgumentError(
+            f"generator must be a CPU torch.Generator (draws are made on the CPU, then moved), got one on "
+            f"{value.device}",
+            argument="generator",
+            value=value,
+        )
+
+
+def check_example_inputs(value: Any) -> None:
+    """``example_inputs`` is None, a tensor or a tuple/list of positional arguments."""
+    if value is None or isinstance(value, (tuple, list, torch.Tensor)):
+        return
+    raise InvalidArgumentTypeError(
+        f"example_inputs must be a tuple of the forward's positional arguments, e.g. (x,), got "
+        f"{type(value).__name__} {_shown(value)}",
+        argument="example_inputs",
+        value=value,
+    )
+
+
+def check_example_kwargs(value: Any) -> None:
+    """``example_kwargs`` is None or a mapping of keyword names to values."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidArgumentTypeError(
+            f"example_kwargs must be a dict of the forward's keyword arguments, e.g. {{'pixel_values': x}}, got "
+            f"{type(value).__name__} {_shown(value)}",
+            argument="example_kwargs",
+            value=value,
+        )
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in choices:
+        raise InvalidArgumentError(
+            f"unknown {name} {_shown(value)}; choose one of {', '.join(choices)}", argument=name, value=value
+        )
+
+
+def check_revision(value: Any) -> None:
+    """``revision`` is None or a non-empty string (a branch, tag or commit hash)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentTypeError(
+            f"revision must be a branch, tag or commit hash (a non-empty string), got {_shown(value)}",
+            argument="revision",
+            value=value,
+        )
