@@ -149,3 +149,29 @@ def test_an_impossible_bytearray_length_fails_cleanly_without_stray_output(tmp_p
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["UnpicklingError"] * 20, done
     assert done.stderr == "", done.stderr
+
+
+def test_unsafe_messages_never_advise_unsafe_loading_and_nested_payloads_are_unsafe(tmp_path: Path) -> None:
+    # torch's refusal text advises weights_only=False (running the file's code) and spans several lines; a payload
+    # nested in torch.storage._load_from_bytes was reported as a truncated or corrupted file.
+    import io
+
+    archive = tmp_path / "evil.pt"
+    torch.save({"w": WritesFileWithShell(tmp_path / "ran")}, archive)
+    inner = io.BytesIO()
+    torch.save(WritesFileWithShell(tmp_path / "ran"), inner)
+
+    class Nested:
+        def __reduce__(self):
+            return (torch.storage._load_from_bytes, (inner.getvalue(),))
+
+    nested = tmp_path / "nested.pkl"
+    nested.write_bytes(pickle.dumps({"w": Nested()}, protocol=4))
+    for path in (archive, nested):
+        for load in (load_pickle, load_ghn):
+            with pytest.raises(UnsafeCheckpointError) as e:
+                load(path)
+            text = str(e.value)
+            assert "weights_only" not in text and "\n" not in text, text
+            assert "system" in text and str(path) in text and "nothing from the file was run" in text
+    assert not (tmp_path / "ran").exists()

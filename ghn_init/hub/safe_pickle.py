@@ -14,16 +14,48 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
 from ..errors import UnsafeCheckpointError
 
+SAFE_ADVICE = (
+    "nothing from the file was run; only tensors and plain containers are read. If you trust the file, load it "
+    "with the code that wrote it, save its state dict with safetensors and load that"
+)
+
+
+def torch_refusal(error: BaseException) -> Optional[str]:
+    """The one-line reason inside an error of torch's weights-only loader that refused an unsafe object, or None.
+
+    torch's message spans several lines and advises ``weights_only=False`` (running the file's code); only its
+    "unsupported GLOBAL ..." line is kept, so no message of ours passes that advice on.
+
+    Example:
+        >>> torch_refusal(pickle.UnpicklingError("Weights only load failed. ...\n\nTrying to load unsupported "
+        ...               "GLOBAL posix.system whose module posix is blocked.\n\nCheck the documentation"))
+        'Trying to load unsupported GLOBAL posix.system whose module posix is blocked.'
+    """
+    lines = [line.strip() for line in str(error).splitlines()]
+    found = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line]
+    return found[0] if found else None
+
+
+def _unsafe(where: Any, error: BaseException, path: Any = None) -> UnsafeCheckpointError:
+    reason = (torch_refusal(error) or "it names objects that are not tensors or plain containers").rstrip(".")
+    return UnsafeCheckpointError(f"refusing to load {where}: {reason}; {SAFE_ADVICE}", path=path)
+
 
 def _storage_from_bytes(data: bytes) -> Any:
-    # The bytes are a nested torch.save of one storage; torch's own weights-only loader reads it.
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    # The bytes are a nested torch.save of one storage; torch's own weights-only loader reads it. A payload
+    # hidden in them is refused as unsafe, not reported as a corrupted file.
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        if torch_refusal(e) is not None:
+            raise _unsafe("a tensor record nested in the checkpoint (torch.storage._load_from_bytes)", e) from None
+        raise
 
 
 _ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
@@ -53,11 +85,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return getattr(torch, name)
         found = _ALLOWED.get((module, name))
         if found is None:
-            raise UnsafeCheckpointError(
-                f"refusing to load {module}.{name} from a checkpoint: only tensors and plain containers "
-                "are read. If you trust this file, convert it once with the code that wrote it "
-                "(e.g. save its state dict with safetensors) and load the result."
-            )
+            raise UnsafeCheckpointError(f"refusing to load {module}.{name} from a checkpoint; {SAFE_ADVICE}")
         return found
 
     def persistent_load(self, pid: Any) -> Any:
@@ -156,14 +184,18 @@ def load_pickle(path: PathLike) -> Any:
         _check_zip_records(path, size)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
+        except UnsafeCheckpointError:
+            raise
         except pickle.UnpicklingError as e:
-            raise UnsafeCheckpointError(f"{path}: {e}") from e
+            raise _unsafe(path, e, path) from None
     if head[:1] != PICKLE_PROTO:
         raise pickle.UnpicklingError(f"{path} is neither a torch.save archive nor a pickle (starts with {head!r})")
     with open(path, "rb") as f:
         try:
             obj = _RestrictedUnpickler(f).load()
-        except pickle.UnpicklingError:  # UnsafeCheckpointError included: nothing was run
+        except UnsafeCheckpointError as e:  # nothing was run; say which file
+            raise (e if e.path is not None else UnsafeCheckpointError(f"{path}: {e}", path=path)) from None
+        except pickle.UnpicklingError:
             raise
         except Exception as e:  # noqa: BLE001 - a corrupted stream fails in many ways: OverflowError, IndexError,
             # KeyError, MemoryError on an absurd length, RecursionError on deep nesting, ...
@@ -171,8 +203,10 @@ def load_pickle(path: PathLike) -> Any:
         if _looks_like_legacy_torch_save(obj):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
+            except UnsafeCheckpointError:
+                raise
             except pickle.UnpicklingError as e:
-                raise UnsafeCheckpointError(f"{path}: {e}") from e
+                raise _unsafe(path, e, path) from None
     return obj
 
 
