@@ -239,3 +239,17 @@ def test_random_bytes_after_a_pickle_header_give_a_checkpoint_error(tmp_path) ->
             root = root.__cause__
         kinds.add(type(root).__name__)
     assert len(kinds) > 1  # the streams really do fail in different ways
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int32])
+def test_a_checkpoint_in_a_dtype_a_ghn_cannot_run_in_is_refused_at_load(tmp_path: Path, dtype: torch.dtype) -> None:
+    # float8 weights loaded, then apply failed with an untyped NotImplementedError.
+    from safetensors.torch import load_file as load_tensors
+    from safetensors.torch import save_file
+
+    folder = save_folder(tiny_ghn(), tmp_path / "ghn")
+    state = {k: v.to(dtype) for k, v in load_tensors(str(folder / "model.safetensors")).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"dtype a GHN cannot run in .*{str(dtype).split('.')[-1]}") as e:
+        ghn_init.load_ghn(folder)
+    assert "\n" not in str(e.value) and "model.safetensors" in str(e.value)

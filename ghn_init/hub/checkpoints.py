@@ -24,12 +24,28 @@ MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 
 
 
-def ghn_from_state_dict(state_dict: Mapping[str, torch.Tensor], config: Optional[GHNConfig] = None) -> GHN:
+# dtypes a GHN's weights can be loaded and run in; float8 loads but fails in apply (no float8 matmul on CPU)
+SUPPORTED_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+
+
+def ghn_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: Optional[GHNConfig] = None, origin: Optional[Any] = None
+) -> GHN:
     """Instantiate the GHN that ``state_dict`` belongs to (config inferred if not given) and load it.
 
     Raises:
-        CheckpointError: the tensors are not those of a GHN (or not of one with ``config``).
+        CheckpointError: the tensors are not those of a GHN (or not of one with ``config``), or some are of a dtype
+            a GHN cannot run in (float8, integers, complex: refused here, not later in ``apply``).
     """
+    unsupported = {k: v.dtype for k, v in state_dict.items() if v.dtype not in SUPPORTED_DTYPES}
+    if unsupported:
+        name, dtype = next(iter(unsupported.items()))
+        where = f"{origin}: " if origin is not None else ""
+        raise CheckpointError(
+            f"{where}{len(unsupported)} GHN tensors have a dtype a GHN cannot run in (e.g. {name}: {dtype}); "
+            "convert the checkpoint to float32, float16 or bfloat16 with the code that wrote it",
+            path=origin,
+        )
     if config is None:
         try:
             config = GHNConfig.infer(state_dict)
@@ -66,7 +82,7 @@ def _from_pickle_payload(obj: Any, origin: str) -> GHN:
         state_dict, config = obj, None  # GHN-3 Hub files: a bare state dict
     else:
         raise CheckpointError(f"{origin}: expected a GHN state dict, found {type(obj).__name__}", path=origin)
-    ghn = ghn_from_state_dict(state_dict, config)
+    ghn = ghn_from_state_dict(state_dict, config, origin=origin)
     ghn.config.extra.setdefault("source", origin)
     return ghn
 
@@ -259,4 +275,4 @@ def load_safetensors(weights: Path, config_file: Path) -> GHN:
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise CheckpointError(f"{weights} is not a valid safetensors file ({e}); delete it and fetch it again") from e
     config = read_config(config_file) if config_file.exists() else None
-    return ghn_from_state_dict(state_dict, config)
+    return ghn_from_state_dict(state_dict, config, origin=weights)
