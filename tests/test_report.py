@@ -173,3 +173,16 @@ def test_the_report_accounts_for_every_parameter_once() -> None:
     assert set(report.left_alone) == {"1.weight", "1.bias"}
     assert "outside the GHN vocabulary" in report.left_alone["1.weight"]
     assert report.numel_total == sum(p.numel() for p in model.parameters())
+
+
+def test_a_ghn_from_a_local_folder_is_reported_by_its_path(tmp_path) -> None:
+    # It was reported as "ghn3" (its kind), which says nothing about which GHN wrote the model.
+    import torchvision
+
+    from ghn_init.hub.checkpoints import save_folder
+
+    from .conftest import tiny_ghn
+
+    folder = save_folder(tiny_ghn(), tmp_path / "my-ghn")
+    report = ghn_init.apply(torchvision.models.resnet18(num_classes=10), str(folder), postprocess="none")
+    assert report.ghn == str(folder.resolve()) and str(folder.resolve()) in str(report)
