@@ -171,3 +171,33 @@ def check_revision(value: Any) -> None:
             argument="revision",
             value=value,
         )
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """``value`` is an int >= 1 (``steps``, ``batch_size``, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(
+            f"{name} must be a positive whole number, got {_shown(value)}", argument=name, value=value
+        )
+
+
+def check_finite(name: str, value: Any, *, positive: bool = True) -> None:
+    """``value`` is a finite number, > 0 with ``positive`` (else >= 0): ``lr=nan`` trained and wrote NaN results."""
+    import math
+
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        what = "a finite number > 0" if positive else "a finite number >= 0"
+        raise InvalidArgumentError(f"{name} must be {what}, got {_shown(value)}", argument=name, value=value)
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range (a larger one failed with "Overflow when unpacking long long")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """``value`` is an int seed torch accepts: 0 <= seed <= 2**63 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number from 0 to 2**63 - 1, got {_shown(value)}", argument=name, value=value
+        )

@@ -92,6 +92,11 @@ def bad_invocations(tmp: Path) -> list[list[str]]:
         ["apply", "resnet18", "--input-size", "3", "224"],
         ["apply", "resnet18", "--input-size", "3", "0", "224"],
         ["apply", "resnet18", "--seed", "x"],
+        ["apply", "resnet18", "--seed", "9" * 23],  # was "Overflow when unpacking long long"
+        ["compare", "--models", "resnet18", "--inits", "default", "--lr", "nan", "--out", str(tmp / "lr")],  # exit 0
+        ["compare", "--models", "resnet18", "--inits", "default", "--seeds", "9" * 23, "--out", str(tmp / "sd")],
+        ["compare", "--models", "resnet18", "--inits", "default", "--weight-decay", "-1", "--out", str(tmp / "wd")],
+        ["compare", "--models", "resnet18", "--inits", "default", "--steps", "0", "--out", str(tmp / "st")],
         ["trace", "no_such_model"],
         ["trace", "timm/no_such_model"],
         ["convert"],

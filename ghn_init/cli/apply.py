@@ -75,6 +75,9 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
     if "in_chans" in kwargs and not args.model.startswith(TIMM_PREFIX):
         raise ValueError("--in-chans / in_chans applies to timm models (timm/NAME) only")
     if args.seed is not None:
+        from ..validation import check_seed
+
+        check_seed("--seed", args.seed)
         torch.manual_seed(args.seed)
     try:
         model = create_model(args.model, **kwargs)

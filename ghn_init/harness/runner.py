@@ -12,9 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import InvalidArgumentError
 from ..recalibrate import recalibrate_bn
 from ..report import Report
 from ..schemes import SchemeReport
+from ..validation import check_finite, check_positive_int, check_seed
 from .data import Data, get_batch, load_data, per_class_subset
 from .models import ModelSpec, build_model
 from .results import RECIPE_KEYS, Failure, Results, Run
@@ -170,14 +172,19 @@ def compare(
     """
     model_specs = [m for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
     if not model_specs:
-        raise ValueError("no model given; e.g. resnet18,mobilenet_v3_small")
+        raise InvalidArgumentError("no model given; e.g. resnet18,mobilenet_v3_small", argument="models", value=models)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
-        raise ValueError("no seed given")
-    if steps < 1 or batch_size < 1 or image_size < 1 or lr <= 0 or calibration_images < 1:
-        raise ValueError("steps, batch_size, image_size, calibration_images and lr must be positive")
-    if per_class is not None and per_class < 1:
-        raise ValueError(f"per_class must be a positive number of images per class, got {per_class}")
+        raise InvalidArgumentError("no seed given; e.g. seeds=(0, 1, 2)", argument="seeds", value=seeds)
+    for seed in seed_list:
+        check_seed("seeds", seed)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("image_size", image_size)):
+        check_positive_int(name, value)
+    check_positive_int("calibration_images", calibration_images)
+    check_finite("lr", lr)
+    check_finite("weight_decay", weight_decay, positive=False)
+    if per_class is not None:
+        check_positive_int("per_class", per_class)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
