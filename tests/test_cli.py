@@ -156,10 +156,11 @@ def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture) -> None:
     assert all(flag in out for flag in ("--in-chans", "--input-size", "--model-kwargs", "--json", "--seed", "--save"))
 
 
-def test_the_installed_entry_point_prints_one_line_too() -> None:
+@pytest.mark.parametrize("module", ["ghn_init", "ghn_init.cli"])  # torchrun -m needs ghn_init.cli (had no __main__)
+def test_the_installed_entry_point_prints_one_line_too(module: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "ghn_init", "apply", "no_such_model"],
+        [sys.executable, "-m", module, "apply", "no_such_model"],
         capture_output=True,
         text=True,
         env=env,

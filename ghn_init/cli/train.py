@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import typing
@@ -56,5 +57,6 @@ def _run(args: argparse.Namespace) -> int:
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "command"}
     config = TrainConfig(**settings, command=shlex.join(["ghn-init", *sys.argv[1:]]))
     folder = train(config)
-    print(f"exported the trained GHN to {folder}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one line is enough
+        print(f"exported the trained GHN to {folder}")
     return 0
