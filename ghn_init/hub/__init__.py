@@ -297,8 +297,14 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
     if path.exists():
         _no_revision(text, revision)
         path = path.resolve()
-        return _Resolved((str(path),), lambda: path, load_file, local=True)
+        return _Resolved((str(path),), lambda: path, lambda p: _named(load_file(p), str(path)), local=True)
     raise UnknownGHNError(_unknown_source_message(text), source=text)
+
+
+def _named(ghn: GHN, source: str) -> GHN:
+    """``ghn``, its config naming where it was loaded from (what reports show) unless it names itself."""
+    ghn.config.extra.setdefault("source", source)
+    return ghn
 
 
 def _bundled_dir() -> Path:

@@ -275,6 +275,4 @@ def load_safetensors(weights: Path, config_file: Path) -> GHN:
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise CheckpointError(f"{weights} is not a valid safetensors file ({e}); delete it and fetch it again") from e
     config = read_config(config_file) if config_file.exists() else None
-    ghn = ghn_from_state_dict(state_dict, config, origin=weights)
-    ghn.config.extra.setdefault("source", str(weights.parent))  # reports name a local GHN by its folder
-    return ghn
+    return ghn_from_state_dict(state_dict, config, origin=weights)
