@@ -97,6 +97,8 @@ def bad_invocations(tmp: Path) -> list[list[str]]:
         ["compare", "--models", "resnet18", "--inits", "default", "--seeds", "9" * 23, "--out", str(tmp / "sd")],
         ["compare", "--models", "resnet18", "--inits", "default", "--weight-decay", "-1", "--out", str(tmp / "wd")],
         ["compare", "--models", "resnet18", "--inits", "default", "--steps", "0", "--out", str(tmp / "st")],
+        ["train", str(tmp / "tr"), "--device", "tpu9", "--steps", "1"],  # exit 3 "internal error" before
+        ["compare", "--models", "resnet18", "--inits", "default", "--device", "tpu9", "--out", str(tmp / "dv")],
         ["trace", "no_such_model"],
         ["trace", "timm/no_such_model"],
         ["convert"],

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InvalidArgumentError
+from ..hub.copies import parse_device
 from ..recalibrate import recalibrate_bn
 from ..report import Report
 from ..schemes import SchemeReport
@@ -203,10 +204,10 @@ def compare(
         specs = [data]
     if not specs:
         raise ValueError("no data given; e.g. digits,shapes")
+    device = parse_device(device)  # a device this machine lacks fails here, not after the data is loaded
     datasets = [load_data(d, image_size, download=download) for d in specs]
     if len({d.name for d in datasets}) != len(datasets):
         raise ValueError(f"datasets must have different names, got {[d.name for d in datasets]}")
-    device = torch.device(device)
 
     config = {
         "models": [_model_name(m) for m in model_specs],

@@ -182,7 +182,9 @@ def _distributed_context() -> tuple[int, int, int]:
 def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    from ..hub.copies import parse_device
+
+    device = parse_device(name)  # InvalidArgumentError for a device this machine lacks ("tpu9", "cuda:7")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device
