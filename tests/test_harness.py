@@ -139,3 +139,15 @@ def test_shapes_data_is_built_in() -> None:
     data = ghn_init.harness.load_data("shapes", image_size=16)
     assert data.num_classes == 8 and len(data.train) == 1600 and data.train.tensors[0].shape[1:] == (3, 16, 16)
     assert isinstance(data.test, TensorDataset) and torch.bincount(data.test.tensors[1]).tolist() == [100] * 8
+
+
+def test_the_plot_smooths_the_loss_with_the_tables_window() -> None:
+    # The plot said "9-step mean" (a centered 9-step window) where the table used the 10 steps before a checkpoint.
+    import torch
+
+    from ghn_init.harness.render import trailing_mean
+
+    curve = torch.arange(1.0, 31.0).unsqueeze(0)
+    smooth = trailing_mean(curve, 10)
+    assert smooth[0, -1].item() == pytest.approx(curve[0, -10:].mean().item())
+    assert smooth[0, 0].item() == 1.0 and smooth[0, 3].item() == pytest.approx(2.5)

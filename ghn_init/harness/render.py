@@ -15,9 +15,29 @@ from typing import Any, Optional, Union
 __all__ = ["markdown", "leaderboard_markdown", "paired_markdown", "plot", "plot_ranks", "save"]
 
 
-def _pm(mean_sd: tuple[float, float], scale: float = 1.0, digits: int = 1) -> str:
+def trailing_mean(curves: Any, window: int) -> Any:
+    """Each step's mean over the ``window`` steps ending at it (fewer at the start), per row of ``curves``: the
+    smoothing the table's "loss @s" uses, so the plot and the table show the same numbers.
+
+    Example:
+        >>> import torch
+        >>> trailing_mean(torch.tensor([[1.0, 3.0, 5.0]]), 2).tolist()
+        [[1.0, 2.0, 4.0]]
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = curves.shape[1]
+    sums = torch.cumsum(F.pad(curves, (1, 0)), 1)
+    end = torch.arange(1, n + 1)
+    start = (end - window).clamp(min=0)
+    return (sums[:, end] - sums[:, start]) / (end - start)
+
+
+def _pm(mean_sd: tuple[float, float], scale: float = 1.0, digits: int = 1, spread: bool = True) -> str:
+    """``mean ± sd``; without ``spread`` (one seed has none: "± 0.0" would claim a measured zero) the mean alone."""
     m, s = mean_sd
-    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}" if spread else f"{scale * m:.{digits}f}"
 
 
 def _num(x: float, digits: int = 1, scale: float = 1.0, sign: bool = False) -> str:
@@ -78,6 +98,7 @@ def markdown(results: Any, plot_file: Optional[str] = "curves.png", ranks_file: 
     rows = results.summary()
     steps = c["eval_at"]
     several = len(results.datasets) > 1
+    spread = len(c["seeds"]) > 1
     lines = [
         ("| data " if several else "")
         + "| model | init | "
@@ -89,8 +110,9 @@ def markdown(results: Any, plot_file: Optional[str] = "curves.png", ranks_file: 
         lines.append(
             (f"| {r['data']} " if several else "")
             + f"| {r['model']} | {r['scheme']} | "
-            + " | ".join(_pm(a, 100) for a in r["test_acc"])
-            + f" | {_pm(r['step0_loss'], digits=3)} | {_pm(r['train_loss'][-1], digits=3)} | {r['seconds'][0]:.0f} |"
+            + " | ".join(_pm(a, 100, spread=spread) for a in r["test_acc"])
+            + f" | {_pm(r['step0_loss'], digits=3, spread=spread)}"
+            + f" | {_pm(r['train_loss'][-1], digits=3, spread=spread)} | {r['seconds'][0]:.0f} |"
         )
     per_class = c.get("per_class")
     few = f"; training on {per_class} images per class (a subset per seed)" if per_class else ""
@@ -106,8 +128,12 @@ def markdown(results: Any, plot_file: Optional[str] = "curves.png", ranks_file: 
         )
         + f"; training loss at step s: mean of the {c['loss_window']} steps before it "
         "(@0: the first batch, before any update)",
-        f"- mean ± sample standard deviation over {len(c['seeds'])} seed(s); {c['threads']} CPU thread(s), "
-        f"torch {c['torch']}",
+        (
+            f"- mean ± sample standard deviation over {len(c['seeds'])} seeds"
+            if spread
+            else "- one seed: its values (no spread between seeds to show)"
+        )
+        + f"; {c['threads']} CPU thread(s), torch {c['torch']}",
         "",
     ]
     tail = ["", f"![training loss and test accuracy]({plot_file})", ""] if plot_file else [""]
@@ -151,17 +177,17 @@ def plot(results: Any, path: Union[str, os.PathLike]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-    import torch.nn.functional as F
 
     cells = [(d, m) for d in results.datasets for m in results.models if results.select(m, data=d)]
     fig, axes = plt.subplots(2, len(cells), figsize=(5 * len(cells), 7), squeeze=False)
+    window = int(results.config.get("loss_window", 10))  # the table's window, so plot and table agree
     for col, (data, model) in enumerate(cells):
         for scheme in results.schemes:
             runs = results.select(model, scheme, data)
             if not runs:
                 continue
             losses = torch.tensor([r.loss_curve for r in runs], dtype=torch.float32)
-            smooth = F.avg_pool1d(losses.unsqueeze(1), 9, stride=1, padding=4, count_include_pad=False).squeeze(1)
+            smooth = trailing_mean(losses, window)
             mean = smooth.mean(0)
             sd = smooth.std(0) if len(runs) > 1 else torch.zeros_like(mean)
             (line,) = axes[0, col].plot(mean.numpy(), label=scheme)
@@ -179,7 +205,7 @@ def plot(results: Any, path: Union[str, os.PathLike]) -> None:
                 color=line.get_color(),
             )
         title = f"{data}: {model}" if len(results.datasets) > 1 else model
-        axes[0, col].set(title=title, xlabel="step", ylabel="training loss (9-step mean)", yscale="log")
+        axes[0, col].set(title=title, xlabel="step", ylabel=f"training loss (mean of {window} steps)", yscale="log")
         axes[1, col].set(xlabel="step", ylabel="test accuracy (%)", ylim=(0, 100))
         axes[0, col].legend(fontsize=8)
         axes[1, col].legend(loc="lower right", fontsize=8)
