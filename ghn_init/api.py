@@ -219,8 +219,9 @@ def predict(
     """
     check_models(model, is_exported_program)
     check_ghn_source(ghn, GHN)
-    for flag, value in (("predict_classifier", predict_classifier), ("strict", strict), ("dry_run", dry_run)):
-        check_flag(flag, value)
+    check_flag("predict_classifier", predict_classifier)
+    check_flag("strict", strict)
+    check_flag("dry_run", dry_run)
     check_flag("predict_frozen", predict_frozen)
     check_input_size(input_size)
     check_example_inputs(example_inputs)

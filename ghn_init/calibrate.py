@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .recalibrate import recalibrate_bn
 from .schemes.base import input_batch
-from .schemes.lsuv import LAYERS, measuring
+from .schemes.lsuv import LAYERS, layer_outputs, measuring
 
 __all__ = ["calibrate", "calibrated_write", "fit_logit_scale"]
 
@@ -102,18 +102,7 @@ def calibrate(
     layers = [m for m in model.modules() if isinstance(m, LAYERS)]
     changes: dict[str, str] = {}
     with measuring(model):
-        order: list[nn.Module] = []
-
-        def record(module: nn.Module, args: Any, output: Any) -> None:
-            if module not in order:
-                order.append(module)
-
-        handles = [m.register_forward_hook(record) for m in layers]
-        try:
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        order = list(layer_outputs(model, x, layers, keep=False))  # call order
         linear = [m for m in order if isinstance(m, nn.Linear)]
         head = None
         if classifier is not None:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Mapping, Optional, Sequence
 
@@ -183,8 +184,6 @@ def check_positive_int(name: str, value: Any) -> None:
 
 def check_finite(name: str, value: Any, *, positive: bool = True) -> None:
     """``value`` is a finite number, > 0 with ``positive`` (else >= 0): ``lr=nan`` trained and wrote NaN results."""
-    import math
-
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > 0 if positive else value >= 0)
     if not ok:

@@ -43,15 +43,18 @@ def measuring(model: nn.Module) -> Iterator[None]:
 
 
 def layer_outputs(
-    model: nn.Module, x: torch.Tensor, layers: Optional[list[nn.Module]] = None
-) -> dict[nn.Module, torch.Tensor]:
-    """The first output of each conv/linear layer (or of ``layers``) in one forward pass, in call order."""
+    model: nn.Module, x: torch.Tensor, layers: Optional[list[nn.Module]] = None, *, keep: bool = True
+) -> dict[nn.Module, Optional[torch.Tensor]]:
+    """The first output of each conv/linear layer (or of ``layers``) in one forward pass, in call order.
+
+    With ``keep=False`` the values are None: the call order alone, without holding every layer's activations.
+    """
     targets = layers if layers is not None else [m for m in model.modules() if isinstance(m, LAYERS)]
-    seen: dict[nn.Module, torch.Tensor] = {}
+    seen: dict[nn.Module, Optional[torch.Tensor]] = {}
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         if module not in seen and isinstance(output, torch.Tensor):
-            seen[module] = output.detach()
+            seen[module] = output.detach() if keep else None
 
     handles = [m.register_forward_hook(hook) for m in targets]
     try:
@@ -129,7 +132,7 @@ def lsuv(
     report = SchemeReport("lsuv", type(model).__name__)
     names = {m: n for n, m in model.named_modules()}
     with measuring(model):
-        order = list(layer_outputs(model, x))  # call order
+        order = list(layer_outputs(model, x, keep=False))  # call order
         for m in model.modules():
             if isinstance(m, LAYERS) and m.weight.requires_grad:
                 nn.init.orthogonal_(m.weight, generator=generator)
