@@ -12,6 +12,7 @@ The pipeline behind ``apply`` is public, one stage per function:
 from .api import Prediction, apply, predict, write
 from .errors import (
     CheckpointError,
+    CheckpointNotFoundError,
     ConfigError,
     CorruptDownloadError,
     GHNInitError,
@@ -73,6 +74,7 @@ __all__ = [
     "PredictionError",
     "WriteError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigError",
     "UnsafeCheckpointError",
     "UnknownGHNError",

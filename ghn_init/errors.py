@@ -29,6 +29,7 @@ __all__ = [
     "PredictionError",
     "WriteError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigError",
     "UnsafeCheckpointError",
     "UnknownGHNError",
@@ -130,6 +131,26 @@ class CheckpointError(GHNInitError, ValueError):
     def __init__(self, message: str, *, path: Optional[Any] = None):
         super().__init__(message)
         self.path = path
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A local GHN source has no checkpoint where one is expected: nothing at the path, or a folder without
+    ``model.safetensors`` (e.g. ``load_ghn(".")``). Also a ``FileNotFoundError``, as it was before it was typed.
+
+    Attributes:
+        path: the file or folder looked at.
+
+    Example:
+        >>> import ghn_init
+        >>> try:
+        ...     ghn_init.load_ghn("docs")
+        ... except ghn_init.CheckpointNotFoundError as e:
+        ...     print(e.path.name)
+        docs
+    """
+
+    def __str__(self) -> str:  # OSError would otherwise print "[Errno ...]" forms for some argument shapes
+        return str(self.args[0]) if self.args else ""
 
 
 class ConfigError(CheckpointError):

@@ -395,7 +395,7 @@ def record(
     owners = owner_map(model)
     with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()
         if args is None:
-            args = (torch.zeros(2, *input_size),)
+            args = (torch.zeros(2, *input_size, device="meta"),)  # made real by prepare() only for a real forward
         call_args, call_kwargs = prepare(args, kwargs or {}, device)
         subs, back = _substitutes(model, meta)
         ran: set[int] = set()

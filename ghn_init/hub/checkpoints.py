@@ -11,7 +11,13 @@ import torch
 
 from ..atomic import save_file_atomic
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from ..errors import CheckpointError, ConfigError, InvalidArgumentError, InvalidArgumentTypeError
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+)
 from ..networks import GHN, GHNConfig
 from ..networks.config import json_repr
 from .download import file_sha256
@@ -167,7 +173,8 @@ def load_file(path: Union[str, Path]) -> GHN:
         The GHN, on the CPU, in eval mode.
 
     Raises:
-        FileNotFoundError: nothing at ``path``, or a folder without ``model.safetensors``.
+        CheckpointNotFoundError: nothing at ``path``, or a folder without ``model.safetensors`` (also a
+            ``FileNotFoundError``).
         CheckpointError: not a regular file, too large, truncated, corrupted or not a GHN.
         ConfigError: its ``config.json`` is invalid (``.field`` names the key).
         UnsafeCheckpointError: a pickle that names anything but tensors and containers.
@@ -181,7 +188,11 @@ def load_file(path: Union[str, Path]) -> GHN:
     if path.is_dir():
         weights, config_file = path / WEIGHTS_NAME, path / CONFIG_NAME
         if not weights.exists():
-            raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}; expected a folder written by `ghn-init convert`")
+            raise CheckpointNotFoundError(
+                f"{path} is a folder without {WEIGHTS_NAME}; pass a GHN checkpoint file or a folder written by "
+                "`ghn-init convert` or `ghn-init train`",
+                path=path,
+            )
         return load_safetensors(weights, config_file)
     check_regular_file(path)
     if path.suffix == ".safetensors":

@@ -107,13 +107,13 @@ def check_regular_file(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES, what: 
     memory; this refuses them before a byte is read.
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
+        CheckpointNotFoundError: nothing at ``path`` (also a ``FileNotFoundError``).
         CheckpointError: ``path`` is not a regular file, or is larger than ``max_bytes``.
     """
-    from ..errors import CheckpointError
+    from ..errors import CheckpointError, CheckpointNotFoundError
 
     if not path.exists():
-        raise FileNotFoundError(f"no GHN {what} at {path}")
+        raise CheckpointNotFoundError(f"no GHN {what} at {path}", path=path)
     if not path.is_file():
         message = f"{path} is not a regular file (a device, pipe or socket?); pass a GHN {what} file"
         raise CheckpointError(message, path=path)
