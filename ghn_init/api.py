@@ -259,6 +259,13 @@ def predict(
         )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
+    if any(t.is_meta for t in net.state_dict().values()):  # it failed in the GHN copy with NotImplementedError
+        raise InvalidArgumentError(
+            "the GHN's weights are on the meta device (e.g. load_ghn(..., device='meta')), so it cannot predict; "
+            "pass the GHN itself, load_ghn(source); a model on the meta device is fine with predict(..., dry_run=True)",
+            argument="ghn",
+            value="meta",
+        )
     loaded = time.perf_counter()
     pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
 

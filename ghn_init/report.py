@@ -198,6 +198,7 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
         for name, b in model.named_buffers():
             if b.is_meta or not b.is_floating_point() or b.numel() == 0:
                 continue
+            b = b if b.element_size() > 1 else b.float()  # torch has no isfinite or > for float8
             finite = torch.isfinite(b).all()
             positive = (b > 0).all() if name.rsplit(".", 1)[-1] == "running_var" else finite.new_ones(())
             names.setdefault(b.device, []).append(name)

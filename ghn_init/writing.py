@@ -95,7 +95,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                     f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name
                 ) from e
             prepared.append((name, target, data))
-            if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(data).all()):
+            finite = data if data.element_size() > 1 else data.float()  # torch has no isfinite for float8
+            if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(finite).all()):
                 not_finite.append(name)
     if not_finite:
         dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in prepared if n in set(not_finite)})

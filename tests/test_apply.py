@@ -357,3 +357,41 @@ def test_calibration_keeps_the_statistics_of_a_frozen_backbone(ghn3) -> None:
         assert torch.equal(model.state_dict()[name], before[name]), name
     assert not torch.equal(model.block[1].running_var, before["block.1.running_var"])
     assert "1 frozen layers kept theirs" in report.calibration["batchnorm"]
+
+
+def test_a_ghn_on_the_meta_device_is_refused_for_a_real_write(ghn3) -> None:
+    # apply(model, load_ghn(..., device="meta")) failed in the GHN copy with NotImplementedError.
+    meta = ghn_init.load_ghn(ghn3, device="meta")
+    model = SmallNet()
+    before = snapshot(model)
+    with pytest.raises(ghn_init.InvalidArgumentError, match="meta device") as e:
+        ghn_init.apply(model, meta, postprocess="none")
+    assert e.value.argument == "ghn"
+    assert_unchanged(model, before)
+    with pytest.raises(ghn_init.InvalidArgumentError, match="meta device"):  # it cannot run a dry run either
+        ghn_init.predict(model, meta, postprocess="none", dry_run=True)
+
+
+def test_a_float8_model_is_written_and_checked_for_overflow(ghn3) -> None:
+    # The overflow check called torch.isfinite on float8, which torch lacks: NotImplementedError.
+    model = SmallNet().to(torch.float8_e4m3fn)
+    report = ghn_init.apply(model, ghn3, postprocess="none")
+    assert report.fraction_predicted == 1.0 and model.head.weight.dtype == torch.float8_e4m3fn
+    assert torch.isfinite(model.head.weight.float()).all()
+
+
+class WithIndexParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.index = nn.Parameter(torch.arange(3), requires_grad=False)  # an integer parameter (a lookup table)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_an_integer_parameter_does_not_stop_the_meta_recorder() -> None:
+    # Its meta stand-in was made to require grad ("only Tensors of floating point dtype can require gradients"),
+    # so the model needed the fx fallback.
+    graph = ghn_init.trace(WithIndexParameter(), input_size=(3, 8, 8))
+    assert graph.tracer == "autograd-meta" and not graph.notes

@@ -188,7 +188,8 @@ def _substitutes(model: nn.Module, meta: bool) -> tuple[dict[int, torch.Tensor],
                     sub = t.detach()
                     sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub.clone()
                 if isinstance(t, nn.Parameter):
-                    sub.requires_grad_(True)
+                    if sub.is_floating_point() or sub.is_complex():  # an integer parameter cannot require grad
+                        sub.requires_grad_(True)
                     back[id(sub)] = id(t)
                 subs[id(t)] = sub
     return subs, back
