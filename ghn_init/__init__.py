@@ -26,6 +26,7 @@ from .errors import (
     UnknownGHNError,
     UnknownModelError,
     UnsafeCheckpointError,
+    UnsupportedDtypeError,
     UnsupportedModelError,
     WriteError,
 )
@@ -85,5 +86,6 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",
+    "UnsupportedDtypeError",
     "__version__",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "WriteError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "UnsupportedDtypeError",
     "ConfigError",
     "UnsafeCheckpointError",
     "UnknownGHNError",
@@ -151,6 +152,20 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
     def __str__(self) -> str:  # OSError would otherwise print "[Errno ...]" forms for some argument shapes
         return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedDtypeError(CheckpointError):
+    """A GHN's weights are of a dtype a GHN cannot run in (float8, integers, complex, bool), refused when it is
+    loaded (they loaded before and ``apply`` failed with ``NotImplementedError``).
+
+    Attributes:
+        path: the file, when known (None for a GHN instance).
+        dtypes: ``{tensor name: dtype}`` of the offending tensors, e.g. ``{"embed.weight": "float8_e4m3fn"}``.
+    """
+
+    def __init__(self, message: str, *, path: Optional[Any] = None, dtypes: Optional[dict] = None):
+        super().__init__(message, path=path)
+        self.dtypes = dict(dtypes or {})
 
 
 class ConfigError(CheckpointError):

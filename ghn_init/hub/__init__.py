@@ -21,7 +21,15 @@ from ..errors import CheckpointNotFoundError, ConfigError, InvalidArgumentError,
 from ..log import logger
 from ..networks import GHN
 from ..validation import check_flag, check_ghn_source, check_hub_options, check_revision
-from .checkpoints import CheckpointError, check_sha256, load_file, parse_sha256, source_files, weights_file
+from .checkpoints import (
+    CheckpointError,
+    check_dtypes,
+    check_sha256,
+    load_file,
+    parse_sha256,
+    source_files,
+    weights_file,
+)
 from .copies import discard_copies, inference_copy, parse_device
 from .download import (
     HF_SCHEME,
@@ -186,6 +194,7 @@ def load_ghn(
                     argument=name,
                     value=value,
                 )
+        check_dtypes(source.state_dict(), fix="cast it first, e.g. ghn.float()")  # e.g. ghn.to(torch.float8_e4m3fn)
         return _on_device(source, device)
     expected = None if sha256 is None else parse_sha256(sha256)
     hub = _HubOptions(local_files_only, cache_dir, token)
