@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -27,19 +28,30 @@ SAFE_ADVICE = (
 
 
 def torch_refusal(error: BaseException) -> Optional[str]:
-    """The one-line reason inside an error of torch's weights-only loader that refused an unsafe object, or None.
+    """What torch's weights-only loader refused, in our words, or None if ``error`` is not such a refusal.
 
-    torch's message spans several lines and advises ``weights_only=False`` (running the file's code); only its
-    "unsupported GLOBAL ..." line is kept, so no message of ours passes that advice on.
+    torch's message spans several lines and advises ``weights_only=False`` (running the file's code) or
+    ``torch.serialization.add_safe_globals`` (allowing the refused object); none of its text is passed on, only the
+    name of the refused global or pickle opcode, so no message of ours carries that advice.
 
     Example:
-        >>> torch_refusal(pickle.UnpicklingError("Weights only load failed. ...\n\nTrying to load unsupported "
-        ...               "GLOBAL posix.system whose module posix is blocked.\n\nCheck the documentation"))
-        'Trying to load unsupported GLOBAL posix.system whose module posix is blocked.'
+        >>> torch_refusal(pickle.UnpicklingError("Weights only load failed. Re-running with weights_only=False ... "
+        ...               "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."))
+        'it names posix.system, which is not a tensor or a plain container'
+        >>> torch_refusal(pickle.UnpicklingError("WeightsUnpickler error: Unsupported global: GLOBAL os.system was "
+        ...               "not an allowed global by default. Please use torch.serialization.add_safe_globals ..."))
+        'it names os.system, which is not a tensor or a plain container'
     """
-    lines = [line.strip() for line in str(error).splitlines()]
-    found = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line]
-    return found[0] if found else None
+    text = str(error)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:
+        return f"it names {found[1].rstrip('.')}, which is not a tensor or a plain container"
+    found = re.search(r"Unsupported operand\s+(\d+)", text)
+    if found:
+        return f"it uses pickle opcode {found[1]}, which tensors and plain containers do not need"
+    if re.search(r"unsupported|not an allowed", text, re.IGNORECASE):
+        return "it names objects that are not tensors or plain containers"
+    return None
 
 
 def _unsafe(where: Any, error: BaseException, path: Any = None) -> UnsafeCheckpointError:
