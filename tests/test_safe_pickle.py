@@ -225,3 +225,18 @@ def test_no_unsafe_advice_of_torch_reaches_a_message_and_every_nesting_is_unsafe
             assert not any(advice in text for advice in UNSAFE_ADVICE), (what, text)
             assert "\n" not in text and str(path) in text and named[what] in text, (what, text)
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_training_checkpoint_with_code_is_refused_in_our_words(tmp_path: Path) -> None:
+    # Resuming a run read checkpoint.pt with torch.load(weights_only=True): a refusal carried torch's advice to pass
+    # weights_only=False, and was an untyped UnpicklingError (the CLI's "internal error").
+    from ghn_init.hub.safe_pickle import load_weights_only
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"step": 1, "rng": WritesFileWithShell(tmp_path / "ran")}, path)
+    with pytest.raises(UnsafeCheckpointError) as e:
+        load_weights_only(path)
+    assert not any(advice in str(e.value) for advice in UNSAFE_ADVICE) and "system" in str(e.value)
+    assert e.value.path == path and not (tmp_path / "ran").exists()
+    torch.save({"step": 1}, path)
+    assert load_weights_only(path) == {"step": 1}

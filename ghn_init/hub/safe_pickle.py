@@ -59,6 +59,27 @@ def _unsafe(where: Any, error: BaseException, path: Any = None) -> UnsafeCheckpo
     return UnsafeCheckpointError(f"refusing to load {where}: {reason}; {SAFE_ADVICE}", path=path)
 
 
+def load_weights_only(path: Any) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, a refusal raised as :class:`UnsafeCheckpointError` in our
+    words (torch's own text advises ``weights_only=False``, i.e. running the file's code).
+
+    Raises:
+        UnsafeCheckpointError: the file names objects torch's weights-only loader does not allow; nothing was run.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "state.pt"); torch.save({"step": 3}, f)
+        >>> load_weights_only(f)
+        {'step': 3}
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if torch_refusal(e) is not None:
+            raise _unsafe(path, e, path) from None
+        raise
+
+
 def _storage_from_bytes(data: bytes) -> Any:
     # The bytes are a nested torch.save of one storage; torch's own weights-only loader reads it. A payload
     # hidden in them is refused as unsafe, not reported as a corrupted file.
