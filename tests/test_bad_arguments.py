@@ -38,6 +38,8 @@ def load(source: Any = "bundled", **kwargs: Any) -> Callable[[nn.Module], Any]:
     return lambda m: ghn_init.load_ghn(source, **kwargs)
 
 
+X = torch.zeros(1, 3, 8, 8)
+
 CASES: list[tuple[str, Callable[[nn.Module], Any], str]] = [
     ("apply an empty list", lambda m: ghn_init.apply([], "bundled"), "model"),
     ("apply a string", lambda m: ghn_init.apply("resnet18", "bundled"), "model"),
@@ -71,6 +73,7 @@ CASES: list[tuple[str, Callable[[nn.Module], Any], str]] = [
     ("revision an int", load("hf://a/b/c.pt", revision=5), "revision"),
     ("local_files_only a string", load(local_files_only="yes"), "local_files_only"),
     # Found by a second sweep (each an untyped error, a silent no-op or a multi-line message before):
+    ("input_size and example_inputs", apply(input_size=(3, 8, 8), example_inputs=(X,)), "input_size"),
     ("input_size beyond torch's sizes", apply(input_size=(3, 10**30, 10**30)), "input_size"),
     ("post-processing noise < 0", apply(postprocess="noise=-1"), "postprocess"),
     ("post-processing noise nan", apply(postprocess="noise=nan"), "postprocess"),

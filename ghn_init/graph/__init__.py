@@ -214,6 +214,13 @@ def trace(
     check_example_inputs(example_inputs)
     check_example_kwargs(example_kwargs)
     check_positive_int("virtual_edge_cutoff", virtual_edge_cutoff)
+    if input_size is not None and (example_inputs is not None or example_kwargs is not None):
+        raise InvalidArgumentError(  # input_size was ignored without a word
+            "input_size is not used when example_inputs/example_kwargs are given (they fix the input); pass one of "
+            "them",
+            argument="input_size",
+            value=input_size,
+        )
     if is_exported_program(model):
         return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
