@@ -12,6 +12,7 @@ The pipeline behind ``apply`` is public, one stage per function:
 from .api import Prediction, apply, predict, write
 from .errors import (
     CheckpointError,
+    CheckpointNotFoundError,
     ConfigError,
     CorruptDownloadError,
     GHNInitError,
@@ -25,6 +26,7 @@ from .errors import (
     UnknownGHNError,
     UnknownModelError,
     UnsafeCheckpointError,
+    UnsupportedDtypeError,
     UnsupportedModelError,
     WriteError,
 )
@@ -73,6 +75,7 @@ __all__ = [
     "PredictionError",
     "WriteError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigError",
     "UnsafeCheckpointError",
     "UnknownGHNError",
@@ -83,5 +86,6 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",
+    "UnsupportedDtypeError",
     "__version__",
 ]

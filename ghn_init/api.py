@@ -91,6 +91,14 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
         >>> ghn_init.write([p])[0].fraction_predicted
         1.0
     """
+    if not isinstance(predictions, (list, tuple)):
+        one = isinstance(predictions, Prediction)
+        raise InvalidArgumentTypeError(
+            f"write() takes a list of predictions from ghn_init.predict(), got {type(predictions).__name__}"
+            + ("; pass [prediction] or call prediction.write()" if one else ""),
+            argument="predictions",
+            value=predictions,
+        )
     for p in predictions:
         if not isinstance(p, Prediction):
             raise InvalidArgumentTypeError(
@@ -128,21 +136,28 @@ def _frozen(result: Mapping[str, tuple[Slot, Any]]) -> set[str]:
     return frozen
 
 
-def _refuse_partly_meta(model: nn.Module) -> None:
-    """Refuse a model with some tensors on the meta device and some not: there is nothing to write the meta
-    ones into, and reporting them as predicted would be false (only the first parameter's device used to be read).
+def _refuse_meta(model: nn.Module) -> None:
+    """Refuse a model with tensors on the meta device, all of them or only some: there is nothing to write into,
+    and reporting them as predicted would be false (only the first parameter's device used to be read, so a
+    partly-meta model was reported as 100% predicted with nothing written).
     """
     named = [*model.named_parameters(), *model.named_buffers()]
     on_meta = [name for name, t in named if t.device.type == "meta"]
-    if on_meta and len(on_meta) < len(named):
-        shown = ", ".join(on_meta[:3]) + (f", ... (+{len(on_meta) - 3})" if len(on_meta) > 3 else "")
-        raise InvalidArgumentError(
-            f"{type(model).__name__} has {len(on_meta)} of its {len(named)} tensors on the meta device ({shown}), "
-            "so they have no storage to write into; materialize them first (e.g. model.to_empty(device='cpu') and "
-            "initialize, or load their values), or check a prediction without writing: predict(..., dry_run=True)",
-            argument="model",
-            value=on_meta,
-        )
+    if not on_meta:
+        return
+    shown = ", ".join(on_meta[:3]) + (f", ... (+{len(on_meta) - 3})" if len(on_meta) > 3 else "")
+    if len(on_meta) == len(named):
+        what = f"all {len(named)} tensors of {type(model).__name__} are on the meta device ({shown})"
+        fix = "materialize it first, e.g. model.to_empty(device='cpu'), then call again"
+    else:
+        what = f"{type(model).__name__} has {len(on_meta)} of its {len(named)} tensors on the meta device ({shown})"
+        fix = "materialize them first (e.g. model.to_empty(device='cpu') and initialize, or load their values)"
+    raise InvalidArgumentError(
+        f"{what}, so they have no storage to write into; {fix}, or check a prediction without writing: "
+        "predict(..., dry_run=True)",
+        argument="model",
+        value=on_meta,
+    )
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -208,8 +223,8 @@ def predict(
         TraceError: the model could not be recorded.
         StrictError: with ``strict=True``, some trainable tensors are not predicted (``.missing``).
         PredictionError: the GHN predicted non-finite values.
-        ValueError: the models are on different devices, or on the meta device without ``dry_run``
-            (:class:`InvalidArgumentError` when only some of a model's tensors are on the meta device).
+        InvalidArgumentError: a bad argument (named by ``.argument``); among them, models on different devices,
+            or a model with some or all of its tensors on the meta device without ``dry_run``.
 
     Example:
         >>> import ghn_init, torchvision
@@ -233,18 +248,25 @@ def predict(
     models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     if not dry_run:
         for m in models:
-            _refuse_partly_meta(m)
+            _refuse_meta(m)
     device = _model_device(models[0])
-    if any(_model_device(m) != device for m in models):
-        raise ValueError("all models passed to one call must be on the same device; move them with .to(device)")
-    if device.type == "meta" and not dry_run:
-        raise ValueError(
-            "the model's parameters are on the meta device (no storage to write into); "
-            "materialize it first, e.g. model.to_empty(device='cpu'), then call again "
-            "(or check a prediction without writing it: predict(..., dry_run=True))"
+    devices = [str(_model_device(m)) for m in models]
+    if any(d != str(device) for d in devices):
+        raise InvalidArgumentError(
+            f"the models passed to one call are on different devices ({', '.join(sorted(set(devices)))}); move "
+            "them to one with .to(device), or make one call per device",
+            argument="model",
+            value=devices,
         )
     start = time.perf_counter()
     net = load_ghn(ghn)  # a GHN instance is returned as is
+    if any(t.is_meta for t in net.state_dict().values()):  # it failed in the GHN copy with NotImplementedError
+        raise InvalidArgumentError(
+            "the GHN's weights are on the meta device (e.g. load_ghn(..., device='meta')), so it cannot predict; "
+            "pass the GHN itself, load_ghn(source); a model on the meta device is fine with predict(..., dry_run=True)",
+            argument="ghn",
+            value="meta",
+        )
     loaded = time.perf_counter()
     pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
 
@@ -397,6 +419,11 @@ def apply(
         >>> report.fraction_predicted
         1.0
     """
+    if data is not None:
+        from .calibrate import check_data
+
+        check_models(model, is_exported_program)
+        check_data(data)  # before the prediction: bad data costs nothing
     predictions = predict(
         model,
         ghn,

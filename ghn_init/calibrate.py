@@ -23,11 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import GHNInitError, InvalidArgumentError
 from .recalibrate import recalibrate_bn
 from .schemes.base import input_batch
 from .schemes.lsuv import LAYERS, layer_outputs, measuring
 
-__all__ = ["calibrate", "calibrated_write", "fit_logit_scale"]
+__all__ = ["calibrate", "calibrated_write", "check_data", "fit_logit_scale"]
 
 LOG_SCALE_RANGE = (-6.0, 3.0)  # the logit scale is searched in [e^-6, e^3]
 
@@ -145,10 +146,57 @@ def calibrate(
             _scale_layer(head, s)
             changes[head_name] = f"logit scale x{s:.3g}: cross-entropy {before:.3g} -> {after:.3g} on {len(x)} inputs"
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if norms:
+    # A frozen norm layer (its parameters require no grad and were not predicted: a frozen pretrained backbone)
+    # keeps its statistics too; they were re-estimated with the rest before.
+    frozen = [m for m in norms if wanted is not None and _frozen_norm(m, names[m], wanted)]
+    kept = {m: [t.clone() for t in m.buffers(recurse=False)] for m in frozen}
+    if len(frozen) < len(norms):
         recalibrate_bn(model, x, batch_size=batch_size)
-        changes["batchnorm"] = f"running statistics of {len(norms)} layers re-estimated on {len(x)} inputs"
+        for m, buffers in kept.items():
+            for t, old in zip(m.buffers(recurse=False), buffers, strict=True):
+                t.copy_(old)
+        n = len(norms) - len(frozen)
+        note = f" ({len(frozen)} frozen layers kept theirs)" if frozen else ""
+        changes["batchnorm"] = f"running statistics of {n} layers re-estimated on {len(x)} inputs{note}"
     return changes
+
+
+def _frozen_norm(module: nn.Module, name: str, predicted: set[str]) -> bool:
+    """Whether a norm layer belongs to a frozen part of the model: it has parameters, none requires grad and none
+    was predicted."""
+    params = list(module.named_parameters(recurse=False))
+    prefix = f"{name}." if name else ""
+    return bool(params) and all(not t.requires_grad and f"{prefix}{n}" not in predicted for n, t in params)
+
+
+def check_data(data: Any) -> None:
+    """Refuse calibration data that would corrupt the model or fail after the write: no inputs, non-finite inputs,
+    or labels that do not match the inputs.
+
+    Raises:
+        InvalidArgumentError: naming ``data``; nothing was written.
+    """
+    x, y = input_batch(data, 256)
+    if x.dim() == 0 or len(x) == 0:
+        raise InvalidArgumentError(
+            f"data holds no inputs (a batch of shape {tuple(x.shape)}); pass a few hundred training inputs",
+            argument="data",
+            value=tuple(x.shape),
+        )
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise InvalidArgumentError(
+            "data has non-finite inputs (NaN or inf): calibrating on them would write NaN statistics; clean the data "
+            "or pass data=None",
+            argument="data",
+            value="non-finite",
+        )
+    if y is not None and (y.dim() == 0 or len(y) != len(x)):
+        raise InvalidArgumentError(
+            f"data has {len(x)} inputs but labels of shape {tuple(y.shape)}; pass (inputs, labels) with one label "
+            "per input",
+            argument="data",
+            value=tuple(y.shape),
+        )
 
 
 def calibrated_write(predictions: Sequence[Any], data: Any) -> list[Any]:
@@ -160,7 +208,7 @@ def calibrated_write(predictions: Sequence[Any], data: Any) -> list[Any]:
     """
     from .api import write
 
-    input_batch(data, 1)  # bad data fails before anything is written
+    check_data(data)  # bad data fails before anything is written
     saved = [{k: v.detach().clone() for k, v in p.model.state_dict(keep_vars=True).items()} for p in predictions]
     reports = write(predictions)
     try:
@@ -169,11 +217,19 @@ def calibrated_write(predictions: Sequence[Any], data: Any) -> list[Any]:
             report.calibration = calibrate(
                 p.model, data, predicted=report.predicted, classifier=head[0] if head else None
             )
-    except BaseException:
+    except BaseException as e:
         with torch.no_grad():
             for p, state in zip(predictions, saved, strict=True):
                 current = p.model.state_dict(keep_vars=True)
                 for k, v in state.items():
                     current[k].copy_(v)
+        if isinstance(e, Exception) and not isinstance(e, GHNInitError):  # the model's forward failed on data
+            first = (str(e).splitlines() or [""])[0][:200]
+            raise InvalidArgumentError(
+                f"the model could not run on data ({type(e).__name__}: {first}); nothing was written: pass inputs "
+                "the model's forward accepts",
+                argument="data",
+                value=type(e).__name__,
+            ) from e
         raise
     return reports

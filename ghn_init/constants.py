@@ -17,6 +17,11 @@ DEFAULT_IMAGE_SIDE = 224
 #: Inception-v3 expects 299 x 299 images.
 INCEPTION_IMAGE_SIDE = 299
 
+#: The most memory the zero inputs of a *real* forward pass (the recording fallback for models that cannot run on
+#: meta or fake tensors) may take; a larger input size is refused before anything is allocated (it was an
+#: out-of-memory error, or the process was killed). Recording on meta or fake tensors allocates nothing, at any size.
+MAX_REAL_INPUT_BYTES = 2**30
+
 #: Files of a GHN folder (written by ``ghn-init convert`` and by training, read by ``load_ghn``).
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -29,6 +29,8 @@ __all__ = [
     "PredictionError",
     "WriteError",
     "CheckpointError",
+    "CheckpointNotFoundError",
+    "UnsupportedDtypeError",
     "ConfigError",
     "UnsafeCheckpointError",
     "UnknownGHNError",
@@ -130,6 +132,40 @@ class CheckpointError(GHNInitError, ValueError):
     def __init__(self, message: str, *, path: Optional[Any] = None):
         super().__init__(message)
         self.path = path
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A local GHN source has no checkpoint where one is expected: nothing at the path, or a folder without
+    ``model.safetensors`` (e.g. ``load_ghn(".")``). Also a ``FileNotFoundError``, as it was before it was typed.
+
+    Attributes:
+        path: the file or folder looked at.
+
+    Example:
+        >>> import ghn_init
+        >>> try:
+        ...     ghn_init.load_ghn("docs")
+        ... except ghn_init.CheckpointNotFoundError as e:
+        ...     print(e.path.name)
+        docs
+    """
+
+    def __str__(self) -> str:  # OSError would otherwise print "[Errno ...]" forms for some argument shapes
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedDtypeError(CheckpointError):
+    """A GHN's weights are of a dtype a GHN cannot run in (float8, integers, complex, bool), refused when it is
+    loaded (they loaded before and ``apply`` failed with ``NotImplementedError``).
+
+    Attributes:
+        path: the file, when known (None for a GHN instance).
+        dtypes: ``{tensor name: dtype}`` of the offending tensors, e.g. ``{"embed.weight": "float8_e4m3fn"}``.
+    """
+
+    def __init__(self, message: str, *, path: Optional[Any] = None, dtypes: Optional[dict] = None):
+        super().__init__(message, path=path)
+        self.dtypes = dict(dtypes or {})
 
 
 class ConfigError(CheckpointError):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .graph.graph import Graph
 from .shapes import token_map_shape
+from .validation import check_max_shape, check_model
 
 
 def module_tensor(module: nn.Module, attr: str) -> Optional[torch.Tensor]:
@@ -193,6 +195,10 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
     Returns:
         A :class:`Plan`: the targets, and the shape told to the GHN for every node.
 
+    Raises:
+        InvalidArgumentError: ``graph`` is not a :class:`Graph` or was recorded from another model, ``model`` is
+            not an ``nn.Module``, or ``max_shape`` is not four positive ints (``.argument`` names which).
+
     Example:
         >>> import ghn_init, torch.nn as nn
         >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
@@ -200,6 +206,7 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
         >>> [t.slot.name for t in ghn_init.plan(graph, model, (64, 64, 16, 16)).targets]
         ['0.weight', '0.bias', '1.weight']
     """
+    _check_plan_arguments(graph, model, max_shape)
     slots = writable_slots(model)
     n = len(graph.nodes)
     targets: list[Target] = []
@@ -230,6 +237,30 @@ def plan(graph: Graph, model: nn.Module, max_shape: Sequence[int]) -> Plan:
                 bias = Slot(slot.module, slot.module_name, "bias", False, tuple(b.shape))
         targets.append(Target(i, slot, kind, shape, bias))
     return Plan(targets, shapes)
+
+
+def _check_plan_arguments(graph: Any, model: Any, max_shape: Any) -> None:
+    """``graph`` is a :class:`Graph` recorded from ``model`` (an ``nn.Module``), ``max_shape`` four positive ints.
+
+    A graph of another model matched no tensor, or the wrong ones, and planned nothing without a word.
+    """
+    if not isinstance(graph, Graph):
+        raise InvalidArgumentTypeError(
+            f"graph must be a Graph from ghn_init.trace(model), got {type(graph).__name__}",
+            argument="graph",
+            value=graph,
+        )
+    check_model(model)
+    check_max_shape(max_shape)
+    mine = {id(m) for m in model.modules()}
+    foreign = [n.name for n in graph.nodes if n.module is not None and id(n.module) not in mine]
+    if foreign:
+        raise InvalidArgumentError(
+            f"the graph was not recorded from this {type(model).__name__}: {len(foreign)} of its tensors ("
+            f"{', '.join(foreign[:3])}) belong to another model; pass the model given to ghn_init.trace()",
+            argument="graph",
+            value=foreign[:3],
+        )
 
 
 def decoding(

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 NOISE_BETA = 1e-5  # the published GHN-3 fine-tuning scripts' beta
-_NOISE = re.compile(r"^noise(?:=(?P<beta>[0-9.eE+-]+))?$")
+_NOISE = re.compile(r"^noise(?:=(?P<beta>.*))?$")
 
 
 # value steps that are plain switches: token -> PostProcess field
@@ -152,8 +152,12 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
     keep_norm: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.noise >= 0.0 and self.noise < float("inf")):
-            raise ValueError(f"post-processing noise must be a finite number >= 0, got {self.noise!r}")
+        if not (isinstance(self.noise, (int, float)) and self.noise >= 0.0 and self.noise < float("inf")):
+            raise InvalidArgumentError(
+                f"post-processing noise must be a finite number >= 0 (e.g. noise=1e-5), got {self.noise!r}",
+                argument="postprocess",
+                value=self.noise,
+            )
 
     @property
     def is_identity(self) -> bool:
@@ -201,9 +205,16 @@ drop_norms=False, drop_embeddings=False, balance_dc=False, detile=False, keep_no
             elif match:
                 key = "noise"
                 try:
-                    value = float(match["beta"]) if match["beta"] else NOISE_BETA
+                    value = float(match["beta"]) if match["beta"] is not None else NOISE_BETA
                 except ValueError:
-                    value = None
+                    value = float("nan")  # refused below with what to pass
+                if not 0.0 <= value < float("inf"):
+                    raise InvalidArgumentError(
+                        f"post-processing {part!r} in {spec!r}: noise's beta must be a finite number >= 0, e.g. "
+                        "noise=1e-5",
+                        argument="postprocess",
+                        value=spec,
+                    )
             elif part in _SWITCHES:
                 key, value = _SWITCHES[part], True
             elif part in _DROPS:

@@ -22,7 +22,9 @@ class Report:
 
     Attributes:
         model: the model's class name (a ``torch.compile``'d model is named after the model it wraps).
-        ghn: the GHN's name (registry name, path or Hub source; "fine-tuned from ..." where it applies).
+        ghn: the GHN's name (registry name, the path it was loaded from, or Hub source; "fine-tuned from ..." where
+            it applies).
+        ghn_kind: the GHN's architecture, ``"ghn2"`` or ``"ghn3"`` (``ghn`` names which GHN it is).
         tracer: how the graph was recorded (``autograd-meta``, ``fx`` or ``autograd-forward``).
         nodes: graph nodes.
         predicted: names of the tensors written.
@@ -50,6 +52,7 @@ class Report:
     suspect_buffers: dict[str, str] = field(default_factory=dict)
     postprocess: str = "none"  # what was done to the predictions before writing (see ghn_init.postprocess)
     calibration: dict[str, str] = field(default_factory=dict)  # apply(..., data=): layer -> what changed
+    ghn_kind: str = ""  # "ghn2" or "ghn3"
 
     @property
     def fraction_predicted(self) -> float:
@@ -79,7 +82,8 @@ class Report:
     def __str__(self) -> str:
         t = self.seconds
         lines = [
-            f"ghn-init: {self.model} <- {self.ghn}",
+            f"ghn-init: {self.model} <- {self.ghn}"
+            + (f" ({self.ghn_kind})" if self.ghn_kind and self.ghn_kind not in self.ghn else ""),
             f"  predicted  {len(self.predicted):5d} tensors  {self.numel_predicted:>13,d} / {self.numel_total:,d} "
             f"parameters ({100 * self.fraction_predicted:.1f}%)",
             f"  graph      {self.nodes:5d} nodes    tracer: {self.tracer}",
@@ -198,6 +202,7 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
         for name, b in model.named_buffers():
             if b.is_meta or not b.is_floating_point() or b.numel() == 0:
                 continue
+            b = b if b.element_size() > 1 else b.float()  # torch has no isfinite or > for float8
             finite = torch.isfinite(b).all()
             positive = (b > 0).all() if name.rsplit(".", 1)[-1] == "running_var" else finite.new_ones(())
             names.setdefault(b.device, []).append(name)
@@ -245,6 +250,7 @@ def build_report(
     rep = Report(
         model=model_name(model),
         ghn=ghn_name(ghn),
+        ghn_kind=ghn.config.kind,
         tracer=graph.tracer,
         nodes=len(graph.nodes),
         seconds=dict(seconds),

@@ -35,6 +35,12 @@ __all__ = [
     "check_example_kwargs",
     "check_choice",
     "check_revision",
+    "check_model",
+    "check_max_shape",
+    "check_positive_int",
+    "check_finite",
+    "check_seed",
+    "check_hub_options",
 ]
 
 
@@ -108,6 +114,16 @@ def check_input_size(value: Optional[Sequence[int]], name: str = "input_size") -
             argument=name,
             value=value,
         )
+    if math.prod(value) > MAX_SAMPLE_ELEMENTS:  # torch cannot even describe the batch: an overflow error, untyped
+        raise InvalidArgumentError(
+            f"{name} {_shown(value)} has more elements per sample than torch can index (2**62); pass the size "
+            "the model is meant for, e.g. (3, 224, 224)",
+            argument=name,
+            value=value,
+        )
+
+
+MAX_SAMPLE_ELEMENTS = 2**62  # a batch of 2 samples must stay within torch's int64 sizes
 
 
 def check_generator(value: Any) -> None:
@@ -199,4 +215,44 @@ def check_seed(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise InvalidArgumentError(
             f"{name} must be a whole number from 0 to 2**63 - 1, got {_shown(value)}", argument=name, value=value
+        )
+
+
+def check_model(model: Any, name: str = "model") -> None:
+    """``model`` is an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentTypeError(
+            f"{name} must be a torch.nn.Module, got {type(model).__name__}", argument=name, value=model
+        )
+
+
+def check_max_shape(value: Any, name: str = "max_shape") -> None:
+    """``max_shape`` is ``(out, in, k, k)``: four positive ints (``ghn.config.max_shape``)."""
+    ok = (
+        isinstance(value, (tuple, list, torch.Size))
+        and len(value) == 4
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise InvalidArgumentError(
+            f"{name} must be the GHN's (out, in, k, k) of positive ints, e.g. ghn.config.max_shape; got "
+            f"{_shown(value)}",
+            argument=name,
+            value=value,
+        )
+
+
+def check_hub_options(cache_dir: Any, token: Any) -> None:
+    """``cache_dir`` is None or a non-empty path; ``token`` is None, a bool or a non-empty string."""
+    if cache_dir is not None and not (isinstance(cache_dir, (str, os.PathLike)) and os.fspath(cache_dir).strip()):
+        raise InvalidArgumentTypeError(
+            f"cache_dir must be a folder path (or None for huggingface_hub's cache), got {_shown(cache_dir)}",
+            argument="cache_dir",
+            value=cache_dir,
+        )
+    if token is not None and not isinstance(token, bool) and not (isinstance(token, str) and token.strip()):
+        raise InvalidArgumentTypeError(
+            f"token must be a Hugging Face token string, True (the saved login) or None, got {type(token).__name__}",
+            argument="token",
+            value="<hidden>" if isinstance(token, str) else token,
         )

@@ -73,7 +73,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
         results: per model, {tensor name: (slot, predicted value)}.
 
     Raises:
-        WriteError: a value does not fit its target, or a swap failed (``.name``); nothing was written.
+        WriteError: a value does not fit its target (another shape, or a target on the meta device), or a swap
+            failed (``.name``); nothing was written.
         PredictionError: values are not finite in their target's dtype (``.names``); nothing was written.
     """
     prepared: list[tuple[str, torch.Tensor, torch.Tensor]] = []
@@ -81,6 +82,12 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
     for result in results:
         for name, (slot, value) in result.items():
             target = check_fits(name, slot, value)
+            if target.is_meta:  # a copy into a meta tensor writes nothing: never report it as written
+                raise WriteError(
+                    f"cannot write {name}: the model tensor is on the meta device (no storage); materialize the "
+                    "model first, e.g. model.to_empty(device='cpu'); nothing was written",
+                    name=name,
+                )
             try:
                 data = _prepared(target, value)
             except (RuntimeError, TypeError) as e:
@@ -88,7 +95,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                     f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name
                 ) from e
             prepared.append((name, target, data))
-            if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(data).all()):
+            finite = data if data.element_size() > 1 else data.float()  # torch has no isfinite for float8
+            if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(finite).all()):
                 not_finite.append(name)
     if not_finite:
         dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in prepared if n in set(not_finite)})

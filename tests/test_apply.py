@@ -314,3 +314,84 @@ def test_a_partly_meta_model_is_refused_and_left_as_it_was(ghn3) -> None:
     assert after["head.weight"].device.type == "meta"
     report = ghn_init.predict(model, ghn3, postprocess="none", dry_run=True).report  # a dry run writes nothing
     assert report.predicted
+
+
+def test_an_all_meta_model_is_refused_with_a_typed_error_naming_its_tensors(ghn3) -> None:
+    # It was a plain ValueError; now the same typed error as a partly-meta model.
+    with torch.device("meta"):
+        model = SmallNet()
+    for call in (ghn_init.apply, ghn_init.predict):
+        with pytest.raises(ghn_init.InvalidArgumentError, match=r"all \d+ tensors .* meta device \(stem.0.weight") as e:
+            call(model, ghn3, postprocess="none")
+        assert e.value.argument == "model" and "to_empty" in str(e.value) and "\n" not in str(e.value)
+    assert ghn_init.predict(model, ghn3, postprocess="none", dry_run=True).report.fraction_predicted == 1.0
+
+
+def test_models_on_different_devices_are_a_typed_error(ghn3) -> None:
+    with torch.device("meta"):
+        meta = SmallNet()
+    with pytest.raises(ghn_init.InvalidArgumentError, match="different devices") as e:
+        ghn_init.predict([SmallNet(), meta], ghn3, dry_run=True)
+    assert e.value.argument == "model"
+
+
+def test_write_refuses_a_model_moved_to_meta_after_the_prediction(ghn3) -> None:
+    # A copy into a meta tensor writes nothing; write() reported it as written.
+    model = SmallNet()
+    prediction = ghn_init.predict(model, ghn3, postprocess="none")
+    model.to("meta")
+    with pytest.raises(ghn_init.WriteError, match="meta device"):
+        prediction.write()
+
+
+def test_calibration_keeps_the_statistics_of_a_frozen_backbone(ghn3) -> None:
+    # data= re-estimated every BatchNorm's running statistics, a frozen backbone's too.
+    torch.manual_seed(0)
+    model = SmallNet()
+    model.stem.requires_grad_(False)
+    with torch.no_grad():
+        model.stem[1].running_mean.fill_(0.5)
+    before = snapshot(model)
+    report = ghn_init.apply(model, ghn3, postprocess="none", data=torch.randn(8, 3, 32, 32))
+    for name in ("stem.1.running_mean", "stem.1.running_var", "stem.1.num_batches_tracked", "stem.0.weight"):
+        assert torch.equal(model.state_dict()[name], before[name]), name
+    assert not torch.equal(model.block[1].running_var, before["block.1.running_var"])
+    assert "1 frozen layers kept theirs" in report.calibration["batchnorm"]
+
+
+def test_a_ghn_on_the_meta_device_is_refused_for_a_real_write(ghn3) -> None:
+    # apply(model, load_ghn(..., device="meta")) failed in the GHN copy with NotImplementedError.
+    meta = ghn_init.load_ghn(ghn3, device="meta")
+    model = SmallNet()
+    before = snapshot(model)
+    with pytest.raises(ghn_init.InvalidArgumentError, match="meta device") as e:
+        ghn_init.apply(model, meta, postprocess="none")
+    assert e.value.argument == "ghn"
+    assert_unchanged(model, before)
+    with pytest.raises(ghn_init.InvalidArgumentError, match="meta device"):  # it cannot run a dry run either
+        ghn_init.predict(model, meta, postprocess="none", dry_run=True)
+
+
+def test_a_float8_model_is_written_and_checked_for_overflow(ghn3) -> None:
+    # The overflow check called torch.isfinite on float8, which torch lacks: NotImplementedError.
+    model = SmallNet().to(torch.float8_e4m3fn)
+    report = ghn_init.apply(model, ghn3, postprocess="none")
+    assert report.fraction_predicted == 1.0 and model.head.weight.dtype == torch.float8_e4m3fn
+    assert torch.isfinite(model.head.weight.float()).all()
+
+
+class WithIndexParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.index = nn.Parameter(torch.arange(3), requires_grad=False)  # an integer parameter (a lookup table)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_an_integer_parameter_does_not_stop_the_meta_recorder() -> None:
+    # Its meta stand-in was made to require grad ("only Tensors of floating point dtype can require gradients"),
+    # so the model needed the fx fallback.
+    graph = ghn_init.trace(WithIndexParameter(), input_size=(3, 8, 8))
+    assert graph.tracer == "autograd-meta" and not graph.notes

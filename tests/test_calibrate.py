@@ -93,8 +93,11 @@ def test_bad_data_or_a_failed_calibration_leaves_the_model_as_it_was() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ghn_init.InvalidArgumentError, match="data"):
         ghn_init.apply(model, tiny_ghn(), data="images")
-    with pytest.raises(RuntimeError):  # the model cannot run on 1-channel inputs: calibration fails after writing
+    # The model cannot run on 1-channel inputs: calibration fails after writing (a RuntimeError from the forward
+    # before; now a typed one-line error naming data), and the write is undone.
+    with pytest.raises(ghn_init.InvalidArgumentError, match="could not run on data") as e:
         ghn_init.apply(model, tiny_ghn(), data=torch.randn(4, 1, 8, 8))
+    assert e.value.argument == "data" and "\n" not in str(e.value)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 

@@ -110,6 +110,61 @@ class _TwoImages(nn.Module):
         return (self.a(image1) + self.b(image2)) * scale
 
 
+class PatchEmbeddings(nn.Module):
+    """Like Hugging Face's ``ViTPatchEmbeddings``: states its ``image_size`` and refuses any other."""
+
+    def __init__(self, image_size: int, channels: int = 3, patch: int = 8, dim: int = 16) -> None:
+        super().__init__()
+        self.image_size = (image_size, image_size)
+        self.projection = nn.Conv2d(channels, dim, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"Input image size ({x.shape[-2]}*{x.shape[-1]}) doesn't match model")
+        return self.projection(x).flatten(2).transpose(1, 2)
+
+
+class HubStyleViT(nn.Module):
+    """The module structure of a Hugging Face ViT (``vit.embeddings.patch_embeddings``, a ``config``)."""
+
+    def __init__(self, image_size: int, channels: int = 3) -> None:
+        super().__init__()
+        self.vit = nn.Module()
+        self.vit.embeddings = nn.Module()
+        self.vit.embeddings.patch_embeddings = PatchEmbeddings(image_size, channels)
+        self.classifier = nn.Linear(16, 10)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.vit.embeddings.patch_embeddings(pixel_values).mean(1))
+
+
+def test_the_image_size_is_read_off_the_patch_embedding_around_the_stem():
+    # A Hugging Face ViT/DeiT built at a non-224 size could not be recorded without input_size: its size sits on
+    # vit.embeddings.patch_embeddings.image_size, which only timm's name (patch_embed.img_size) was read for.
+    assert infer_input_size(HubStyleViT(64)) == (3, 64, 64)
+    assert infer_input_size(HubStyleViT(40, channels=1)) == (1, 40, 40)
+    report = ghn_init.apply(HubStyleViT(64), tiny_ghn(), postprocess="none")
+    assert report.tracer == "autograd-meta" and "classifier.weight" in report.predicted
+    config_only = nn.Sequential(nn.Conv2d(3, 4, 3))
+    config_only.config = type("Config", (), {"image_size": 48})()  # a Hugging Face model's config
+    assert infer_input_size(config_only) == (3, 48, 48)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
+@pytest.mark.parametrize("kind", ["ViT", "DeiT"])
+def test_hugging_face_vit_and_deit_at_another_image_size_need_no_argument(kind: str):
+    import transformers
+
+    config = getattr(transformers, f"{kind}Config")(
+        image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=10,
+    )  # fmt: skip
+    model = getattr(transformers, f"{kind}ForImageClassification")(config)
+    assert infer_input_size(model) == (3, 64, 64)
+    report = ghn_init.apply(model, tiny_ghn(), postprocess="none")
+    assert report.tracer == "autograd-meta" and report.fraction_predicted > 0.9
+
+
 def test_one_batch_per_required_positional_argument():
     args = default_inputs(_TwoImages(), (3, 8, 8))
     assert len(args) == 2 and all(a.shape == (2, 3, 8, 8) for a in args) and args[0] is not args[1]

@@ -253,3 +253,17 @@ def test_a_checkpoint_in_a_dtype_a_ghn_cannot_run_in_is_refused_at_load(tmp_path
     with pytest.raises(CheckpointError, match=f"dtype a GHN cannot run in .*{str(dtype).split('.')[-1]}") as e:
         ghn_init.load_ghn(folder)
     assert "\n" not in str(e.value) and "model.safetensors" in str(e.value)
+
+
+def test_a_float8_pickle_is_refused_at_load_with_the_tensors_and_dtypes(tmp_path: Path) -> None:
+    # The pickled (published) layout too, and a GHN instance cast to float8: typed, with every tensor's dtype.
+    state = {k: (v.to(torch.float8_e5m2) if k.startswith("embed") else v) for k, v in tiny_ghn().state_dict().items()}
+    path = tmp_path / "ghn.pt"
+    torch.save(state, path)
+    with pytest.raises(ghn_init.UnsupportedDtypeError, match="float8_e5m2") as e:
+        ghn_init.load_ghn(path)
+    assert isinstance(e.value, CheckpointError) and e.value.path == str(path) and "\n" not in str(e.value)
+    assert e.value.dtypes and set(e.value.dtypes.values()) == {"float8_e5m2"}
+    assert all(name.startswith("embed") for name in e.value.dtypes)
+    with pytest.raises(ghn_init.UnsupportedDtypeError, match=r"ghn.float\(\)"):
+        ghn_init.apply(torch.nn.Linear(4, 2), tiny_ghn().to(torch.float8_e4m3fn))

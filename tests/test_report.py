@@ -186,3 +186,7 @@ def test_a_ghn_from_a_local_folder_is_reported_by_its_path(tmp_path) -> None:
     folder = save_folder(tiny_ghn(), tmp_path / "my-ghn")
     report = ghn_init.apply(torchvision.models.resnet18(num_classes=10), str(folder), postprocess="none")
     assert report.ghn == str(folder.resolve()) and str(folder.resolve()) in str(report)
+    # the kind stays available on its own (and in the first line, next to the path)
+    assert report.ghn_kind == "ghn3" and report.to_dict()["ghn_kind"] == "ghn3"
+    assert str(report).splitlines()[0].endswith(f"<- {folder.resolve()} (ghn3)")
+    assert str(ghn_init.apply(torchvision.models.resnet18(), "bundled")).splitlines()[0].endswith("<- bundled (ghn3)")

@@ -175,3 +175,68 @@ def test_unsafe_messages_never_advise_unsafe_loading_and_nested_payloads_are_uns
             assert "weights_only" not in text and "\n" not in text, text
             assert "system" in text and str(path) in text and "nothing from the file was run" in text
     assert not (tmp_path / "ran").exists()
+
+
+class PlainObject:
+    """A class torch's weights-only loader does not know: its refusal advises ``add_safe_globals`` for it."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+UNSAFE_ADVICE = ("weights_only", "add_safe_globals", "safe_globals", "allowlist")
+
+
+def test_no_unsafe_advice_of_torch_reaches_a_message_and_every_nesting_is_unsafe(tmp_path: Path) -> None:
+    # torch's "Unsupported global" refusal (zip archives) advises torch.serialization.add_safe_globals, i.e. allowing
+    # the refused object; it was passed on word for word. Payloads nested in torch.storage._load_from_bytes in the
+    # legacy torch.save format and as a plain pickle are unsafe too, not "corrupted".
+    import io
+
+    def nested(data: bytes) -> object:
+        class Nested:
+            def __reduce__(self):
+                return (torch.storage._load_from_bytes, (data,))
+
+        return Nested()
+
+    legacy = io.BytesIO()
+    torch.save(WritesFileWithShell(tmp_path / "ran"), legacy, _use_new_zipfile_serialization=False)
+    files = {}
+    files["archive with an unknown class"] = tmp_path / "class.pt"
+    torch.save({"w": PlainObject()}, files["archive with an unknown class"])
+    files["archive naming _load_from_bytes"] = tmp_path / "bytes.pt"
+    torch.save({"w": nested(legacy.getvalue())}, files["archive naming _load_from_bytes"])
+    plain = pickle.dumps(WritesFileWithShell(tmp_path / "ran"), protocol=2)
+    for name, data in (("legacy", legacy.getvalue()), ("plain", plain)):
+        files[f"nested {name}"] = tmp_path / f"nested-{name}.pkl"
+        files[f"nested {name}"].write_bytes(pickle.dumps({"w": nested(data)}, protocol=4))
+    named = {
+        "archive with an unknown class": "PlainObject",
+        "archive naming _load_from_bytes": "torch.storage._load_from_bytes",
+        "nested legacy": "system",
+        "nested plain": "system",
+    }
+    for what, path in files.items():
+        for load in (load_pickle, load_ghn):
+            with pytest.raises(UnsafeCheckpointError) as e:
+                load(path)
+            text = str(e.value)
+            assert not any(advice in text for advice in UNSAFE_ADVICE), (what, text)
+            assert "\n" not in text and str(path) in text and named[what] in text, (what, text)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_training_checkpoint_with_code_is_refused_in_our_words(tmp_path: Path) -> None:
+    # Resuming a run read checkpoint.pt with torch.load(weights_only=True): a refusal carried torch's advice to pass
+    # weights_only=False, and was an untyped UnpicklingError (the CLI's "internal error").
+    from ghn_init.hub.safe_pickle import load_weights_only
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"step": 1, "rng": WritesFileWithShell(tmp_path / "ran")}, path)
+    with pytest.raises(UnsafeCheckpointError) as e:
+        load_weights_only(path)
+    assert not any(advice in str(e.value) for advice in UNSAFE_ADVICE) and "system" in str(e.value)
+    assert e.value.path == path and not (tmp_path / "ran").exists()
+    torch.save({"step": 1}, path)
+    assert load_weights_only(path) == {"step": 1}

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+import torch
 import torch.nn as nn
 from torch.nn.parameter import is_lazy
 
+from .. import constants
 from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, TraceError
 from ..log import logger
-from ..validation import check_choice, check_example_inputs, check_example_kwargs, check_input_size
+from ..validation import (
+    check_choice,
+    check_example_inputs,
+    check_example_kwargs,
+    check_input_size,
+    check_positive_int,
+)
 from .autograd_trace import RawGraph, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, record_fx
@@ -57,6 +65,13 @@ def _record(
     """Record with each way in turn until one works; (raw graph or None, failed attempts)."""
     errors: list[str] = []
     for i, way in enumerate(ways):
+        if way == "real" and _real_input_bytes(args, kwargs) > constants.MAX_REAL_INPUT_BYTES:
+            gib = _real_input_bytes(args, kwargs) / 2**30
+            errors.append(
+                f"{_WAY_NAMES[way]}: not run: its zero inputs alone would take {gib:.3g} GiB of memory (the limit is "
+                f"{constants.MAX_REAL_INPUT_BYTES / 2**30:.3g} GiB); pass a smaller input_size"
+            )
+            continue
         try:
             if way == "fx":
                 raw = record_fx(model, args=args, kwargs=kwargs)
@@ -81,6 +96,15 @@ def _record(
             continue
         return raw, errors
     return None, errors
+
+
+def _real_input_bytes(args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """Bytes a real forward pass would allocate for the inputs that are still meta tensors (the default zero
+    batches, made real only then; see :func:`.inputs.prepare`)."""
+    from torch.utils import _pytree as pytree
+
+    leaves, _ = pytree.tree_flatten((tuple(args), dict(kwargs)))
+    return sum(t.numel() * max(t.element_size(), 4) for t in leaves if isinstance(t, torch.Tensor) and t.is_meta)
 
 
 def _record_sizes(
@@ -172,9 +196,10 @@ def trace(
         The model's :class:`Graph`.
 
     Raises:
-        ValueError: unknown ``tracer``.
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: the model has no parameters.
+        InvalidArgumentError: a bad argument, named by ``.argument`` (checked before the model is run): an unknown
+            ``tracer``, a malformed ``input_size``, ``example_*`` of the wrong type, a
+            ``virtual_edge_cutoff`` below 1, a model without parameters; :class:`InvalidArgumentTypeError` (also a
+            ``TypeError``) when ``model`` is not an ``nn.Module``.
         TraceError: no way of recording worked (``.attempts`` lists why), or the model still has
             uninitialized lazy modules.
 
@@ -188,6 +213,14 @@ def trace(
     check_input_size(input_size)
     check_example_inputs(example_inputs)
     check_example_kwargs(example_kwargs)
+    check_positive_int("virtual_edge_cutoff", virtual_edge_cutoff)
+    if input_size is not None and (example_inputs is not None or example_kwargs is not None):
+        raise InvalidArgumentError(  # input_size was ignored without a word
+            "input_size is not used when example_inputs/example_kwargs are given (they fix the input); pass one of "
+            "them",
+            argument="input_size",
+            value=input_size,
+        )
     if is_exported_program(model):
         return _trace_program(model, tracer, virtual_edge_cutoff)
     if not isinstance(model, nn.Module):
@@ -242,7 +275,11 @@ def trace(
 
 def _trace_program(program: Any, tracer: str, cutoff: int) -> Graph:
     if tracer == "autograd":
-        raise ValueError("an ExportedProgram is read with tracer='fx' (or 'auto'); it has no autograd forward")
+        raise InvalidArgumentError(
+            "an ExportedProgram is read with tracer='fx' (or 'auto'); it has no autograd forward",
+            argument="tracer",
+            value=tracer,
+        )
     module = program_module(program)
     try:
         raw = record_program(program, module)

@@ -188,7 +188,8 @@ def _substitutes(model: nn.Module, meta: bool) -> tuple[dict[int, torch.Tensor],
                     sub = t.detach()
                     sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub.clone()
                 if isinstance(t, nn.Parameter):
-                    sub.requires_grad_(True)
+                    if sub.is_floating_point() or sub.is_complex():  # an integer parameter cannot require grad
+                        sub.requires_grad_(True)
                     back[id(sub)] = id(t)
                 subs[id(t)] = sub
     return subs, back
@@ -395,7 +396,7 @@ def record(
     owners = owner_map(model)
     with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()
         if args is None:
-            args = (torch.zeros(2, *input_size),)
+            args = (torch.zeros(2, *input_size, device="meta"),)  # made real by prepare() only for a real forward
         call_args, call_kwargs = prepare(args, kwargs or {}, device)
         subs, back = _substitutes(model, meta)
         ran: set[int] = set()

@@ -54,8 +54,18 @@ def _first_conv(model: nn.Module) -> Optional[nn.Module]:
     return None
 
 
-def _image_size(model: nn.Module) -> Optional[tuple[int, int]]:
-    """(H, W) the model's layers fix: timm's ``patch_embed.img_size``, torchvision ViT's ``image_size``."""
+_SIZE_ATTRIBUTES = ("img_size", "image_size")  # timm's PatchEmbed; Hugging Face's patch embeddings, torchvision's ViT
+
+
+def _image_size(model: nn.Module, conv: Optional[nn.Module] = None) -> Optional[tuple[int, int]]:
+    """(H, W) the model's layers fix.
+
+    timm's ``patch_embed.img_size``, torchvision ViT's ``image_size``, 299 for Inception-v3; else the nearest module
+    around the stem conv that states an ``img_size``/``image_size`` (Hugging Face's ``ViTPatchEmbeddings`` and
+    ``DeiTPatchEmbeddings`` hold ``image_size`` and refuse any other size, so a ``ViTForImageClassification`` built
+    with ``config.image_size=64`` could not be recorded without ``input_size``); else a Hugging Face model's
+    ``config.image_size``.
+    """
     patch_embed = getattr(model, "patch_embed", None)
     if isinstance(patch_embed, nn.Module):
         size = _pair(getattr(patch_embed, "img_size", None))
@@ -65,7 +75,23 @@ def _image_size(model: nn.Module) -> Optional[tuple[int, int]]:
         return _pair(getattr(model, "image_size", None))
     if is_torchvision(model, "Inception3"):
         return (INCEPTION_IMAGE_SIDE, INCEPTION_IMAGE_SIDE)
-    return None
+    for module in _enclosing(model, conv):
+        for attr in _SIZE_ATTRIBUTES:
+            size = _pair(getattr(module, attr, None))
+            if size is not None:
+                return size
+    return _pair(getattr(getattr(model, "config", None), "image_size", None))
+
+
+def _enclosing(model: nn.Module, inner: Optional[nn.Module]) -> list[nn.Module]:
+    """``inner`` and the modules of ``model`` that contain it, the nearest first (empty if ``inner`` is None)."""
+    if inner is None:
+        return []
+    name = next((n for n, m in model.named_modules() if m is inner), None)
+    if name is None:
+        return []
+    parts = name.split(".") if name else []
+    return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
 
 
 def infer_input_size(model: nn.Module) -> tuple[int, ...]:
@@ -74,8 +100,10 @@ def infer_input_size(model: nn.Module) -> tuple[int, ...]:
     In order: ``model.expected_input_sz`` (an int or a full size); channels from the stem conv's
     ``in_channels`` (timm's ``pretrained_cfg["first_conv"]``, else the first conv defined), falling back
     to the pretrained config, then 3; the spatial size from the layers (timm ``patch_embed.img_size``,
-    torchvision ViT ``image_size``, 299 for Inception-v3), then the pretrained config's ``input_size``,
-    then 224. A model whose stem is a ``Conv3d`` (video) gets ``(C, 16, H, W)``, a ``Conv1d`` ``(C, L)``.
+    torchvision ViT ``image_size``, 299 for Inception-v3, the ``img_size``/``image_size`` of the nearest module
+    around the stem conv, e.g. Hugging Face's ViT/DeiT patch embeddings, a Hugging Face model's
+    ``config.image_size``), then the pretrained config's ``input_size``, then 224. A model whose stem is a
+    ``Conv3d`` (video) gets ``(C, 16, H, W)``, a ``Conv1d`` ``(C, L)``.
 
     Args:
         model: the model.
@@ -97,7 +125,7 @@ def infer_input_size(model: nn.Module) -> tuple[int, ...]:
     cfg_size = tuple(cfg_size) if isinstance(cfg_size, (tuple, list)) and len(cfg_size) == 3 else None
     conv = _first_conv(model)
     channels = conv.in_channels if conv is not None else (cfg_size[0] if cfg_size else 3)
-    hw = _image_size(model) or (cfg_size[1:] if cfg_size else (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE))
+    hw = _image_size(model, conv) or (cfg_size[1:] if cfg_size else (DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE))
     if isinstance(conv, nn.Conv3d):
         return (channels, DEFAULT_FRAMES, *hw)
     if isinstance(conv, nn.Conv1d):

@@ -17,11 +17,19 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..constants import CONFIG_NAME
-from ..errors import ConfigError, InvalidArgumentError, UnknownGHNError
+from ..errors import CheckpointNotFoundError, ConfigError, InvalidArgumentError, UnknownGHNError
 from ..log import logger
 from ..networks import GHN
-from ..validation import check_flag, check_ghn_source, check_revision
-from .checkpoints import CheckpointError, check_sha256, load_file, parse_sha256, source_files, weights_file
+from ..validation import check_flag, check_ghn_source, check_hub_options, check_revision
+from .checkpoints import (
+    CheckpointError,
+    check_dtypes,
+    check_sha256,
+    load_file,
+    parse_sha256,
+    source_files,
+    weights_file,
+)
 from .copies import discard_copies, inference_copy, parse_device
 from .download import (
     HF_SCHEME,
@@ -157,10 +165,12 @@ def load_ghn(
         CheckpointError: the file is not a usable GHN (corrupted, too large, not a regular file, or a
             ``sha256`` mismatch); :class:`ConfigError` for an invalid ``config.json``.
         UnsafeCheckpointError: a pickled file names anything but tensors and containers (nothing was run).
-        FileNotFoundError: a registry GHN that cannot be downloaded (with where to get it), or a folder
-            without ``model.safetensors``.
-        ValueError: ``revision`` given for a non-Hub source, a malformed ``sha256``, or a ``device`` this
-            machine does not have.
+        CheckpointNotFoundError: a registry GHN that cannot be downloaded (with where to get it), or a folder
+            without ``model.safetensors`` (also a ``FileNotFoundError``).
+        InvalidArgumentError: a bad argument, named by ``.argument`` (checked before anything is read): an
+            empty or mistyped ``source``, a malformed ``hf://`` URL, ``revision`` given for a non-Hub source or a
+            GHN instance, a malformed ``sha256``, a ``device`` this machine does not have, a mistyped
+            ``cache_dir``, ``token`` or ``local_files_only``.
 
     Example:
         >>> import ghn_init
@@ -173,11 +183,18 @@ def load_ghn(
     check_ghn_source(source, GHN, "source")
     check_revision(revision)
     check_flag("local_files_only", local_files_only)
+    check_hub_options(cache_dir, token)
+    if device is not None:
+        parse_device(device)  # a device this machine lacks fails before a (large) file is read
     if isinstance(source, GHN):
-        if sha256 is not None:
-            raise InvalidArgumentError(
-                "sha256= checks a file; it does not apply to a GHN instance", argument="sha256", value=sha256
-            )
+        for name, value, what in (("sha256", sha256, "checks a file"), ("revision", revision, "picks a Hub file")):
+            if value is not None:
+                raise InvalidArgumentError(
+                    f"{name}= {what}; it does not apply to a GHN instance: drop it, or pass the GHN's source instead",
+                    argument=name,
+                    value=value,
+                )
+        check_dtypes(source.state_dict(), fix="cast it first, e.g. ghn.float()")  # e.g. ghn.to(torch.float8_e4m3fn)
         return _on_device(source, device)
     expected = None if sha256 is None else parse_sha256(sha256)
     hub = _HubOptions(local_files_only, cache_dir, token)
@@ -276,7 +293,11 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
         file = parse_hf_url(text)
         if revision is not None:
             if "@" in text and file.revision != revision:
-                raise ValueError(f"{text!r} names revision {file.revision!r} but revision={revision!r} was also given")
+                raise InvalidArgumentError(
+                    f"{text!r} names revision {file.revision!r} but revision={revision!r} was also given; give it once",
+                    argument="revision",
+                    value=revision,
+                )
             file = HubFile(file.repo_id, file.filename, revision)
         return _Resolved(
             (_hub_key(file), file.revision, cache),
@@ -286,7 +307,7 @@ def _resolve(source: Union[str, Path], revision: Optional[str], hub: _HubOptions
     if isinstance(source, str) and source in REGISTRY:
         entry = REGISTRY[source]
         if not entry.on_hub:
-            raise FileNotFoundError(entry.local_only_hint())
+            raise CheckpointNotFoundError(entry.local_only_hint())
         file = HubFile(entry.repo_id, entry.filename, revision or entry.revision)  # type: ignore[arg-type]
         return _Resolved(
             (_hub_key(file), file.revision, cache),
@@ -309,7 +330,7 @@ def _named(ghn: GHN, source: str) -> GHN:
 
 def _bundled_dir() -> Path:
     if not BUNDLED_DIR.exists():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"this installation of ghn-init has no bundled GHN ({BUNDLED_DIR} is missing). Use a published GHN "
             f"instead, e.g. ghn='ghn3-t-m8' (27 MB download) or the default ghn=None ({DEFAULT_GHN})."
         )
@@ -370,7 +391,11 @@ def _hub_key(file: HubFile) -> str:
 
 def _no_revision(source: str, revision: Optional[str]) -> None:
     if revision is not None:
-        raise ValueError(f"revision={revision!r} applies to Hub sources only, not to {source!r}")
+        raise InvalidArgumentError(
+            f"revision={revision!r} applies to Hub sources only (hf://..., registry names), not to {source!r}; drop it",
+            argument="revision",
+            value=revision,
+        )
 
 
 def _unknown_source_message(source: str) -> str:

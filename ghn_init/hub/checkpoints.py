@@ -11,7 +11,14 @@ import torch
 
 from ..atomic import save_file_atomic
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from ..errors import CheckpointError, ConfigError, InvalidArgumentError, InvalidArgumentTypeError
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    UnsupportedDtypeError,
+)
 from ..networks import GHN, GHNConfig
 from ..networks.config import json_repr
 from .download import file_sha256
@@ -28,6 +35,34 @@ MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few KB
 SUPPORTED_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
 
 
+def check_dtypes(
+    state_dict: Mapping[str, torch.Tensor],
+    origin: Optional[Any] = None,
+    fix: str = "convert the checkpoint to float32, float16 or bfloat16 with the code that wrote it",
+) -> None:
+    """Refuse GHN weights of a dtype a GHN cannot run in (float8, integers, complex, bool).
+
+    Raises:
+        UnsupportedDtypeError: one line naming the file (``origin``), a tensor and its dtype; ``.dtypes`` lists all.
+
+    Example:
+        >>> try:
+        ...     check_dtypes({"embed.weight": torch.zeros(2, dtype=torch.float8_e4m3fn)})
+        ... except UnsupportedDtypeError as e:
+        ...     print(e.dtypes)
+        {'embed.weight': 'float8_e4m3fn'}
+    """
+    unsupported = {k: v.dtype for k, v in state_dict.items() if v.dtype not in SUPPORTED_DTYPES}
+    if unsupported:
+        name, dtype = next(iter(unsupported.items()))
+        where = f"{origin}: " if origin is not None else ""
+        raise UnsupportedDtypeError(
+            f"{where}{len(unsupported)} GHN tensors have a dtype a GHN cannot run in (e.g. {name}: {dtype}); {fix}",
+            path=origin,
+            dtypes={k: str(v).replace("torch.", "") for k, v in unsupported.items()},
+        )
+
+
 def ghn_from_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: Optional[GHNConfig] = None, origin: Optional[Any] = None
 ) -> GHN:
@@ -37,15 +72,7 @@ def ghn_from_state_dict(
         CheckpointError: the tensors are not those of a GHN (or not of one with ``config``), or some are of a dtype
             a GHN cannot run in (float8, integers, complex: refused here, not later in ``apply``).
     """
-    unsupported = {k: v.dtype for k, v in state_dict.items() if v.dtype not in SUPPORTED_DTYPES}
-    if unsupported:
-        name, dtype = next(iter(unsupported.items()))
-        where = f"{origin}: " if origin is not None else ""
-        raise CheckpointError(
-            f"{where}{len(unsupported)} GHN tensors have a dtype a GHN cannot run in (e.g. {name}: {dtype}); "
-            "convert the checkpoint to float32, float16 or bfloat16 with the code that wrote it",
-            path=origin,
-        )
+    check_dtypes(state_dict, origin)
     if config is None:
         try:
             config = GHNConfig.infer(state_dict)
@@ -167,7 +194,8 @@ def load_file(path: Union[str, Path]) -> GHN:
         The GHN, on the CPU, in eval mode.
 
     Raises:
-        FileNotFoundError: nothing at ``path``, or a folder without ``model.safetensors``.
+        CheckpointNotFoundError: nothing at ``path``, or a folder without ``model.safetensors`` (also a
+            ``FileNotFoundError``).
         CheckpointError: not a regular file, too large, truncated, corrupted or not a GHN.
         ConfigError: its ``config.json`` is invalid (``.field`` names the key).
         UnsafeCheckpointError: a pickle that names anything but tensors and containers.
@@ -181,7 +209,11 @@ def load_file(path: Union[str, Path]) -> GHN:
     if path.is_dir():
         weights, config_file = path / WEIGHTS_NAME, path / CONFIG_NAME
         if not weights.exists():
-            raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}; expected a folder written by `ghn-init convert`")
+            raise CheckpointNotFoundError(
+                f"{path} is a folder without {WEIGHTS_NAME}; pass a GHN checkpoint file or a folder written by "
+                "`ghn-init convert` or `ghn-init train`",
+                path=path,
+            )
         return load_safetensors(weights, config_file)
     check_regular_file(path)
     if path.suffix == ".safetensors":

@@ -22,7 +22,7 @@ from typing import Union
 
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..log import logger
 from ..networks import GHN, GHNConfig
 
@@ -57,17 +57,24 @@ def _build(ghn: GHN, device: torch.device) -> GHN:
 
 
 def parse_device(device: Union[str, torch.device]) -> torch.device:
-    """``device`` as a ``torch.device`` that this machine has, or a ValueError saying why not.
+    """``device`` as a ``torch.device`` that this machine has, or an :class:`InvalidArgumentError` saying why not.
 
     Example:
         >>> parse_device("cpu")
         device(type='cpu')
     """
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise InvalidArgumentTypeError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0', got {type(device).__name__}",
+            argument="device",
+            value=device,
+        )
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, ValueError) as e:
+        reason = (str(e).splitlines() or [""])[0]
         raise InvalidArgumentError(
-            f"device={device!r} is not a torch device ({e}); pass e.g. 'cpu' or 'cuda:0'",
+            f"device={device!r} is not a torch device ({reason}); pass e.g. 'cpu' or 'cuda:0'",
             argument="device",
             value=device,
         ) from None
@@ -82,7 +89,12 @@ def parse_device(device: Union[str, torch.device]) -> torch.device:
     if parsed.type == "cuda":
         index = torch.cuda.current_device() if parsed.index is None else parsed.index
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: there are only {torch.cuda.device_count()} CUDA devices")
+            raise InvalidArgumentError(
+                f"device={device!r}: there are only {torch.cuda.device_count()} CUDA devices; pass one of "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}",
+                argument="device",
+                value=device,
+            )
         parsed = torch.device("cuda", index)
     return parsed
 

@@ -62,8 +62,20 @@ def parse_hf_url(url: str) -> HubFile:
             argument="source",
             value=url,
         )
+    bad = [p for p in parts[:2] if not _REPO_PART.match(p) or ".." in p or p.endswith((".", "-"))]
+    bad += [p for p in parts[2:] if p in (".", "..")]
+    if bad:
+        raise InvalidArgumentError(
+            f"cannot read {url!r}: {bad[0]!r} is not a valid Hub name (letters, digits, '-', '_', '.'; no '..'); "
+            "expected hf://owner/repo/path/in/repo[@revision]",
+            argument="source",
+            value=url,
+        )
     filename = "/".join(parts[2:]) or WEIGHTS_NAME
     return HubFile(f"{parts[0]}/{parts[1]}", filename, revision)
+
+
+_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # huggingface_hub's rule for owner and repo names
 
 
 def cached_file(file: HubFile, cache_dir: Union[str, Path, None] = None) -> Optional[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -27,24 +28,56 @@ SAFE_ADVICE = (
 
 
 def torch_refusal(error: BaseException) -> Optional[str]:
-    """The one-line reason inside an error of torch's weights-only loader that refused an unsafe object, or None.
+    """What torch's weights-only loader refused, in our words, or None if ``error`` is not such a refusal.
 
-    torch's message spans several lines and advises ``weights_only=False`` (running the file's code); only its
-    "unsupported GLOBAL ..." line is kept, so no message of ours passes that advice on.
+    torch's message spans several lines and advises ``weights_only=False`` (running the file's code) or
+    ``torch.serialization.add_safe_globals`` (allowing the refused object); none of its text is passed on, only the
+    name of the refused global or pickle opcode, so no message of ours carries that advice.
 
     Example:
-        >>> torch_refusal(pickle.UnpicklingError("Weights only load failed. ...\n\nTrying to load unsupported "
-        ...               "GLOBAL posix.system whose module posix is blocked.\n\nCheck the documentation"))
-        'Trying to load unsupported GLOBAL posix.system whose module posix is blocked.'
+        >>> torch_refusal(pickle.UnpicklingError("Weights only load failed. Re-running with weights_only=False ... "
+        ...               "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."))
+        'it names posix.system, which is not a tensor or a plain container'
+        >>> torch_refusal(pickle.UnpicklingError("WeightsUnpickler error: Unsupported global: GLOBAL os.system was "
+        ...               "not an allowed global by default. Please use torch.serialization.add_safe_globals ..."))
+        'it names os.system, which is not a tensor or a plain container'
     """
-    lines = [line.strip() for line in str(error).splitlines()]
-    found = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line]
-    return found[0] if found else None
+    text = str(error)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:
+        return f"it names {found[1].rstrip('.')}, which is not a tensor or a plain container"
+    found = re.search(r"Unsupported operand\s+(\d+)", text)
+    if found:
+        return f"it uses pickle opcode {found[1]}, which tensors and plain containers do not need"
+    if re.search(r"unsupported|not an allowed", text, re.IGNORECASE):
+        return "it names objects that are not tensors or plain containers"
+    return None
 
 
 def _unsafe(where: Any, error: BaseException, path: Any = None) -> UnsafeCheckpointError:
     reason = (torch_refusal(error) or "it names objects that are not tensors or plain containers").rstrip(".")
     return UnsafeCheckpointError(f"refusing to load {where}: {reason}; {SAFE_ADVICE}", path=path)
+
+
+def load_weights_only(path: Any) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, a refusal raised as :class:`UnsafeCheckpointError` in our
+    words (torch's own text advises ``weights_only=False``, i.e. running the file's code).
+
+    Raises:
+        UnsafeCheckpointError: the file names objects torch's weights-only loader does not allow; nothing was run.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "state.pt"); torch.save({"step": 3}, f)
+        >>> load_weights_only(f)
+        {'step': 3}
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if torch_refusal(e) is not None:
+            raise _unsafe(path, e, path) from None
+        raise
 
 
 def _storage_from_bytes(data: bytes) -> Any:
@@ -107,13 +140,13 @@ def check_regular_file(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES, what: 
     memory; this refuses them before a byte is read.
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
+        CheckpointNotFoundError: nothing at ``path`` (also a ``FileNotFoundError``).
         CheckpointError: ``path`` is not a regular file, or is larger than ``max_bytes``.
     """
-    from ..errors import CheckpointError
+    from ..errors import CheckpointError, CheckpointNotFoundError
 
     if not path.exists():
-        raise FileNotFoundError(f"no GHN {what} at {path}")
+        raise CheckpointNotFoundError(f"no GHN {what} at {path}", path=path)
     if not path.is_file():
         message = f"{path} is not a regular file (a device, pipe or socket?); pass a GHN {what} file"
         raise CheckpointError(message, path=path)

@@ -520,7 +520,9 @@ class Trainer:
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers and tuples only
+        from ..hub.safe_pickle import load_weights_only
+
+        state = load_weights_only(path)  # tensors, numbers and tuples only; a refusal never advises unsafe loading
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} has checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}")
         saved, current = state["config"], self.config.to_dict()
