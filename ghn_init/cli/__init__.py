@@ -93,6 +93,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug: still one line, with how to get the traceback
         if debug:
             raise
+        from .types import is_out_of_memory
+
+        if is_out_of_memory(e):  # sizes too large for this machine: the input's fault, not a bug
+            print(
+                f"ghn-init {args.command}: error: out of memory ({_one_line(e)[:200]}); pass smaller sizes",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         print(
             f"ghn-init {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
             "(run again with GHN_INIT_DEBUG=1 for the traceback, and please report it)",

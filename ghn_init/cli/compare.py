@@ -7,7 +7,7 @@ import sys
 
 from ..postprocess import POSTPROCESS_PARTS
 from ..schemes import list_schemes
-from .apply import positive_int
+from .types import positive_int
 
 
 def _ints(text: str) -> list[int]:
