@@ -255,6 +255,22 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
+def _may_leave_parameters_unused(config: TrainConfig, postprocess: PostProcess) -> bool:
+    """Whether a training step can leave some GHN parameter out of the loss (DDP must then search for them).
+
+    Every network the architecture generator draws has convolutions, 1-d tensors (norms, biases) and a linear
+    classifier with a bias, so every GHN decoder takes part in every step's loss. Shrunk torchvision networks
+    (some have no linear classifier) and post-processing that drops predicted tensors (the classifier, biases,
+    gains, norms, embeddings keep the network's own init) can leave a decoder out. Searching when nothing can
+    be unused costs a graph traversal per step and made DDP warn on every rank.
+    """
+    drops = any(
+        getattr(postprocess, name)
+        for name in ("drop_classifier", "drop_biases", "drop_gains", "drop_norms", "drop_embeddings")
+    )
+    return drops or config.torchvision_fraction > 0
+
+
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """Autocast dtype, or None: AMP only runs on GPUs (CPU autocast would only slow training here)."""
     if device.type != "cuda" or amp == "off":
@@ -311,7 +327,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.ghn,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,  # a meta-batch rarely uses every shape embedding
+                find_unused_parameters=_may_leave_parameters_unused(config, self.postprocess),
             )
         pool_args = dict(
             seed=config.seed,
