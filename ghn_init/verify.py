@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .errors import HubFileNotFoundError
+from .errors import HubDownloadError, HubFileNotFoundError
 from .hub.download import HubFile, discard_cached, download
 from .hub.registry import DEFAULT_GHN, GHN3_REPO, REGISTRY
 from .networks import GHN
@@ -92,14 +92,27 @@ def published_norms(results_key: str, *, revision: str = RESULTS_REVISION) -> di
 
 
 def _download_results(revision: str) -> tuple[HubFile, Path]:
-    for filename in RESULTS_FILES[:-1]:
+    """The published results file (the first of :data:`RESULTS_FILES` the repo has) and its local path.
+
+    Raises:
+        HubDownloadError: it cannot be fetched; the message says how to get it (not to pass it as ``--ghn``:
+            it holds figures, not a GHN).
+    """
+    for filename in RESULTS_FILES:
+        file = HubFile(GHN3_REPO, filename, revision)
         try:
-            file = HubFile(GHN3_REPO, filename, revision)
             return file, download(file)
         except HubFileNotFoundError:
-            continue
-    file = HubFile(GHN3_REPO, RESULTS_FILES[-1], revision)
-    return file, download(file)
+            if filename == RESULTS_FILES[-1]:
+                raise
+        except HubDownloadError as e:
+            why = str(e).split(" To fix: ")[0].rstrip(".")
+            raise HubDownloadError(
+                f"the published figures ({why}); verify compares with them: run it once with network access "
+                "(the file is then cached for offline runs)",
+                file=file,
+            ) from e
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def verify(

@@ -144,7 +144,7 @@ def test_no_bad_invocation_prints_a_traceback(offline_hub: None, tmp_path: Path,
 
 def test_train_refuses_zero_classes_before_doing_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["train", str(tmp_path / "run"), "--num-classes", "0"]) == 2
-    assert "num_classes must be >= 1" in capsys.readouterr().err
+    assert "argument --num-classes: num_classes must be a whole number >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="num_classes"):
         TrainConfig(output=str(tmp_path), num_classes=0)

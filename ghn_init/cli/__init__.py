@@ -88,17 +88,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (GHNInitError, OSError, ValueError) as e:  # bad input; KeyError/TypeError & co. are bugs (exit 3)
         if debug:
             raise
-        print(f"ghn-init {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ghn-init {args.command}: error: {_flagged(e, args.command)}{_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - a bug: still one line, with how to get the traceback
         if debug:
             raise
+        from .types import is_out_of_memory
+
+        if is_out_of_memory(e):  # sizes too large for this machine: the input's fault, not a bug
+            print(
+                f"ghn-init {args.command}: error: out of memory ({_one_line(e)[:200]}); pass smaller sizes",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         print(
             f"ghn-init {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
             "(run again with GHN_INIT_DEBUG=1 for the traceback, and please report it)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _flagged(e: BaseException, command: str) -> str:
+    """``"argument --steps: "`` for an :class:`InvalidArgumentError` about an option of ``command``, else ``""``.
+
+    The library names its arguments as Python does (``batch_size``); a command-line user needs the flag.
+    """
+    from ..errors import InvalidArgumentError
+
+    argument = getattr(e, "argument", "") if isinstance(e, InvalidArgumentError) else ""
+    if not argument:
+        return ""
+    dest = argument.lstrip("-").replace("-", "_")
+    parser = make_parser()
+    for group in parser._subparsers._group_actions if parser._subparsers else ():
+        sub = getattr(group, "choices", {}).get(command)
+        for action in sub._actions if sub is not None else ():
+            if action.dest == dest and not isinstance(action, argparse._HelpAction):
+                flags = [s for s in action.option_strings if not s.startswith("--no-")] or action.option_strings
+                name = flags[-1] if flags else (action.metavar or action.dest.upper())
+                return f"argument {name}: "
+    return ""
 
 
 def _one_line(e: BaseException) -> str:

@@ -8,17 +8,7 @@ from typing import Any
 
 from ..graph import TRACERS
 from ..postprocess import POSTPROCESS_PARTS
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from .types import is_out_of_memory, positive_int
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -35,8 +25,15 @@ def json_object(text: str) -> dict[str, Any]:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options that say which model to build and how to record it (shared by apply and trace)."""
     p.add_argument("model", help="torchvision name (resnet50) or timm/NAME")
-    p.add_argument("--num-classes", type=positive_int, default=None, help="classes of the model's classifier")
-    p.add_argument("--in-chans", type=positive_int, default=None, help="input channels (timm models)")
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="classes of the model's classifier (default: the model's own)",
+    )
+    p.add_argument(
+        "--in-chans", type=positive_int, default=None, help="input channels (timm models; default: the model's own)"
+    )
     p.add_argument(
         "--input-size",
         type=positive_int,
@@ -45,15 +42,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="input size to record the model with (default: read from the model)",
     )
-    p.add_argument("--tracer", choices=TRACERS, default="auto", help="how the graph is recorded")
+    p.add_argument("--tracer", choices=TRACERS, default="auto", help="how the graph is recorded (default %(default)s)")
     p.add_argument(
         "--model-kwargs",
         type=json_object,
         default=None,
         metavar="JSON",
-        help="more constructor arguments as a JSON object, e.g. '{\"drop_rate\": 0.1}'",
+        help="more constructor arguments as a JSON object, e.g. '{\"drop_rate\": 0.1}' (default: none)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed torch before building the model (reproducible output)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed torch before building the model (reproducible output; default: unseeded)",
+    )
 
 
 def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -83,6 +85,17 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any]:
         model = create_model(args.model, **kwargs)
     except TypeError as e:  # an argument the constructor does not take
         raise ValueError(f"cannot build {args.model} with {kwargs}: {e}") from e
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        from ..errors import InvalidArgumentError
+
+        what = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+        raise InvalidArgumentError(
+            f"cannot build {args.model} with {what}: not enough memory for its tensors; pass smaller sizes",
+            argument="num_classes" if args.num_classes is not None else "model_kwargs",
+            value=kwargs,
+        ) from e
     return model, tuple(args.input_size) if args.input_size else None
 
 
@@ -137,19 +150,25 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("apply", help="initialize a torchvision/timm model with a GHN and print the report")
     add_model_arguments(p)
-    p.add_argument("--ghn", default=None, help="GHN source: registry name, path, hf://owner/repo/file, or 'bundled'")
+    p.add_argument(
+        "--ghn",
+        default=None,
+        help="GHN source: registry name, path, hf://owner/repo/file, or 'bundled' (default: the registry's "
+        "default GHN)",
+    )
     p.add_argument("--keep-classifier", action="store_true", help="leave the classification layer at default init")
     p.add_argument(
         "--save",
         default=None,
-        help="write the initialized state dict here: *.safetensors (report in the metadata), otherwise torch.save",
+        help="write the initialized state dict here: *.safetensors (report in the metadata), otherwise torch.save "
+        "(default: not saved)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--postprocess",
         default="default",
         help="post-processing of the predictions: default (the GHN's own), none, or "
-        f"{', '.join(POSTPROCESS_PARTS)} joined by '+'",
+        f"{', '.join(POSTPROCESS_PARTS)} joined by '+' (default %(default)s)",
     )
     p.set_defaults(func=_cmd_apply)
 

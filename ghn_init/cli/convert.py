@@ -30,9 +30,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="registry name, local checkpoint, hf://owner/repo/file, or 'bundled'")
     p.add_argument("dst_dir", help="folder to write model.safetensors, config.json and README.md into")
-    p.add_argument("--revision", default=None, help="Hub revision of SRC (branch, tag or commit)")
+    p.add_argument("--revision", default=None, help="Hub revision of SRC (branch, tag or commit; default: main)")
     p.add_argument(
-        "--repo-id", default=None, help="Hub repo the folder will be uploaded to (for the card's usage example)"
+        "--repo-id",
+        default=None,
+        help="Hub repo the folder will be uploaded to (for the card's usage example; default: none)",
     )
     p.add_argument("--license", default=None, help="license id for the card (default: the source's, else 'other')")
     p.set_defaults(func=_cmd_convert)

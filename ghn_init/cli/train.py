@@ -25,6 +25,17 @@ def _option_type(annotation: Any) -> Any:
     return args[0] if typing.get_origin(annotation) is typing.Union else annotation
 
 
+def _default_text(default: Any) -> str:
+    """`` (default: X)`` for the help of an option (a None default is described by the field's own help)."""
+    if default is None:
+        return ""
+    if isinstance(default, bool):
+        return f" (default: {'on' if default else 'off'})"
+    if isinstance(default, tuple):
+        return f" (default: {' '.join(str(v) for v in default)})"
+    return f" (default: {default})"
+
+
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -33,15 +44,21 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("output", help=TrainConfig.__dataclass_fields__["output"].metadata["help"])
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an OUTPUT that holds an earlier run (its checkpoint, metrics log and ghn/ are removed "
+        "first); default: resume it, or extend it when --steps is larger",
+    )
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in HIDDEN_FIELDS:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _option_type(hints[f.name])
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"] + _default_text(f.default)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif typing.get_origin(kind) is tuple:
             parser.add_argument(
                 flag, type=int, nargs=4, metavar=("OUT", "IN", "K", "K"), default=f.default, help=help_text
@@ -56,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "command"}
     config = TrainConfig(**settings, command=shlex.join(["ghn-init", *sys.argv[1:]]))
-    folder = train(config)
+    folder = train(config, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one line is enough
         print(f"exported the trained GHN to {folder}")
     return 0

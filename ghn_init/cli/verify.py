@@ -7,6 +7,7 @@ import sys
 
 from ..hub.registry import DEFAULT_GHN
 from ..verify import DEFAULT_MODELS, TOLERANCE
+from .types import finite_float
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -38,9 +39,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--models", nargs="+", default=None, help=f"torchvision names, or 'all' (default: {' '.join(DEFAULT_MODELS)})"
     )
-    p.add_argument("--revision", default=None, help="Hub revision of the GHN checkpoint")
+    p.add_argument("--revision", default=None, help="Hub revision of the GHN checkpoint (default: main)")
     p.add_argument(
-        "--results-key", default=None, help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn"
+        "--results-key",
+        default=None,
+        help="figures to compare with (ghn3, ghn3-t, ghn2) for a non-registry --ghn (default: the registry entry's)",
     )
-    p.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest absolute difference accepted")
+    p.add_argument(
+        "--tolerance",
+        type=finite_float,
+        default=TOLERANCE,
+        help="largest absolute difference of norms accepted (default %(default)s)",
+    )
     p.set_defaults(func=_cmd_verify)

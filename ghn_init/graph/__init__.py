@@ -62,8 +62,14 @@ def _describe(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
 def _record(
     model: nn.Module, args: tuple, kwargs: dict[str, Any], ways: Sequence[str]
 ) -> tuple[Optional[RawGraph], list[str]]:
-    """Record with each way in turn until one works; (raw graph or None, failed attempts)."""
+    """Record with each way in turn until one works; (raw graph or None, failed attempts).
+
+    The warning that a way failed and the next is tried is logged only once a later way works: when none does,
+    the error lists every attempt, and the same lines logged before it would only repeat it (a CLI user saw a
+    3-line error for a wrong channel count).
+    """
     errors: list[str] = []
+    fallbacks: list[tuple[Any, ...]] = []
     for i, way in enumerate(ways):
         if way == "real" and _real_input_bytes(args, kwargs) > constants.MAX_REAL_INPUT_BYTES:
             gib = _real_input_bytes(args, kwargs) / 2**30
@@ -82,18 +88,21 @@ def _record(
         except Exception as e:  # noqa: BLE001 - any failure of a user's forward pass means "try the next way"
             errors.append(f"{_WAY_NAMES[way]}: {type(e).__name__}: {e}")
             if i + 1 < len(ways):
-                logger.warning(
-                    "%s cannot be recorded with a %s (%s: %s); falling back to %s",
-                    type(model).__name__,
-                    _WAY_NAMES[way],
-                    type(e).__name__,
-                    (str(e).splitlines() or [""])[0][:160],
-                    _FALLBACKS[ways[i + 1]],
+                fallbacks.append(
+                    (
+                        type(model).__name__,
+                        _WAY_NAMES[way],
+                        type(e).__name__,
+                        (str(e).splitlines() or [""])[0][:160],
+                        _FALLBACKS[ways[i + 1]],
+                    )
                 )
             continue
         if not raw.nodes:
             errors.append(f"{_WAY_NAMES[way]}: the forward pass used none of the model's parameters")
             continue
+        for fallback in fallbacks:
+            logger.warning("%s cannot be recorded with a %s (%s: %s); falling back to %s", *fallback)
         return raw, errors
     return None, errors
 
@@ -257,9 +266,9 @@ def trace(
                 "something else than image batches, pass example_inputs=(...) and/or example_kwargs={...}."
             )
         raise TraceError(
-            f"could not record {type(model).__name__} called with ({_describe(args, kwargs)}):\n  "
-            + "\n  ".join(errors)
-            + "\n"
+            f"could not record {type(model).__name__} called with ({_describe(args, kwargs)}): "
+            + "; ".join(" ".join(e.split()) for e in errors)
+            + ". "
             + hint,
             model=type(model).__name__,
             attempts=errors,

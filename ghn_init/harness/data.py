@@ -268,7 +268,10 @@ def load_data(spec: Union[str, Data, tuple], image_size: int = 32, download: boo
 
         _, name, *rest = spec.split(":", 2)
         root = rest[0] if rest else "data"
-        train, test = (_torchvision_dataset(name, root, part, download, transform=None) for part in (True, False))
+        train, test = (
+            _torchvision_dataset(name, root, part, download, transform=None, root_hint=f"torchvision:{name}:ROOT")
+            for part in (True, False)
+        )
         return from_datasets(train, test, image_size, name=name)
     if Path(spec).is_dir():
         return image_folder(spec, image_size)

@@ -237,6 +237,9 @@ def plot_ranks(results: Any, path: Union[str, os.PathLike], reference: Optional[
     plt.close(fig)
 
 
+RESULT_FILES = ("results.json", "results.md", "curves.png", "ranks.png")  # what save writes in its folder
+
+
 def save(results: Any, out: Union[str, os.PathLike], with_plot: bool = True) -> dict[str, str]:
     """Write results.json, results.md and (if matplotlib is installed) curves.png and, with a reference, ranks.png."""
     out = Path(out)

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 
 from ..errors import InvalidArgumentError
 from ..hub.copies import parse_device
+from ..outputs import check_output_folder, clear_outputs
 from ..recalibrate import recalibrate_bn
 from ..report import Report
 from ..schemes import SchemeReport
-from ..validation import check_finite, check_positive_int, check_seed
+from ..validation import check_choice, check_finite, check_flag, check_positive_int, check_seed
 from .data import Data, get_batch, load_data, per_class_subset
 from .models import ModelSpec, build_model
+from .render import RESULT_FILES
 from .results import RECIPE_KEYS, Failure, Results, Run
 from .schemes import Scheme, call_scheme, resolve_schemes
 
@@ -119,6 +121,7 @@ def compare(
     progress: bool = True,
     download: bool = False,
     out: Optional[str] = None,
+    overwrite: bool = False,
 ) -> Results:
     """Fine-tune every model from every init scheme with every seed (on every dataset) and measure test accuracy
     and loss.
@@ -157,13 +160,15 @@ def compare(
         device: where models train.
         progress: tqdm progress bars over runs and steps (if tqdm is installed).
         download: let torchvision download a ``torchvision:NAME`` dataset.
-        out: if given, also :meth:`Results.save` there.
+        out: if given, also :meth:`Results.save` there (checked before any work: a folder, or a path where one
+            can be created).
+        overwrite: replace the results of an earlier comparison in ``out`` (refused without it).
 
     Returns:
         :class:`Results`.
 
     Raises:
-        ValueError: bad names or numbers, before any training.
+        InvalidArgumentError: bad names, numbers or ``out`` folder, before any training (also a ValueError).
 
     Example:
         >>> inits = "default,orthogonal,lsuv,ghn:bundled"
@@ -174,7 +179,17 @@ def compare(
     model_specs = [m for m in models.split(",") if m.strip()] if isinstance(models, str) else list(models)
     if not model_specs:
         raise InvalidArgumentError("no model given; e.g. resnet18,mobilenet_v3_small", argument="models", value=models)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        check_positive_int("seeds", seeds)  # n seeds: 0..n-1
+        seed_list = list(range(seeds))
+    elif isinstance(seeds, (list, tuple, range)):
+        seed_list = list(seeds)
+    else:
+        raise InvalidArgumentError(
+            f"seeds must be a count or a list of seeds, e.g. 3 or (0, 1, 2), got {seeds!r}",
+            argument="seeds",
+            value=seeds,
+        )
     if not seed_list:
         raise InvalidArgumentError("no seed given; e.g. seeds=(0, 1, 2)", argument="seeds", value=seeds)
     for seed in seed_list:
@@ -184,18 +199,32 @@ def compare(
     check_positive_int("calibration_images", calibration_images)
     check_finite("lr", lr)
     check_finite("weight_decay", weight_decay, positive=False)
-    if per_class is not None:
-        check_positive_int("per_class", per_class)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    for name, value in (("per_class", per_class), ("num_classes", num_classes)):
+        if value is not None:
+            check_positive_int(name, value)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    for name, value in (("recalibrate", recalibrate), ("progress", progress), ("download", download)):
+        check_flag(name, value)
+    check_flag("overwrite", overwrite)
+    if eval_at is not None:
+        for step in eval_at:
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
+                raise InvalidArgumentError(
+                    f"eval_at must be whole steps from 0 to steps ({steps}), got {list(eval_at)}",
+                    argument="eval_at",
+                    value=eval_at,
+                )
     checkpoints = sorted({int(s) for s in (eval_at or (0, steps // 8, steps // 4, steps // 2, steps))} | {steps})
-    if checkpoints[0] < 0 or checkpoints[-1] > steps:
-        raise ValueError(f"eval_at must lie in [0, {steps}], got {checkpoints}")
+    if out is not None:
+        check_output_folder(out, "out", existing=RESULT_FILES, overwrite=overwrite)
     schemes = resolve_schemes(inits)
     if reference is not None and reference not in schemes:
-        raise ValueError(f"reference scheme {reference!r} is not among the inits ({', '.join(schemes)})")
+        raise InvalidArgumentError(
+            f"reference scheme {reference!r} is not among the inits ({', '.join(schemes)})",
+            argument="reference",
+            value=reference,
+        )
     if isinstance(data, str):
         specs: list = [d.strip() for d in data.split(",") if d.strip()]
     elif isinstance(data, list):
@@ -203,7 +232,7 @@ def compare(
     else:
         specs = [data]
     if not specs:
-        raise ValueError("no data given; e.g. digits,shapes")
+        raise InvalidArgumentError("no data given; e.g. digits,shapes", argument="data", value=data)
     device = parse_device(device)  # a device this machine lacks fails here, not after the data is loaded
     datasets = [load_data(d, image_size, download=download) for d in specs]
     if len({d.name for d in datasets}) != len(datasets):
@@ -257,6 +286,8 @@ def compare(
     order = [d.name for d in datasets]
     results.runs.sort(key=lambda r: (order.index(r.data), names.index(r.model), seed_list.index(r.seed)))
     if out is not None:
+        if overwrite:
+            clear_outputs(out, RESULT_FILES)  # an earlier ranks.png would otherwise outlive its results
         results.save(out)
     return results
 

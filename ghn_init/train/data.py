@@ -49,7 +49,11 @@ def _num_classes_of(dataset: Dataset) -> int:
     raise ValueError(f"cannot tell how many classes {type(dataset).__name__} has; pass num_classes explicitly")
 
 
-def _torchvision_dataset(name: str, root: str, train: bool, download: bool, transform: Callable) -> Dataset:
+def _torchvision_dataset(
+    name: str, root: str, train: bool, download: bool, transform: Callable, root_hint: str = "--data-root"
+) -> Dataset:
+    """``torchvision.datasets.<name>`` under ``root``; ``root_hint`` says how the caller's user names another
+    folder (``--data-root`` for ``ghn-init train``, ``torchvision:NAME:ROOT`` for ``ghn-init compare``)."""
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, name, None)
@@ -70,7 +74,11 @@ def _torchvision_dataset(name: str, root: str, train: bool, download: bool, tran
     try:
         return cls(root, transform=transform, **split)
     except RuntimeError as e:  # torchvision raises RuntimeError for missing files
-        raise FileNotFoundError(f"{name} not found under {root!r} ({e}); pass --download or --data-root") from e
+        why = " ".join(str(e).split())
+        raise FileNotFoundError(
+            f"{name} not found under {root!r} ({why}); pass --download to fetch it, or {root_hint} for the folder "
+            "that holds it"
+        ) from e
 
 
 def _image_folder(root: Path, image_size: int, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

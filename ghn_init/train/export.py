@@ -72,6 +72,11 @@ def model_card(ghn: GHN, provenance: dict[str, Any], num_bytes: int) -> ModelCar
         f"- optimizer: AdamW lr {provenance['settings']['lr']}, weight decay {provenance['settings']['weight_decay']}, "
         f"{provenance['settings']['warmup_steps']} warmup steps then cosine decay, gradient clip "
         f"{provenance['settings']['grad_clip']}",
+        *(
+            f"- extended: at step {e['at_step']} the run went from {e['from_steps']} to {e['to_steps']} steps; the "
+            f"learning rate followed the {e['to_steps']}-step schedule from there"
+            for e in provenance.get("extensions", [])
+        ),
         f"- training time: {provenance['train_seconds'] / 60:.1f} min on {provenance['device']} "
         f"x {provenance['world_size']} process(es)",
         *lineage(provenance),

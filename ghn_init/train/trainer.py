@@ -25,18 +25,27 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..constants import CHECKPOINT_NAME, METRICS_NAME
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..networks import GHN, GHNConfig
+from ..outputs import check_output_folder, clear_outputs
 from ..postprocess import PostProcess, postprocess_predictions
+from ..validation import check_choice, check_finite, check_flag, check_seed
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .pool import ArchitecturePool
 
 CHECKPOINT_VERSION = 1
 RECENT_LOSS_WINDOW = 100  # steps averaged into the reported training loss
+DEFAULT_WARMUP_STEPS = 100  # warmup of a run without warmup_steps (at most a tenth of its steps)
 # Settings that may differ between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset(
     {"output", "progress", "num_workers", "checkpoint_every", "log_every", "eval_every", "device", "threads", "command"}
 )
+# Settings a resumed run may change under rules of their own (Trainer.load_checkpoint): a longer run continues a
+# finished one; leaving warmup_steps out keeps the run's warmup.
+SCHEDULE_SETTINGS = frozenset({"steps", "warmup_steps"})
+# What a run writes in its folder, removed first by train(..., overwrite=True).
+RUN_FILES = (CHECKPOINT_NAME, CHECKPOINT_NAME.rsplit(".", 1)[0] + ".tmp", METRICS_NAME, "ghn")
 
 
 @dataclass
@@ -51,7 +60,9 @@ class TrainConfig:
     data_root: str = field(default="data", metadata={"help": "where torchvision datasets live"})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
     image_size: int = field(default=32, metadata={"help": "training image side in pixels"})
-    num_classes: Optional[int] = field(default=None, metadata={"help": "classes (fractals: default 10)"})
+    num_classes: Optional[int] = field(
+        default=None, metadata={"help": "classes (default: the dataset's; fractals: 10)"}
+    )
     samples_per_class: int = field(default=500, metadata={"help": "fractals: training images per class"})
     val_samples_per_class: int = field(default=50, metadata={"help": "fractals: validation images per class"})
     # GHN
@@ -64,7 +75,8 @@ class TrainConfig:
     )
     init_from: Optional[str] = field(
         default=None,
-        metadata={"help": "fine-tune this GHN ('bundled', a folder, ...); its architecture overrides kind/hid/..."},
+        metadata={"help": "fine-tune this GHN ('bundled', a folder, ...); its architecture overrides kind/hid/... "
+                 "(default: train from scratch)"},
     )
     # architectures
     num_archs: int = field(default=1000, metadata={"help": "size of the training architecture pool"})
@@ -78,7 +90,13 @@ class TrainConfig:
     meta_batch: int = field(default=4, metadata={"help": "architectures per step and rank"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps before cosine decay"})
+    warmup_steps: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": f"linear warmup steps before cosine decay, at most --steps (default: {DEFAULT_WARMUP_STEPS}, or a "
+            "tenth of --steps if that is fewer)"
+        },
+    )
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0: off)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     postprocess: str = field(
@@ -104,43 +122,90 @@ class TrainConfig:
     command: Optional[str] = field(default=None, metadata={"help": "the command line, recorded in the model card"})
 
     def __post_init__(self) -> None:
-        self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        if self.export_dtype not in ("float32", "float16"):
-            raise ValueError(f"export_dtype must be float32 or float16, got {self.export_dtype!r}")
-        if self.kind not in ("ghn2", "ghn3"):
-            raise ValueError(f"kind must be ghn2 or ghn3, got {self.kind!r}")
+        """Check every setting up front (:class:`~ghn_init.errors.InvalidArgumentError` naming it), so that a
+        typo fails here and not after the data is loaded or an hour of training."""
+        try:
+            self.max_shape = tuple(int(s) for s in self.max_shape)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            self.max_shape = ()  # type: ignore[assignment]  # refused just below, naming the argument
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
-            raise ValueError(f"max_shape must be 4 positive integers OUT IN K K, got {self.max_shape}")
+            raise _invalid("max_shape", self.max_shape, "must be 4 positive integers OUT IN K K, e.g. 64 64 11 11")
+        _check_text("output", self.output)
+        for name, choices in (
+            ("amp", ("auto", "bf16", "fp16", "off")),
+            ("export_dtype", ("float32", "float16")),
+            ("kind", ("ghn2", "ghn3")),
+        ):
+            check_choice(name, getattr(self, name), choices)
         at_least_one = (
             "steps", "batch_size", "meta_batch", "num_archs", "checkpoint_every", "log_every", "eval_archs",
             "image_size", "samples_per_class", "val_samples_per_class", "hid", "layers", "heads", "max_width",
             "max_cells", "eval_images",
         )
         for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            _check_int(name, getattr(self, name), minimum=1)
         for name in ("num_classes", "threads"):  # optional, but not 0 (0 would silently mean the default)
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (or left out for the default), got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "num_workers", "weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.torchvision_fraction <= 1:
-            raise ValueError(f"torchvision_fraction must be between 0 and 1, got {self.torchvision_fraction}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        self.postprocess = str(PostProcess.parse(self.postprocess))  # a typo fails here, not after an hour
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1, hint=" (or left out for the default)")
+        for name in ("eval_every", "num_workers"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if self.warmup_steps is not None:
+            _check_int("warmup_steps", self.warmup_steps, minimum=0)
+            if self.warmup_steps > self.steps:
+                raise InvalidArgumentError(
+                    f"warmup_steps {self.warmup_steps} is longer than the run (steps={self.steps}): the learning rate "
+                    f"would never reach its peak nor decay; pass at most {self.steps} (e.g. {self.steps // 10}), or "
+                    "leave it out for the default",
+                    argument="warmup_steps",
+                    value=self.warmup_steps,
+                )
+        check_seed("seed", self.seed)
+        check_finite("lr", self.lr)
+        for name in ("weight_decay", "grad_clip"):
+            check_finite(name, getattr(self, name), positive=False)
+        _check_fraction("torchvision_fraction", self.torchvision_fraction, upper_open=False)
+        _check_fraction("label_smoothing", self.label_smoothing, upper_open=True)
+        for name in ("download", "progress"):
+            check_flag(name, getattr(self, name))
+        _check_text("data", self.data)
+        try:
+            self.postprocess = str(PostProcess.parse(self.postprocess))  # a typo fails here, not after an hour
+        except ValueError as e:
+            raise _invalid("postprocess", self.postprocess, f"is not a post-processing spec ({e})") from e
         if self.kind == "ghn3" and self.init_from is None and self.hid % self.heads:
-            raise ValueError(f"hid ({self.hid}) must be divisible by heads ({self.heads}) for a ghn3")
+            raise _invalid("hid", self.hid, f"must be divisible by heads ({self.heads}) for a ghn3")
+
+    @property
+    def warmup(self) -> int:
+        """The warmup steps the schedule uses: ``warmup_steps``, or by default 100 and at most a tenth of the run."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(DEFAULT_WARMUP_STEPS, self.steps // 10)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["max_shape"] = list(self.max_shape)
         return d
+
+
+def _invalid(name: str, value: Any, what: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{name} {what}, got {value!r}", argument=name, value=value)
+
+
+def _check_int(name: str, value: Any, minimum: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(name, value, f"must be a whole number >= {minimum}{hint}")
+
+
+def _check_fraction(name: str, value: Any, upper_open: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and 0 <= value and (value < 1 if upper_open else value <= 1)):
+        raise _invalid(name, value, "must be in [0, 1)" if upper_open else "must be between 0 and 1")
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise _invalid(name, value, "must be a non-empty string")
 
 
 def training_record(source: str) -> Optional[dict[str, Any]]:
@@ -190,6 +255,22 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
+def _may_leave_parameters_unused(config: TrainConfig, postprocess: PostProcess) -> bool:
+    """Whether a training step can leave some GHN parameter out of the loss (DDP must then search for them).
+
+    Every network the architecture generator draws has convolutions, 1-d tensors (norms, biases) and a linear
+    classifier with a bias, so every GHN decoder takes part in every step's loss. Shrunk torchvision networks
+    (some have no linear classifier) and post-processing that drops predicted tensors (the classifier, biases,
+    gains, norms, embeddings keep the network's own init) can leave a decoder out. Searching when nothing can
+    be unused costs a graph traversal per step and made DDP warn on every rank.
+    """
+    drops = any(
+        getattr(postprocess, name)
+        for name in ("drop_classifier", "drop_biases", "drop_gains", "drop_norms", "drop_embeddings")
+    )
+    return drops or config.torchvision_fraction > 0
+
+
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """Autocast dtype, or None: AMP only runs on GPUs (CPU autocast would only slow training here)."""
     if device.type != "cuda" or amp == "off":
@@ -202,13 +283,19 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
 class Trainer:
     """One GHN training run in ``config.output``; resumes from the checkpoint there if there is one."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, overwrite: bool = False) -> None:
+        check_flag("overwrite", overwrite)
+        self.output = check_output_folder(config.output, "output")  # before any work: not a file, writable
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
         self.rank, self.world_size, local_rank = _distributed_context()
         self.device = _resolve_device(config.device, local_rank)
-        self.output = Path(config.output)
+        if overwrite:  # start afresh: what an earlier run wrote here goes (its checkpoint would be resumed)
+            if self.rank == 0:
+                clear_outputs(self.output, RUN_FILES)
+            if self.world_size > 1:
+                dist.barrier()
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be divisible by the {self.world_size} ranks")
 
@@ -240,7 +327,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.ghn,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,  # a meta-batch rarely uses every shape embedding
+                find_unused_parameters=_may_leave_parameters_unused(config, self.postprocess),
             )
         pool_args = dict(
             seed=config.seed,
@@ -257,9 +344,11 @@ class Trainer:
         self.eval_pool = ArchitecturePool(config.eval_archs, stream="eval", **pool_args)
 
         self.optimizer = torch.optim.AdamW(self.ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.warmup = config.warmup  # a resumed run keeps its own unless warmup_steps is given
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, config.warmup_steps, config.steps)
+            self.optimizer, lambda step: lr_factor(step, self.warmup, self.config.steps)
         )
+        self.extensions: list[dict[str, int]] = []  # each time a resumed run changed its length
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.arch_rng = random.Random(f"ghn-init-draw/{config.seed}/{self.rank}")
@@ -512,6 +601,8 @@ class Trainer:
             "recent_losses": self.recent_losses,
             "rng": rng_states,
             "fine_tuned_from": self.fine_tuned_from,  # the base as it was when training started
+            "warmup": self.warmup,
+            "extensions": self.extensions,
         }
         self.output.mkdir(parents=True, exist_ok=True)
         path = self.output / CHECKPOINT_NAME
@@ -528,13 +619,32 @@ class Trainer:
         saved, current = state["config"], self.config.to_dict()
         defaults = {f.name: f.default for f in fields(TrainConfig)}  # a setting added since: its default then
         changed = sorted(
-            k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]
+            k
+            for k in current
+            if k not in RESUMABLE_CHANGES | SCHEDULE_SETTINGS and saved.get(k, defaults.get(k)) != current[k]
         )
+        saved_steps = saved.get("steps", state["step"])
+        saved_warmup = state.get("warmup", saved.get("warmup_steps"))  # checkpoints before 'warmup' stored an int
+        if saved_warmup is None:
+            saved_warmup = DEFAULT_WARMUP_STEPS
+        if self.config.warmup_steps is not None and self.config.warmup_steps != saved_warmup:
+            changed.append("warmup_steps")
+            saved = {**saved, "warmup_steps": saved_warmup}
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{path} was written by a run with other settings ({details}); use those settings to resume, "
-                "or pick a new output folder"
+                "overwrite=True (--overwrite) to start afresh, or pick a new output folder",
+                argument=changed[0],
+                value=current[changed[0]],
+            )
+        if state["step"] > self.config.steps:
+            raise InvalidArgumentError(
+                f"{path} is at step {state['step']}, past steps={self.config.steps}; pass at least "
+                f"{state['step']} steps to continue it (more extend it), or overwrite=True (--overwrite) to start "
+                "afresh",
+                argument="steps",
+                value=self.config.steps,
             )
         if len(state["rng"]) != self.world_size:
             raise ValueError(
@@ -549,6 +659,13 @@ class Trainer:
         self.recent_losses = list(state["recent_losses"])
         self._set_rng_state(state["rng"][self.rank])
         self.fine_tuned_from = state.get("fine_tuned_from", self.fine_tuned_from)
+        self.warmup = self.config.warmup_steps if self.config.warmup_steps is not None else saved_warmup
+        self.extensions = [dict(e) for e in state.get("extensions", [])]
+        if self.config.steps != saved_steps:  # a longer (or shorter) run: the schedule of the new length from here
+            self.extensions.append({"at_step": self.step, "from_steps": saved_steps, "to_steps": self.config.steps})
+            for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base_lr * lr_factor(self.step, self.warmup, self.config.steps)
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if self.is_main:
             self._truncate_log(self.step)
 
@@ -585,7 +702,8 @@ class Trainer:
             "world_size": self.world_size,
             "device": str(self.device),
             "train_seconds": round(self.elapsed_seconds, 1),
-            "settings": cfg.to_dict(),
+            "settings": {**cfg.to_dict(), "warmup_steps": self.warmup},  # the warmup used, also when defaulted
+            **({"extensions": self.extensions} if self.extensions else {}),
             "final_metrics": {"train_loss_recent": self.smoothed_loss(), **self.last_eval},
             **({"fine_tuned_from": self.fine_tuned_from} if self.fine_tuned_from else {}),
         }
@@ -601,16 +719,37 @@ class Trainer:
         return folder
 
 
-def train(config: Optional[TrainConfig] = None, **settings: Any) -> Path:
+def train(config: Optional[TrainConfig] = None, *, overwrite: bool = False, **settings: Any) -> Path:
     """Train (or resume) a GHN, evaluate it, and export it to ``<output>/ghn``; returns that folder.
 
-    ``train(output="runs/ghn", steps=2000)`` is shorthand for ``train(TrainConfig(...))``.
+    ``train(output="runs/ghn", steps=2000)`` is shorthand for ``train(TrainConfig(...))``. A folder with a
+    checkpoint is resumed from it: with the same settings the run continues exactly; with more ``steps`` a
+    finished (or unfinished) run is extended, the learning rate following the schedule of the longer run from
+    the checkpoint's step on (the model card says so).
+
+    Args:
+        config: the settings; or give them as keywords.
+        overwrite: start afresh in a folder that holds an earlier run (its checkpoint, metrics log and exported
+            GHN are removed first) instead of resuming it.
+
+    Returns:
+        The exported GHN folder, loadable with ``ghn_init.load_ghn``.
+
+    Raises:
+        InvalidArgumentError: a setting is out of range, the output folder cannot be written, or the checkpoint
+            there is past ``steps``; before any work.
+
+    Example:
+        >>> folder = train(output="runs/ghn", steps=2000)  # doctest: +SKIP
+        >>> folder = train(output="runs/ghn", steps=4000)  # doctest: +SKIP  # 2000 more steps of the same run
     """
     if config is None:
         config = TrainConfig(**settings)
     elif settings:
-        raise TypeError("pass either a TrainConfig or keyword settings, not both")
-    trainer = Trainer(config)
+        raise InvalidArgumentTypeError(
+            "pass either a TrainConfig or keyword settings, not both", argument="config", value=config
+        )
+    trainer = Trainer(config, overwrite=overwrite)
     trainer.fit()
     trainer.evaluate()
     if trainer.is_main:
