@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     args = parser.parse_args()
     inits = {
         "default": "default",
@@ -43,7 +44,8 @@ def main() -> None:
         f"ghn:{args.ghn}": f"ghn:{args.ghn}",
     }
     results = ghn_init.compare(
-        [args.model], inits, "digits", steps=args.steps, seeds=[int(s) for s in args.seeds.split(",")], out=args.out
+        [args.model], inits, "digits", steps=args.steps, seeds=[int(s) for s in args.seeds.split(",")], out=args.out,
+        overwrite=args.overwrite,
     )
     print(results.markdown(plot=None))
 

@@ -20,6 +20,7 @@ from .errors import (
     HubFileNotFoundError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    PeerProcessError,
     PredictionError,
     StrictError,
     TraceError,
@@ -86,6 +87,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",
+    "PeerProcessError",
     "UnsupportedDtypeError",
     "__version__",
 ]

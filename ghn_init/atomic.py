@@ -1,8 +1,11 @@
-"""Write a safetensors file so that it appears whole or not at all, readable like any other file."""
+"""Write a safetensors file so that it appears whole or not at all, readable like any other file, and byte for
+byte the same whenever the tensors and metadata are: its sha256 can pin it (``load_ghn(..., sha256=...)``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -15,7 +18,8 @@ def save_file_atomic(
     """``safetensors.torch.save_file`` into ``path.partial``, made world-readable, then renamed onto ``path``.
 
     A reader never sees a half-written file, and a failure leaves no ``.partial`` behind. (safetensors may
-    create files owner-only; a checkpoint is meant to be shared, so it gets mode 0644.)
+    create files owner-only; a checkpoint is meant to be shared, so it gets mode 0644.) The header is rewritten
+    in a canonical order (see :func:`canonicalize_header`), so equal tensors and metadata give equal files.
 
     Args:
         tensors: contiguous CPU tensors, none sharing storage (safetensors' own requirement).
@@ -37,9 +41,43 @@ def save_file_atomic(
     partial = path.with_name(path.name + ".partial")
     try:
         save_file(dict(tensors), str(partial), metadata=dict(metadata) if metadata is not None else None)
+        canonicalize_header(partial)
         partial.chmod(0o644)
         os.replace(partial, path)
     finally:
         if partial.exists():
             partial.unlink()
     return path
+
+
+def canonicalize_header(path: Union[str, Path]) -> None:
+    """Rewrite the JSON header of the safetensors file ``path`` with sorted keys, in place.
+
+    safetensors keeps the metadata in a hash map and writes it in the map's order, which changes from one process
+    (even one call) to the next: two files of identical tensors and metadata then differ in their header bytes
+    and in their sha256. The header is ``8 bytes little-endian length N`` + ``N bytes of JSON`` (padded with
+    spaces) + the tensor data, whose offsets are relative to the end of the header; sorting the keys leaves the
+    JSON's length unchanged, so the new header overwrites the old one and the data is not touched.
+
+    Example: a header ``{"__metadata__":{"b":"2","a":"1"},"w":{...}}`` becomes
+    ``{"__metadata__":{"a":"1","b":"2"},"w":{...}}``, same length, same padding.
+    """
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        metadata = header.pop("__metadata__", None)
+        canonical = {**({"__metadata__": dict(sorted(metadata.items()))} if metadata is not None else {})}
+        canonical.update(sorted(header.items()))
+        text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length:
+            f.seek(8)
+            f.write(text + b" " * (length - len(text)))
+            return
+    # Not expected (the same JSON, only reordered); if a writer's escaping ever differs, rewrite the whole file.
+    padded = text + b" " * (-(8 + len(text)) % 8)
+    rewritten = Path(str(path) + ".canonical")
+    with open(path, "rb") as src, open(rewritten, "wb") as dst:
+        src.seek(8 + length)
+        dst.write(len(padded).to_bytes(8, "little") + padded)
+        shutil.copyfileobj(src, dst)
+    os.replace(rewritten, path)

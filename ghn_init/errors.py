@@ -41,6 +41,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",
+    "PeerProcessError",
 ]
 
 
@@ -298,3 +299,28 @@ class UnsupportedModelError(GHNInitError, ValueError):
 class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
     """An :class:`InvalidArgumentError` for a value of the wrong type; also a ``TypeError``, so code that caught
     the ``TypeError`` torch or Python raised before keeps working."""
+
+
+class PeerProcessError(GHNInitError, RuntimeError):
+    """Another process of a distributed (``torchrun``) training run stopped or lost its connection, so this one
+    cannot go on; nothing is wrong with this process's input.
+
+    The message is one line: which step this process had reached, the backend's own words, where the run's last
+    checkpoint is, and that running the same command again resumes from it.
+
+    Attributes:
+        rank: this process's rank.
+        world_size: the number of processes in the run.
+        step: the last step this process finished.
+
+    Example:
+        >>> e = PeerProcessError("another process stopped", rank=0, world_size=2, step=40)
+        >>> (e.rank, e.world_size, e.step)
+        (0, 2, 40)
+    """
+
+    def __init__(self, message: str, *, rank: int = 0, world_size: int = 1, step: int = 0):
+        super().__init__(message)
+        self.rank = rank
+        self.world_size = world_size
+        self.step = step

@@ -47,6 +47,7 @@ def save_safetensors(
     Raises:
         FileNotFoundError: the folder of ``path`` does not exist.
         IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: a part of the folder of ``path`` is a file.
         TypeError: ``metadata`` has non-string keys or values.
 
     Example:
@@ -106,6 +107,7 @@ def check_save_path(path: Union[str, Path]) -> None:
     Raises:
         FileNotFoundError: the folder of ``path`` does not exist.
         IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: a part of the folder of ``path`` is a file.
         PermissionError: the folder is not writable.
     """
     path = Path(path)
@@ -115,6 +117,11 @@ def check_save_path(path: Union[str, Path]) -> None:
             f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}"
         )
     if not folder.is_dir():
+        above = folder
+        while not above.exists() and above.parent != above:  # the deepest part of the path that exists
+            above = above.parent
+        if above.exists() and not above.is_dir():
+            raise NotADirectoryError(f"cannot save to {path}: {above} is a file, not a folder; pass a path in a folder")
         raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"cannot save to {path}: the folder {folder} is not writable")

@@ -124,6 +124,16 @@ def bad_invocations(tmp: Path) -> list[list[str]]:
         ["verify", "--ghn", "ghn3-t-m8"],  # offline
         ["list", "--bogus"],
         ["list", "no-such-ghn*"],
+        # issue 21: exit 3 or several lines before
+        ["apply", "resnet18", "--ghn", "bundled", "--num-classes", str(10**13)],  # out of memory building it
+        ["apply", "resnet18", "--ghn", "bundled", "--input-size", "1", "64", "64"],  # 3 lines (fallback warnings)
+        ["apply", "resnet18", "--ghn", "bundled", "--save", str(a_file / "x.safetensors")],
+        ["verify", "--ghn", "bundled", "--tolerance", "nan"],
+        ["verify", "--ghn", "bundled", "--tolerance", "-1"],
+        ["train", str(a_file), "--steps", "1", *small_train],  # raw [Errno 17] after the setup
+        ["train", str(a_file / "run"), "--steps", "1", *small_train],  # raw [Errno 20]
+        ["train", out, "--steps", "5", "--warmup-steps", "10", *small_train],
+        ["compare", "--models", "resnet18", "--inits", "default", "--data", "shapes", "--out", str(a_file)],
     ]
 
 

@@ -9,6 +9,7 @@ DistributedDataParallel; each rank draws its own architectures and its own shard
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from ..postprocess import PostProcess, postprocess_predictions
 from ..validation import check_choice, check_finite, check_flag, check_seed
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
+from .peers import is_peer_failure, peer_failure
 from .pool import ArchitecturePool
 
 CHECKPOINT_VERSION = 1
@@ -505,6 +507,27 @@ class Trainer:
         show = cfg.progress and self.is_main
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not show, desc="ghn-init train")
         batches = self._batches()
+        with self.peer_failures():
+            self._fit_loop(until, batches, bar)
+        bar.close()
+        return {"step": self.step, "train_loss": self.smoothed_loss()}
+
+    @contextlib.contextmanager
+    def peer_failures(self) -> Iterator[None]:
+        """Turn another process's death (the backend's transport error in this one) into a one-line
+        :class:`~ghn_init.errors.PeerProcessError` saying where to resume from (see :mod:`.peers`)."""
+        try:
+            yield
+        except RuntimeError as e:
+            if not is_peer_failure(e, self.world_size):
+                raise
+            checkpoint = self.output / CHECKPOINT_NAME
+            raise peer_failure(
+                e, rank=self.rank, world_size=self.world_size, step=self.step, checkpoint=checkpoint
+            ) from e
+
+    def _fit_loop(self, until: int, batches: Iterator, bar: Any) -> None:
+        cfg = self.config
         while self.step < until:
             started = time.perf_counter()
             metrics = self.train_step(*next(batches))
@@ -518,8 +541,6 @@ class Trainer:
                 self.log({"step": self.step, **self.evaluate()})
             if self.step % cfg.checkpoint_every == 0 or self.step == until:
                 self.save_checkpoint()
-        bar.close()
-        return {"step": self.step, "train_loss": self.smoothed_loss()}
 
     def smoothed_loss(self) -> float:
         return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else float("nan")
@@ -751,10 +772,11 @@ def train(config: Optional[TrainConfig] = None, *, overwrite: bool = False, **se
         )
     trainer = Trainer(config, overwrite=overwrite)
     trainer.fit()
-    trainer.evaluate()
-    if trainer.is_main:
-        trainer.log({"step": trainer.step, **trainer.last_eval})
-    return trainer.export()
+    with trainer.peer_failures():
+        trainer.evaluate()
+        if trainer.is_main:
+            trainer.log({"step": trainer.step, **trainer.last_eval})
+        return trainer.export()
 
 
 __all__ = ["TrainConfig", "Trainer", "train", "lr_factor"]
