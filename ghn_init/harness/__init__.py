@@ -6,7 +6,7 @@ in place.
 """
 
 from .data import Data, digits, from_datasets, image_folder, load_data, per_class_subset, shapes
-from .models import build_model, small_vit
+from .models import build_model, small_vgg, small_vit
 from .results import Failure, Results, Run
 from .runner import compare, evaluate
 from .schemes import default, ghn_scheme, orthogonal, parse_scheme
@@ -26,6 +26,7 @@ __all__ = [
     "load_data",
     "build_model",
     "small_vit",
+    "small_vgg",
     "default",
     "orthogonal",
     "ghn_scheme",

@@ -134,7 +134,7 @@ def compare(
     runs go on.
 
     Args:
-        models: names (``resnet18``, ``timm/NAME``, ``small_vit``), callables returning a model, or a
+        models: names (``resnet18``, ``timm/NAME``, ``small_vit``, ``small_vgg``), callables returning a model, or a
             comma-separated string of names.
         inits: scheme names (:func:`ghn_init.list_schemes`, ``ghn:SOURCE[+POSTPROCESS][+calibrate]``), callables
             ``scheme(model, *, data=None, generator=None)`` or plain ``(model) -> None`` (what they return is kept),
