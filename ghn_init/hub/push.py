@@ -146,7 +146,7 @@ def check_folder(folder: Path) -> str:
 
     Example:
         >>> from ghn_init.hub import BUNDLED_DIR
-        >>> check_folder(BUNDLED_DIR).startswith("---")
+        >>> check_folder(BUNDLED_DIR).startswith("# GHN3")
         True
     """
     if not folder.exists():
