@@ -176,6 +176,12 @@ def trained_folder(path: Path) -> Path:
     return path
 
 
+def made_private(create_request: dict) -> bool:
+    """Whether a create-repo request asks for a private repo (``visibility`` since huggingface_hub 1.x, ``private``
+    before)."""
+    return create_request.get("visibility") == "private" or create_request.get("private") is True
+
+
 def one_line(e: BaseException) -> str:
     text = str(e)
     assert text and "\n" not in text, text
@@ -211,8 +217,7 @@ def test_push_takes_the_token_from_hf_token_and_passes_the_options(
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     folder = trained_folder(tmp_path / "ghn")
     info = ghn_init.push_to_hub(folder, "org/ghn", revision="v1", private=True, commit_message="first GHN")
-    assert hub.created[0]["organization"] == "org" and hub.created[0].get("visibility", "private") == "private"
-    assert hub.created[0].get("private", True) is True
+    assert hub.created[0]["organization"] == "org" and made_private(hub.created[0])
     assert hub.branches == [("org/ghn", "v1")]
     (commit,) = hub.commits
     assert commit["revision"] == "v1" and commit["header"]["summary"] == "first GHN"
@@ -386,7 +391,7 @@ def test_cli_push_uploads_and_prints_the_commit(
     assert code == 0
     (commit,) = hub.commits
     assert set(commit["files"]) == GHN_FILES and commit["header"]["summary"] == "from the CLI"
-    assert hub.created[0].get("visibility", "private") == "private" and hub.created[0].get("private", True) is True
+    assert made_private(hub.created[0])
     assert f"{hub.url}/me/cli-ghn/commit/" in out and "hf://me/cli-ghn" in out and TOKEN not in out
 
 

@@ -35,11 +35,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         "and upload model.safetensors, config.json and README.md in one commit (nothing else from FOLDER). The token "
         "comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects another Hub.",
     )
-    p.add_argument("folder", help="GHN folder: OUT/ghn of `ghn-init train OUT`, or DST_DIR of `ghn-init convert`")
-    p.add_argument("repo_id", help="Hub model repo to push to, OWNER/NAME (created if missing)")
     p.add_argument(
-        "--revision", default=None, help="branch to commit to, created if missing (default: main)"
+        "folder", metavar="FOLDER", help="GHN folder: OUT/ghn of `ghn-init train OUT`, or DST_DIR of `ghn-init convert`"
     )
+    p.add_argument("repo_id", metavar="REPO_ID", help="Hub model repo to push to, OWNER/NAME (created if missing)")
+    p.add_argument("--revision", default=None, help="branch to commit to, created if missing (default: main)")
     p.add_argument(
         "--private",
         action=argparse.BooleanOptionalAction,

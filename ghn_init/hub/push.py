@@ -275,7 +275,7 @@ def _upload(
     try:
         options = {} if private is None else {"private": private}
         api.create_repo(repo_id, repo_type="model", exist_ok=True, **options)
-        if revision is not None and not create_pr and not revision.startswith("refs/"):
+        if revision not in (None, "main") and not create_pr and not revision.startswith("refs/"):
             step = f"creating the branch {revision!r} of the repo"
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
         step = "committing to the repo"
