@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import socket
 import threading
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from ghn_init.hub.convert import convert
 
 from .conftest import tiny_ghn
 from .test_hub import LFS_SUFFIXES, FakeHub
+from .test_train import TINY
 
 TOKEN = "hf_pushTestTokenThatMustNeverBeShown"
 GHN_FILES = {"model.safetensors", "config.json", "README.md"}
@@ -166,6 +168,16 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushHub]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``ghn_init.train`` run (one step, tiny, about 1 s): OUT/checkpoint.pt, OUT/metrics.jsonl, OUT/ghn."""
+    from ghn_init.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("push") / "run"
+    train(TrainConfig(output=str(out), **{**TINY, "steps": 1, "warmup_steps": 0}))
+    return out
+
+
 def trained_folder(path: Path) -> Path:
     """A folder laid out as ``ghn-init train OUT`` exports OUT/ghn (weights, config with a training record, card),
     with a stray training checkpoint and log next to it that must not be published."""
@@ -209,6 +221,18 @@ def test_push_uploads_exactly_the_ghn_files_and_they_load_back(hub: PushHub, tmp
     expected = tiny_ghn("ghn3").state_dict()
     assert pushed.state_dict().keys() == expected.keys()
     assert all(torch.equal(pushed.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_push_publishes_what_training_exported(hub: PushHub, training_run: Path) -> None:
+    folder = training_run / "ghn"
+    assert (training_run / "checkpoint.pt").exists() and set(p.name for p in folder.iterdir()) == GHN_FILES
+    ghn_init.push_to_hub(folder, "me/trained", token=TOKEN)
+    (commit,) = hub.commits
+    assert commit["files"] == {name: (folder / name).read_bytes() for name in GHN_FILES}
+    pushed, local = ghn_init.load_ghn("hf://me/trained"), ghn_init.load_ghn(folder)
+    without_extra = lambda ghn: {k: v for k, v in ghn.config.to_dict().items() if k != "extra"}  # noqa: E731
+    assert without_extra(pushed) == without_extra(local)
+    assert all(torch.equal(pushed.state_dict()[k], v) for k, v in local.state_dict().items())
 
 
 def test_push_takes_the_token_from_hf_token_and_passes_the_options(
@@ -285,11 +309,10 @@ def test_a_bad_folder_is_refused_before_any_request(hub: PushHub, tmp_path: Path
     assert hub.count() == 0
 
 
-def test_the_run_folder_instead_of_its_ghn_folder_points_to_it(hub: PushHub, tmp_path: Path) -> None:
-    trained_folder(tmp_path / "run" / "ghn")
+def test_the_run_folder_instead_of_its_ghn_folder_points_to_it(hub: PushHub, training_run: Path) -> None:
     with pytest.raises(ghn_init.CheckpointNotFoundError) as info:
-        ghn_init.push_to_hub(tmp_path / "run", "me/x", token=TOKEN)
-    assert f"{tmp_path / 'run' / 'ghn'} has one: pass that folder" in one_line(info.value)
+        ghn_init.push_to_hub(training_run, "me/x", token=TOKEN)
+    assert f"{training_run / 'ghn'} has one: pass that folder" in one_line(info.value)
     assert hub.count() == 0
 
 
@@ -393,6 +416,17 @@ def test_cli_push_uploads_and_prints_the_commit(
     assert set(commit["files"]) == GHN_FILES and commit["header"]["summary"] == "from the CLI"
     assert made_private(hub.created[0])
     assert f"{hub.url}/me/cli-ghn/commit/" in out and "hf://me/cli-ghn" in out and TOKEN not in out
+
+
+def test_convert_ends_with_the_push_command_and_it_works(
+    hub: PushHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert cli.main(["convert", "bundled", str(tmp_path / "conv")]) == 0
+    command = capsys.readouterr().out.split("publish it with `")[1].split("`")[0]
+    assert command == f"ghn-init push {tmp_path / 'conv'} OWNER/REPO"
+    assert cli.main(shlex.split(command.replace("OWNER/REPO", "me/bundled"))[1:]) == 0
+    assert "hf://me/bundled" in hub.commits[0]["files"]["README.md"].decode()
 
 
 def test_cli_push_a_bad_folder_exits_2_with_one_line(
