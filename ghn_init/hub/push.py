@@ -291,6 +291,7 @@ def _upload(
         error = _upload_error(e, repo_id, revision, step)
         if error is None:
             raise
+        # from None: the HTTP error (its request, headers) is not chained, so no traceback can show the token
         raise HubUploadError(_scrub(str(error), token), repo_id=repo_id, status=error.status) from None
 
 
