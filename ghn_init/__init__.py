@@ -18,6 +18,7 @@ from .errors import (
     GHNInitError,
     HubDownloadError,
     HubFileNotFoundError,
+    HubUploadError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     PeerProcessError,
@@ -35,6 +36,7 @@ from .graph import PRIMITIVES, Graph, register_module, trace
 from .harness import Results as CompareResults
 from .harness import compare
 from .hub import list_ghns, load_ghn
+from .hub.push import push_to_hub
 from .networks import GHN, GHNConfig
 from .planning import Plan, plan
 from .postprocess import PostProcess
@@ -61,6 +63,7 @@ __all__ = [
     "plan",
     "load_ghn",
     "list_ghns",
+    "push_to_hub",
     "register_module",
     "save_safetensors",
     "Prediction",
@@ -84,6 +87,7 @@ __all__ = [
     "HubDownloadError",
     "HubFileNotFoundError",
     "CorruptDownloadError",
+    "HubUploadError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",

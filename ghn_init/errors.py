@@ -38,6 +38,7 @@ __all__ = [
     "HubDownloadError",
     "HubFileNotFoundError",
     "CorruptDownloadError",
+    "HubUploadError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "UnsupportedModelError",
@@ -234,6 +235,35 @@ class HubFileNotFoundError(HubDownloadError, FileNotFoundError):
 
 class CorruptDownloadError(HubDownloadError):
     """A downloaded file does not match the checksum the Hub publishes; it was removed from the cache."""
+
+
+class HubUploadError(GHNInitError, OSError):
+    """A GHN folder could not be published on the Hugging Face Hub (:func:`ghn_init.push_to_hub`): no token,
+    ``HF_HUB_OFFLINE`` set, the Hub refused (401/403, a missing revision, a rejected card) or could not be reached.
+
+    The message says what to do (``hf auth login``, ``HF_TOKEN`` or ``token=``, ...) and never contains the token.
+    No partial commit is made; the repo may have been created before a later step failed.
+
+    Attributes:
+        repo_id: the Hub repo pushed to.
+        status: the HTTP status the Hub answered, or None (no request made, or no answer).
+
+    Example:
+        >>> import ghn_init
+        >>> try:
+        ...     ghn_init.push_to_hub("runs/ghn/ghn", "me/my-ghn", token="hf_...")  # doctest: +SKIP
+        ... except ghn_init.HubUploadError as e:
+        ...     print(e.status)
+        401
+    """
+
+    def __init__(self, message: str, *, repo_id: str = "", status: Optional[int] = None):
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.status = status
+
+    def __str__(self) -> str:  # OSError would otherwise print "[Errno ...]" forms for some argument shapes
+        return str(self.args[0]) if self.args else ""
 
 
 class UnknownModelError(GHNInitError, ValueError):

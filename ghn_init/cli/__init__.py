@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "ghn_init.cli.apply",
     "ghn_init.cli.list",
     "ghn_init.cli.convert",
+    "ghn_init.cli.push",
     "ghn_init.cli.verify",
     "ghn_init.cli.train",
     "ghn_init.cli.compare",

@@ -74,7 +74,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tune every model from every init scheme with every seed under identical conditions "
         "(same data order, same non-predicted tensors); write OUT/results.json, results.md and curves.png.",
     )
-    p.add_argument("--models", required=True, help="comma-separated: torchvision names, timm/NAME, small_vit, small_vgg (no normalization)")
+    p.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated: torchvision names, timm/NAME, small_vit, small_vgg (no normalization)",
+    )
     p.add_argument(
         "--inits",
         default="default,orthogonal,ghn:bundled",

@@ -19,7 +19,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"wrote {dst / name} ({(dst / name).stat().st_size:,} bytes)")
     print(
         f"load it with ghn_init.load_ghn({str(dst)!r}); "
-        f"upload it with `python hub/upload.py {dst} --repo-id OWNER/REPO`"
+        f"publish it with `ghn-init push {dst} {args.repo_id or 'OWNER/REPO'}`"
     )
     return 0
 

@@ -75,5 +75,5 @@ def _run(args: argparse.Namespace) -> int:
     config = TrainConfig(**settings, command=shlex.join(["ghn-init", *sys.argv[1:]]))
     folder = train(config, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one line is enough
-        print(f"exported the trained GHN to {folder}")
+        print(f"exported the trained GHN to {folder}; publish it with `ghn-init push {folder} OWNER/NAME`")
     return 0
