@@ -46,6 +46,11 @@ _UNARY: dict[Callable[..., Any], tuple[Optional[int], tuple]] = {
     F.leaky_relu: (2, ()),
     F.elu: (2, ()),
     F.mish: (1, ()),
+    F.silu: (1, ()),
+    torch.sigmoid: (None, ()),
+    torch.Tensor.sigmoid: (None, ()),
+    torch.tanh: (None, ()),
+    torch.Tensor.tanh: (None, ()),
     torch.roll: (None, (1, 0)),
 }
 
@@ -54,6 +59,46 @@ _CLASSES: dict[Any, type[torch.autograd.Function]] = {}
 
 def _meta(*shape: int) -> torch.Tensor:
     return torch.empty(shape, device="meta", requires_grad=True).clone()
+
+
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t)`` without its Python reference implementation where the result is known.
+
+    On meta tensors ``torch.empty_like`` runs PyTorch's Python reference (about 50 us: it works out a
+    memory-format permutation); for a contiguous ``t`` its result has ``t``'s own strides, which
+    ``empty_strided`` makes directly (about 2 us).
+
+    Example:
+        >>> empty_like(torch.empty(2, 3, device="meta")).stride()
+        (3, 1)
+    """
+    if t.is_contiguous():
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    return torch.empty_like(t)
+
+
+def new_empty(t: torch.Tensor, shape: Any) -> torch.Tensor:
+    """``t.new_empty(shape)`` (a contiguous tensor of ``t``'s dtype and device) without a Python meta function."""
+    return torch.empty(shape, dtype=t.dtype, device=t.device)
+
+
+def broadcast_shape(*shapes: torch.Size) -> Optional[tuple[int, ...]]:
+    """The broadcast of ``shapes`` (as ``torch.broadcast_shapes``, which runs in Python on meta), or None if
+    they do not broadcast (the real operation then raises its own error).
+
+    Example:
+        >>> broadcast_shape(torch.Size([2, 8, 1, 1]), torch.Size([2, 8, 4, 4]))
+        (2, 8, 4, 4)
+    """
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        for i, d in enumerate(s, n - len(s)):
+            if d != 1:
+                if out[i] != 1 and out[i] != d:
+                    return None
+                out[i] = d
+    return tuple(out)
 
 
 def _stand_in(key: Any, probe: Callable[[], torch.Tensor], forward: Callable[..., torch.Tensor]) -> type:
@@ -78,6 +123,8 @@ def _stand_in(key: Any, probe: Callable[[], torch.Tensor], forward: Callable[...
 
 def _unary(func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
     x = args[0]
+    if "out" in kwargs:
+        return None  # ``out=`` runs for real
     pos, probe_args = _UNARY[func]
     # other arguments (slopes, bounds, shifts, gelu's approximation) change values only, never the graph
     inplace = bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
@@ -89,7 +136,7 @@ def _unary(func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
 
         cls = _stand_in((func, True), lambda: func(_meta(1), *probe_args, inplace=True), forward)
     else:
-        cls = _stand_in((func, False), lambda: func(_meta(1), *probe_args), lambda ctx, t: torch.empty_like(t))
+        cls = _stand_in((func, False), lambda: func(_meta(1), *probe_args), lambda ctx, t: empty_like(t))
     return cls.apply(x)
 
 
@@ -97,7 +144,7 @@ def _addmm(bias: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tens
     cls = _stand_in(
         "addmm",
         lambda: torch.addmm(_meta(1), _meta(1, 1), _meta(1, 1)),
-        lambda ctx, b, x, y: x.new_empty((x.shape[0], y.shape[1])),
+        lambda ctx, b, x, y: new_empty(x, (x.shape[0], y.shape[1])),
     )
     return cls.apply(bias, m1, m2)
 
@@ -150,7 +197,9 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
         return None
     if not any(t.requires_grad for t in tensors):
         return None  # nothing is recorded: let PyTorch do it
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    shape = broadcast_shape(*(t.shape for t in tensors))
+    if shape is None:
+        return None  # PyTorch raises its own error
     dtype = torch.result_type(a, b)
     probe_op, inplace = _BINARY[func]
     if inplace:
@@ -186,7 +235,7 @@ def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     cls = _stand_in(
         key,
         lambda: F.adaptive_avg_pool2d(_meta(1, 1, 2, 2), 1 if size == (1, 1) else 2),
-        lambda ctx, t, shape: t.new_empty(shape),
+        lambda ctx, t, shape: new_empty(t, shape),
     )
     return cls.apply(x, (*x.shape[:2], *size))
 
@@ -223,7 +272,7 @@ def _conv2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     cls = _stand_in(
         "conv2d",
         lambda: F.conv2d(_meta(1, 1, 1, 1), _meta(1, 1, 1, 1), _meta(1)),
-        lambda ctx, x, w, b, shape: x.new_empty(shape),  # meta convolutions return contiguous outputs
+        lambda ctx, x, w, b, shape: new_empty(x, shape),  # meta convolutions return contiguous outputs
     )
     return cls.apply(x, w, b, (x.shape[0], w.shape[0], *size))
 
