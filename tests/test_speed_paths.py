@@ -73,7 +73,9 @@ class _Elementwise(nn.Module):
         g = self.bn(g.contiguous(memory_format=torch.channels_last)).sigmoid()
         y = y * g + torch.tanh(g) * 2.0
         y = F.silu(y.contiguous(), inplace=True) + g.expand_as(y).contiguous()
-        return (y + F.silu(x[:, :, :1])).flatten(1)
+        y = torch.cat([y, x, y], 1)[:, 2:6] + torch.cat((cl, cl), dim=-1)[..., :6]  # contiguous, channels-last
+        y = torch.cat([y, torch.cat([cl, x.detach()], 1)], 1)  # mixed formats; an input without grad
+        return (y[:, :4] + F.silu(x[:, :, :1])).flatten(1)
 
 
 def _raw(model: nn.Module, size: tuple[int, ...], monkeypatch: pytest.MonkeyPatch, stand_ins: bool):
@@ -87,7 +89,16 @@ def _raw(model: nn.Module, size: tuple[int, ...], monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize(
     "name",
-    ["acts", "mobilenet_v3_small", "tiny_vit", "tiny_swin", "tiny_convnext", "tiny_efficientnet", "elementwise"],
+    [
+        "acts",
+        "mobilenet_v3_small",
+        "tiny_vit",
+        "tiny_swin",
+        "tiny_convnext",
+        "tiny_efficientnet",
+        "tiny_densenet",
+        "elementwise",
+    ],
 )
 def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     size = (3, 32, 32)
@@ -106,6 +117,8 @@ def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.
         from torchvision.models.efficientnet import EfficientNet, MBConvConfig
 
         model = EfficientNet([MBConvConfig(1, 3, 1, 8, 8, 1), MBConvConfig(4, 3, 2, 8, 16, 2)], dropout=0.0)
+    elif name == "tiny_densenet":  # a cat per layer
+        model = torchvision.models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2)
     elif name == "elementwise":
         model = _Elementwise()
         size = (3, 6, 6)
@@ -142,6 +155,9 @@ def test_stand_in_names_match_pytorch() -> None:
         (torch.Tensor.mul, (x, 3), {}),
         (torch.Tensor.add_, (x.clone(), b[:1]), {}),
         (torch.Tensor.mul_, (x.detach().clone(), x), {}),
+        (torch.cat, ([x, x.detach(), x],), {}),
+        (torch.cat, ([x4, x4.contiguous(memory_format=torch.channels_last)], 1), {}),
+        (torch.cat, ((x4.contiguous(memory_format=torch.channels_last),) * 2,), {"dim": -1}),
         (F.adaptive_avg_pool2d, (x4, 1), {}),
         (F.adaptive_avg_pool2d, (x4, (3, None)), {}),
         (F.conv2d, (x4, w4, None, 2, 1, 1, 2), {}),
@@ -181,6 +197,32 @@ def test_empty_like_equals_pytorch(shape: tuple[int, ...], memory_format: torch.
         )
 
 
+def test_channels_last_stride_test_equals_pytorch() -> None:
+    import itertools
+
+    from torch._prims_common import are_strides_like_channels_last_or_false as pytorch_test
+
+    from ghn_init.graph.meta_ops import _strides_like_channels_last
+
+    checked = 0
+    for shape in [
+        (2, 3, 4, 5),
+        (2, 1, 4, 5),
+        (2, 3, 1, 1),
+        (1, 1, 1, 1),
+        (2, 3, 0, 5),
+        (2, 3, 4, 5, 6),
+        (2, 1, 1, 1, 1),
+    ]:
+        base = torch.empty(shape)
+        for perm in itertools.permutations(range(len(shape))):
+            t = base.permute(perm).contiguous().permute([perm.index(i) for i in range(len(shape))])
+            for u in (t, t[:, :1], t.transpose(0, 1), t.expand(3, *shape[1:]) if shape[0] == 1 else t):
+                assert _strides_like_channels_last(u.shape, u.stride()) == pytorch_test(u.shape, u.stride())
+                checked += 1
+    assert checked > 1000
+
+
 def test_broadcast_shape_equals_pytorch() -> None:
     from ghn_init.graph.meta_ops import broadcast_shape
 
@@ -206,6 +248,9 @@ def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
     assert meta_stand_in(F.hardswish, (cpu,), {}) is None  # real tensors compute for real
     assert meta_stand_in(F.linear, (meta, torch.empty(4, 3, device="meta")), {}) is None  # no bias: matmul
     assert meta_stand_in(torch.sub, (meta, meta), {}) is None  # not a stand-in op
+    assert meta_stand_in(torch.cat, ([meta, meta[:, :2]],), {}) is None  # sizes differ off dim: PyTorch raises
+    assert meta_stand_in(torch.cat, ([meta, meta.double()],), {}) is None  # dtypes promote: PyTorch's rule
+    assert meta_stand_in(torch.cat, ([meta.detach()],), {}) is None  # nothing requires grad
     out = torch.empty(2, 3, device="meta")
     assert meta_stand_in(torch.sigmoid, (meta,), {"out": out}) is None  # out= runs for real
     assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}) is None  # non-contiguous: layout rules differ
