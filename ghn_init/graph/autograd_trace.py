@@ -183,6 +183,23 @@ def owner_map(
     return {pid: names[-1] for pid, names in owners.items()}
 
 
+def any_tensor(model: nn.Module, test: Callable[[torch.Tensor], bool]) -> bool:
+    """Whether ``test`` holds for a parameter or buffer of ``model``: one walk over its modules' own dicts, for
+    checks that name the tensors (with ``named_parameters``/``named_buffers``) only when one is found.
+
+    Example:
+        >>> any_tensor(nn.Linear(2, 2), lambda t: t.is_meta)
+        False
+    """
+    return any(
+        test(t)
+        for m in model.modules()
+        for store in (m._parameters, m._buffers)
+        for t in store.values()
+        if t is not None
+    )
+
+
 def _set_training(modules: list[nn.Module], modes: list[bool]) -> None:
     for m, training in zip(modules, modes, strict=True):
         if type(m).__setattr__ is nn.Module.__setattr__:
