@@ -172,29 +172,42 @@ def test_stand_in_names_match_pytorch() -> None:
         assert fast.shape == real.shape and fast.stride() == real.stride()
 
 
-@pytest.mark.parametrize(
-    "shape, memory_format",
-    [
-        ((2, 4, 5, 5), torch.contiguous_format),
-        ((2, 4, 5, 5), torch.channels_last),
-        ((2, 4, 1, 1), torch.channels_last),  # contiguous, but with channels-last strides
-        ((2, 1, 3, 3), torch.channels_last),
-        ((3,), torch.contiguous_format),
-        ((), torch.contiguous_format),
-    ],
-)
-def test_empty_like_equals_pytorch(shape: tuple[int, ...], memory_format: torch.memory_format) -> None:
-    from ghn_init.graph.meta_ops import empty_like
+def test_empty_like_equals_pytorch() -> None:
+    """Random shapes (many size-1 dims), permutations, slices, expansions and scrambled size-1 strides: the
+    stand-ins' ``empty_like`` gives PyTorch's strides (a contiguous tensor with an odd stride on a size-1 dim
+    gets the standard one; channels-last ties go PyTorch's way)."""
+    import random
 
-    x = torch.empty(shape, device="meta").to(memory_format=memory_format) if len(shape) == 4 else torch.empty(shape)
-    for t in (x, x.to("meta"), x.half()):
-        fast, real = empty_like(t), torch.empty_like(t)
-        assert (fast.shape, fast.stride(), fast.dtype, fast.device) == (
-            real.shape,
-            real.stride(),
-            real.dtype,
-            real.device,
-        )
+    from ghn_init.graph.meta_ops import _contiguous_strides, empty_like
+
+    rng = random.Random(0)
+    fast_paths = 0
+    for _ in range(3000):
+        shape = [rng.choice([0, 1, 1, 2, 3, 4]) for _ in range(rng.randint(0, 5))]
+        t = torch.empty(shape, device="meta")
+        if len(shape) == 4 and rng.random() < 0.3:
+            t = t.contiguous(memory_format=torch.channels_last)
+        perm = list(range(t.dim()))
+        rng.shuffle(perm)
+        t = t.permute(perm)
+        if rng.random() < 0.3:  # odd strides on size-1 dims
+            t = t.as_strided(
+                t.shape, [rng.choice([1, 7, 100]) if d == 1 else s for d, s in zip(t.shape, t.stride(), strict=True)]
+            )
+        if t.dim() and t.shape[-1] > 2 and rng.random() < 0.2:
+            t = t[..., ::2]  # gaps
+        for u in (t, t.half()):
+            fast, real = empty_like(u), torch.empty_like(u)
+            assert (fast.shape, fast.stride(), fast.dtype, fast.device) == (
+                real.shape,
+                real.stride(),
+                real.dtype,
+                real.device,
+            ), (u.shape, u.stride())
+        fast_paths += _contiguous_strides(t.shape) == t.stride()
+    assert fast_paths > 500
+    cpu = torch.empty(2, 3).t()
+    assert empty_like(cpu).stride() == torch.empty_like(cpu).stride() and empty_like(cpu).device == cpu.device
 
 
 def test_channels_last_stride_test_equals_pytorch() -> None:

@@ -64,19 +64,45 @@ def _meta(*shape: int) -> torch.Tensor:
     return torch.empty(shape, device="meta", requires_grad=True).clone()
 
 
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides ``torch.empty(shape)`` has."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _dense(shape: torch.Size, strides: tuple[int, ...]) -> bool:
+    """PyTorch's ``is_non_overlapping_and_dense`` on plain ints, for shapes without a dimension of size 0 or 1:
+    the elements fill one block of memory, in any order of the dimensions (a permuted contiguous tensor is
+    dense; a slice of one is not)."""
+    expected = 1
+    for stride, size in sorted(zip(strides, shape, strict=True)):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def empty_like(t: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(t)`` without its Python reference implementation where the result is known.
 
     On meta tensors ``torch.empty_like`` runs PyTorch's Python reference (about 50 us: it works out a
-    memory-format permutation); for a contiguous ``t`` its result has ``t``'s own strides, which
-    ``empty_strided`` makes directly (about 2 us).
+    memory-format permutation). Where ``t`` has the strides ``torch.empty`` gives its shape, or is dense
+    in any order of its dimensions with none of size 0 or 1 (a permuted contiguous tensor), the result has
+    ``t``'s own strides, which ``empty_strided`` makes directly (about 2 us). Anything else (size-1
+    dimensions with other strides, channels-last ties, gaps) goes to PyTorch.
 
     Example:
-        >>> empty_like(torch.empty(2, 3, device="meta")).stride()
-        (3, 1)
+        >>> empty_like(torch.empty(2, 3, device="meta").t()).stride()
+        (1, 3)
     """
-    if t.is_contiguous():
-        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    shape, strides = t.shape, t.stride()
+    if t.layout == torch.strided and (
+        strides == _contiguous_strides(shape) or (min(shape, default=0) >= 2 and _dense(shape, strides))
+    ):
+        return torch.empty_strided(shape, strides, dtype=t.dtype, device=t.device)
     return torch.empty_like(t)
 
 
