@@ -210,6 +210,44 @@ def test_empty_like_equals_pytorch() -> None:
     assert empty_like(cpu).stride() == torch.empty_like(cpu).stride() and empty_like(cpu).device == cpu.device
 
 
+def test_binary_and_pooling_stand_ins_lay_out_outputs_as_pytorch() -> None:
+    """Random shapes with many size-1 dims, some with odd strides there (still ``is_contiguous()``): the
+    stand-ins of add/mul (broadcast both ways) and adaptive pooling give PyTorch's output strides, or leave the
+    call to PyTorch. Before, a contiguous operand with an odd size-1 stride got a stand-in with other strides."""
+    import random
+
+    rng = random.Random(0)
+    compared = 0
+
+    def odd(t: torch.Tensor) -> torch.Tensor:
+        if rng.random() < 0.5:
+            return t
+        return t.as_strided(
+            t.shape, [rng.choice([1, 5]) if d == 1 else s for d, s in zip(t.shape, t.stride(), strict=True)]
+        )
+
+    for _ in range(1500):
+        shape = [rng.choice([1, 1, 2, 3]) for _ in range(rng.randint(1, 4))]
+        a = odd(torch.empty(shape, device="meta", requires_grad=True).clone())
+        other = [d if rng.random() < 0.6 else 1 for d in shape][rng.randint(0, len(shape) - 1) :]
+        b = odd(torch.empty(other, device="meta"))
+        for func in (torch.add, torch.mul):
+            for x, y in ((a, b), (b, a), (a, 2.0)):
+                fast = meta_stand_in(func, (x, y), {})
+                if fast is not None:
+                    real = func(x, y)
+                    assert (fast.shape, fast.stride()) == (real.shape, real.stride()), (x.stride(), y)
+                    compared += 1
+        x4 = odd(torch.empty(2, *[rng.choice([1, 2, 5]) for _ in range(3)], device="meta", requires_grad=True).clone())
+        for size in (1, (2, 2), (None, 1)):
+            fast = meta_stand_in(F.adaptive_avg_pool2d, (x4, size), {})
+            if fast is not None:
+                real = F.adaptive_avg_pool2d(x4, size)
+                assert (fast.shape, fast.stride()) == (real.shape, real.stride()), (x4.shape, x4.stride(), size)
+                compared += 1
+    assert compared > 3000
+
+
 def test_channels_last_stride_test_equals_pytorch() -> None:
     import itertools
 

@@ -14,8 +14,9 @@ computed on meta tensors anyway, so a stand-in only has to leave the same autogr
   is marked dirty, as the real in-place kernel does),
 - outputs of the same shape.
 
-``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors are one node each; the
-output is contiguous with the broadcast shape and the promoted dtype, as PyTorch's own is.
+``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors (with the standard strides,
+size-1 dimensions included) are one node each; the output is contiguous with the broadcast shape and the
+promoted dtype, as PyTorch's own is.
 
 ``cat`` of tensors of one rank and dtype is one node; the output's memory format follows PyTorch's rule
 (channels-last only where every input suggests it).
@@ -71,6 +72,13 @@ def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
         strides.append(step)
         step *= max(size, 1)
     return tuple(reversed(strides))
+
+
+def _standard(t: torch.Tensor) -> bool:
+    """``t`` has the strides ``torch.empty`` gives its shape: contiguous, and size-1 dimensions too (a contiguous
+    tensor may have any stride on a size-1 dimension, and PyTorch's elementwise and pooling kernels then lay their
+    output out by those strides)."""
+    return t.layout == torch.strided and t.stride() == _contiguous_strides(t.shape)
 
 
 def _dense(shape: torch.Size, strides: tuple[int, ...]) -> bool:
@@ -220,7 +228,7 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
         return None  # ``out=`` and other rare forms run for real
     a, b = args
     tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
-    if not all(t.is_meta and t.is_contiguous() for t in tensors) or not all(
+    if not all(t.is_meta and _standard(t) for t in tensors) or not all(
         isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)
     ):
         return None
@@ -253,7 +261,7 @@ def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     bound = dict(zip(("input", "output_size"), args, strict=False))
     bound.update(kwargs)
     x, size = bound.get("input"), bound.get("output_size")
-    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_contiguous() and x.requires_grad):
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and _standard(x) and x.requires_grad):
         return None
     size = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
     if size is None or len(size) != 2:
