@@ -250,7 +250,7 @@ def _substitutes(
                 else:
                     sub = t.detach()
                     sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub.clone()
-                if isinstance(t, nn.Parameter):
+                if type(t) is nn.Parameter or isinstance(t, nn.Parameter):  # the metaclass check is slow
                     if sub.is_floating_point() or sub.is_complex():  # an integer parameter cannot require grad
                         sub.requires_grad_(True)
                     back[id(sub)] = id(t)
@@ -272,30 +272,30 @@ class _ModuleState:
 
     def __init__(self, model: nn.Module, modules: Optional[list[nn.Module]] = None) -> None:
         self.modules = list(model.modules()) if modules is None else modules
-        self.attrs = [dict(m.__dict__) for m in self.modules]
-        self.contents = [
-            {
-                k: (None if not v else v.copy() if not isinstance(v, list) else list(v))
-                for k, v in d.items()
-                if isinstance(v, _CONTAINERS)
-            }
-            for d in self.attrs
-        ]
+        self.attrs: list[dict[str, Any]] = []
+        self.contents: list[dict[str, Any]] = []
         self.tensors: list[tuple[torch.Tensor, int, torch.Tensor]] = []
-        for d in self.attrs:
-            for v in d.values():
-                if isinstance(v, torch.Tensor) and not v.is_meta:
+        for m in self.modules:  # one pass over each module's attributes (hundreds of modules, ~20 attributes each)
+            d = dict(m.__dict__)
+            contents: dict[str, Any] = {}
+            for k, v in d.items():
+                if isinstance(v, _CONTAINERS):
+                    contents[k] = None if not v else v.copy() if not isinstance(v, list) else list(v)
+                elif isinstance(v, torch.Tensor) and not v.is_meta:
                     try:
                         self.tensors.append((v, v._version, v.detach().clone()))
                     except RuntimeError:  # inference tensors have no version counter and cannot be written
                         pass
+            self.attrs.append(d)
+            self.contents.append(contents)
 
     def restore(self) -> None:
         """Put back every attribute, container content and tensor value saved at construction."""
         for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
             current = m.__dict__
-            for k in [k for k in current if k not in saved]:
-                del current[k]
+            if current.keys() != saved.keys():  # attributes added by the forward pass
+                for k in [k for k in current if k not in saved]:
+                    del current[k]
             for k, v in saved.items():
                 if current.get(k) is not v:
                     current[k] = v
