@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError
 from .graph import TRACERS, Graph, trace, unwrap
-from .graph.autograd_trace import exclusive
+from .graph.autograd_trace import any_tensor, exclusive
 from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
@@ -141,6 +141,8 @@ def _refuse_meta(model: nn.Module) -> None:
     and reporting them as predicted would be false (only the first parameter's device used to be read, so a
     partly-meta model was reported as 100% predicted with nothing written).
     """
+    if not any_tensor(model, lambda t: t.device.type == "meta"):
+        return
     named = [*model.named_parameters(), *model.named_buffers()]
     on_meta = [name for name, t in named if t.device.type == "meta"]
     if not on_meta:

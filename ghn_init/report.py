@@ -87,8 +87,7 @@ class Report:
             f"  predicted  {len(self.predicted):5d} tensors  {self.numel_predicted:>13,d} / {self.numel_total:,d} "
             f"parameters ({100 * self.fraction_predicted:.1f}%)",
             f"  graph      {self.nodes:5d} nodes    tracer: {self.tracer}",
-            "  time       "
-            + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()),
+            "  time       " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()),
         ]
         if self.postprocess != "none":
             lines.append(f"  postprocess {self.postprocess}")
@@ -184,6 +183,23 @@ def model_name(model: nn.Module) -> str:
     return type(unwrap(model)).__name__
 
 
+_CHECKED_TOGETHER = 1 << 16  # buffers up to this many values are concatenated and checked in one go
+
+
+def _is_variance(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] == "running_var"
+
+
+def _all_sound(part: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    """A 0-d bool tensor: every value of ``part``'s buffers is finite and every running variance positive."""
+    values = part[0][1].flatten() if len(part) == 1 else torch.cat([b.flatten() for _, b in part])
+    sound = torch.isfinite(values).all()
+    variances = [b.flatten() for n, b in part if _is_variance(n)]
+    if variances:
+        sound = sound & (torch.cat(variances) > 0).all()
+    return sound
+
+
 def suspect_buffers(model: nn.Module) -> dict[str, str]:
     """Buffers whose values no layer could hold: left uninitialized (``to_empty``) or corrupted.
 
@@ -196,24 +212,29 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
     Returns:
         ``{buffer name: why}``.
     """
-    names: dict[torch.device, list[str]] = {}
-    flags: dict[torch.device, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            if b.is_meta or not b.is_floating_point() or b.numel() == 0:
-                continue
-            b = b if b.element_size() > 1 else b.float()  # torch has no isfinite or > for float8
-            finite = torch.isfinite(b).all()
-            positive = (b > 0).all() if name.rsplit(".", 1)[-1] == "running_var" else finite.new_ones(())
-            names.setdefault(b.device, []).append(name)
-            flags.setdefault(b.device, []).append(torch.stack((finite, positive)))
+    checked: dict[tuple[torch.device, torch.dtype], list[tuple[str, torch.Tensor]]] = {}
+    for name, b in model.named_buffers():
+        if b.is_meta or not b.is_floating_point() or b.numel() == 0:
+            continue
+        b = b if b.element_size() > 1 else b.float()  # torch has no isfinite or > for float8
+        checked.setdefault((b.device, b.dtype), []).append((name, b))
     found: dict[str, str] = {}
-    for device, device_names in names.items():  # one host sync per device, not two per buffer
-        for name, (finite, positive) in zip(device_names, torch.stack(flags[device]).tolist(), strict=True):
-            if not finite:
-                found[name] = "non-finite values"
-            elif not positive:
-                found[name] = "running variance not positive"
+    with torch.no_grad():
+        for group in checked.values():
+            # small buffers are checked all together (one check instead of a few small ops per buffer: a
+            # hundred BatchNorms are most of a CNN's buffers), large ones one by one (no copy); buffer by
+            # buffer only where a check fails, with one host sync per device and dtype
+            small = [(n, b) for n, b in group if b.numel() <= _CHECKED_TOGETHER]
+            parts = ([small] if small else []) + [[(n, b)] for n, b in group if b.numel() > _CHECKED_TOGETHER]
+            flags = torch.stack([_all_sound(part) for part in parts]).tolist()
+            for part, sound in zip(parts, flags, strict=True):
+                if sound:
+                    continue
+                for name, b in part:
+                    if not bool(torch.isfinite(b).all()):
+                        found[name] = "non-finite values"
+                    elif _is_variance(name) and not bool((b > 0).all()):
+                        found[name] = "running variance not positive"
     return found
 
 
@@ -282,4 +303,3 @@ def build_report(
             ran = any(a in executed for a in aliases)
             rep.left_alone[name] = why_left_alone(name, module, used, graph_names, unwritten_norm_biases, ran=ran)
     return rep
-

@@ -121,6 +121,26 @@ def test_to_empty_buffers_are_named():
     }
 
 
+def test_suspect_buffers_checked_together_name_each_bad_one():
+    from ghn_init.report import _CHECKED_TOGETHER, suspect_buffers
+
+    model = nn.Sequential(*(nn.BatchNorm2d(4) for _ in range(5)), nn.BatchNorm1d(4).double())
+    model.register_buffer("big", torch.zeros(_CHECKED_TOGETHER + 1))  # checked on its own
+    model.register_buffer("steps", torch.zeros(3, dtype=torch.long))  # not floating: not checked
+    assert suspect_buffers(model) == {}
+    with torch.no_grad():
+        model[1].running_var[2] = 0.0
+        model[3].running_mean[0] = float("inf")
+        model[5].running_var[1] = float("nan")  # float64: a group of its own
+        model.big[-1] = float("nan")
+    assert suspect_buffers(model) == {
+        "1.running_var": "running variance not positive",
+        "3.running_mean": "non-finite values",
+        "5.running_var": "non-finite values",
+        "big": "non-finite values",
+    }
+
+
 def test_to_dict_is_json_and_complete():
     report = ghn_init.apply(tiny_cnn(5), tiny_ghn("ghn3"), predict_classifier=False, input_size=(3, 8, 8))
     d = json.loads(json.dumps(report.to_dict()))

@@ -55,6 +55,29 @@ class _Acts(nn.Module):
         return self.head(v.mean(1))  # 2-D input: addmm
 
 
+class _Elementwise(nn.Module):
+    """Elementwise ops in every layout the stand-ins meet: channels-last and size-1 dims (strides copied by
+    ``empty_like``), broadcasting both ways, sigmoid/tanh/silu as functions and methods, in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.pool = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        cl = x.contiguous(memory_format=torch.channels_last)  # not contiguous: the real empty_like runs
+        y = F.silu(cl) + torch.sigmoid(x) * x.tanh()
+        g = self.pool(x.mean((2, 3), keepdim=True))  # (2, 4, 1, 1): contiguous in either memory format
+        g = self.bn(g.contiguous(memory_format=torch.channels_last)).sigmoid()
+        y = y * g + torch.tanh(g) * 2.0
+        y = F.silu(y.contiguous(), inplace=True) + g.expand_as(y).contiguous()
+        y = torch.cat([y, x, y], 1)[:, 2:6] + torch.cat((cl, cl), dim=-1)[..., :6]  # contiguous, channels-last
+        y = torch.cat([y, torch.cat([cl, x.detach()], 1)], 1)  # mixed formats; an input without grad
+        return (y[:, :4] + F.silu(x[:, :, :1])).flatten(1)
+
+
 def _raw(model: nn.Module, size: tuple[int, ...], monkeypatch: pytest.MonkeyPatch, stand_ins: bool):
     with monkeypatch.context() as m:
         if not stand_ins:
@@ -66,7 +89,16 @@ def _raw(model: nn.Module, size: tuple[int, ...], monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize(
     "name",
-    ["acts", "mobilenet_v3_small", "tiny_vit", "tiny_swin", "tiny_convnext"],
+    [
+        "acts",
+        "mobilenet_v3_small",
+        "tiny_vit",
+        "tiny_swin",
+        "tiny_convnext",
+        "tiny_efficientnet",
+        "tiny_densenet",
+        "elementwise",
+    ],
 )
 def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     size = (3, 32, 32)
@@ -81,6 +113,15 @@ def test_stand_ins_leave_the_same_autograd_graph(name: str, monkeypatch: pytest.
         model = torchvision.models.swin_transformer.SwinTransformer(
             patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2]
         )
+    elif name == "tiny_efficientnet":  # SiLU everywhere, sigmoid gates, in-place residual adds
+        from torchvision.models.efficientnet import EfficientNet, MBConvConfig
+
+        model = EfficientNet([MBConvConfig(1, 3, 1, 8, 8, 1), MBConvConfig(4, 3, 2, 8, 16, 2)], dropout=0.0)
+    elif name == "tiny_densenet":  # a cat per layer
+        model = torchvision.models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2)
+    elif name == "elementwise":
+        model = _Elementwise()
+        size = (3, 6, 6)
     else:
         from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
@@ -101,6 +142,12 @@ def test_stand_in_names_match_pytorch() -> None:
         (F.hardswish, (x,), {}),
         (F.hardsigmoid, (x.clone(),), {"inplace": True}),
         (F.relu6, (x,), {}),
+        (F.silu, (x,), {}),
+        (F.silu, (x.clone(),), {"inplace": True}),
+        (torch.sigmoid, (x,), {}),
+        (torch.Tensor.sigmoid, (x,), {}),
+        (torch.tanh, (x,), {}),
+        (torch.Tensor.tanh, (x,), {}),
         (F.gelu, (x,), {"approximate": "tanh"}),
         (torch.roll, (x, 1, 0), {}),
         (F.linear, (x, w, b), {}),
@@ -108,6 +155,9 @@ def test_stand_in_names_match_pytorch() -> None:
         (torch.Tensor.mul, (x, 3), {}),
         (torch.Tensor.add_, (x.clone(), b[:1]), {}),
         (torch.Tensor.mul_, (x.detach().clone(), x), {}),
+        (torch.cat, ([x, x.detach(), x],), {}),
+        (torch.cat, ([x4, x4.contiguous(memory_format=torch.channels_last)], 1), {}),
+        (torch.cat, ((x4.contiguous(memory_format=torch.channels_last),) * 2,), {"dim": -1}),
         (F.adaptive_avg_pool2d, (x4, 1), {}),
         (F.adaptive_avg_pool2d, (x4, (3, None)), {}),
         (F.conv2d, (x4, w4, None, 2, 1, 1, 2), {}),
@@ -122,12 +172,138 @@ def test_stand_in_names_match_pytorch() -> None:
         assert fast.shape == real.shape and fast.stride() == real.stride()
 
 
+def test_empty_like_equals_pytorch() -> None:
+    """Random shapes (many size-1 dims), permutations, slices, expansions and scrambled size-1 strides: the
+    stand-ins' ``empty_like`` gives PyTorch's strides (a contiguous tensor with an odd stride on a size-1 dim
+    gets the standard one; channels-last ties go PyTorch's way)."""
+    import random
+
+    from ghn_init.graph.meta_ops import _contiguous_strides, empty_like
+
+    rng = random.Random(0)
+    fast_paths = 0
+    for _ in range(3000):
+        shape = [rng.choice([0, 1, 1, 2, 3, 4]) for _ in range(rng.randint(0, 5))]
+        t = torch.empty(shape, device="meta")
+        if len(shape) == 4 and rng.random() < 0.3:
+            t = t.contiguous(memory_format=torch.channels_last)
+        perm = list(range(t.dim()))
+        rng.shuffle(perm)
+        t = t.permute(perm)
+        if rng.random() < 0.3:  # odd strides on size-1 dims
+            t = t.as_strided(
+                t.shape, [rng.choice([1, 7, 100]) if d == 1 else s for d, s in zip(t.shape, t.stride(), strict=True)]
+            )
+        if t.dim() and t.shape[-1] > 2 and rng.random() < 0.2:
+            t = t[..., ::2]  # gaps
+        for u in (t, t.half()):
+            fast, real = empty_like(u), torch.empty_like(u)
+            assert (fast.shape, fast.stride(), fast.dtype, fast.device) == (
+                real.shape,
+                real.stride(),
+                real.dtype,
+                real.device,
+            ), (u.shape, u.stride())
+        fast_paths += _contiguous_strides(t.shape) == t.stride()
+    assert fast_paths > 500
+    cpu = torch.empty(2, 3).t()
+    assert empty_like(cpu).stride() == torch.empty_like(cpu).stride() and empty_like(cpu).device == cpu.device
+
+
+def test_binary_and_pooling_stand_ins_lay_out_outputs_as_pytorch() -> None:
+    """Random shapes with many size-1 dims, some with odd strides there (still ``is_contiguous()``): the
+    stand-ins of add/mul (broadcast both ways) and adaptive pooling give PyTorch's output strides, or leave the
+    call to PyTorch. Before, a contiguous operand with an odd size-1 stride got a stand-in with other strides."""
+    import random
+
+    rng = random.Random(0)
+    compared = 0
+
+    def odd(t: torch.Tensor) -> torch.Tensor:
+        if rng.random() < 0.5:
+            return t
+        return t.as_strided(
+            t.shape, [rng.choice([1, 5]) if d == 1 else s for d, s in zip(t.shape, t.stride(), strict=True)]
+        )
+
+    for _ in range(1500):
+        shape = [rng.choice([1, 1, 2, 3]) for _ in range(rng.randint(1, 4))]
+        a = odd(torch.empty(shape, device="meta", requires_grad=True).clone())
+        other = [d if rng.random() < 0.6 else 1 for d in shape][rng.randint(0, len(shape) - 1) :]
+        b = odd(torch.empty(other, device="meta"))
+        for func in (torch.add, torch.mul):
+            for x, y in ((a, b), (b, a), (a, 2.0)):
+                fast = meta_stand_in(func, (x, y), {})
+                if fast is not None:
+                    real = func(x, y)
+                    assert (fast.shape, fast.stride()) == (real.shape, real.stride()), (x.stride(), y)
+                    compared += 1
+        x4 = odd(torch.empty(2, *[rng.choice([1, 2, 5]) for _ in range(3)], device="meta", requires_grad=True).clone())
+        for size in (1, (2, 2), (None, 1)):
+            fast = meta_stand_in(F.adaptive_avg_pool2d, (x4, size), {})
+            if fast is not None:
+                real = F.adaptive_avg_pool2d(x4, size)
+                assert (fast.shape, fast.stride()) == (real.shape, real.stride()), (x4.shape, x4.stride(), size)
+                compared += 1
+    assert compared > 3000
+
+
+def test_channels_last_stride_test_equals_pytorch() -> None:
+    import itertools
+
+    from torch._prims_common import are_strides_like_channels_last_or_false as pytorch_test
+
+    from ghn_init.graph.meta_ops import _strides_like_channels_last
+
+    checked = 0
+    for shape in [
+        (2, 3, 4, 5),
+        (2, 1, 4, 5),
+        (2, 3, 1, 1),
+        (1, 1, 1, 1),
+        (2, 3, 0, 5),
+        (2, 3, 4, 5, 6),
+        (2, 1, 1, 1, 1),
+    ]:
+        base = torch.empty(shape)
+        for perm in itertools.permutations(range(len(shape))):
+            t = base.permute(perm).contiguous().permute([perm.index(i) for i in range(len(shape))])
+            for u in (t, t[:, :1], t.transpose(0, 1), t.expand(3, *shape[1:]) if shape[0] == 1 else t):
+                assert _strides_like_channels_last(u.shape, u.stride()) == pytorch_test(u.shape, u.stride())
+                checked += 1
+    assert checked > 1000
+
+
+def test_broadcast_shape_equals_pytorch() -> None:
+    from ghn_init.graph.meta_ops import broadcast_shape
+
+    cases = [
+        ((2, 3), (3,)),
+        ((2, 1, 4), (5, 1)),
+        ((), (2,)),
+        ((0,), (1,)),
+        ((1, 0), (3, 1)),
+        ((2, 8, 1, 1), (2, 8, 4, 4)),
+    ]
+    for a, b in cases:
+        assert broadcast_shape(torch.Size(a), torch.Size(b)) == tuple(torch.broadcast_shapes(a, b))
+    for a, b in [((2, 3), (4,)), ((0,), (2,))]:
+        with pytest.raises(RuntimeError):
+            torch.broadcast_shapes(a, b)
+        assert broadcast_shape(torch.Size(a), torch.Size(b)) is None
+
+
 def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
     cpu = torch.zeros(2, 3, requires_grad=True)
     meta = torch.empty(2, 3, device="meta", requires_grad=True)
     assert meta_stand_in(F.hardswish, (cpu,), {}) is None  # real tensors compute for real
     assert meta_stand_in(F.linear, (meta, torch.empty(4, 3, device="meta")), {}) is None  # no bias: matmul
     assert meta_stand_in(torch.sub, (meta, meta), {}) is None  # not a stand-in op
+    assert meta_stand_in(torch.cat, ([meta, meta[:, :2]],), {}) is None  # sizes differ off dim: PyTorch raises
+    assert meta_stand_in(torch.cat, ([meta, meta.double()],), {}) is None  # dtypes promote: PyTorch's rule
+    assert meta_stand_in(torch.cat, ([meta.detach()],), {}) is None  # nothing requires grad
+    out = torch.empty(2, 3, device="meta")
+    assert meta_stand_in(torch.sigmoid, (meta,), {"out": out}) is None  # out= runs for real
     assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}) is None  # non-contiguous: layout rules differ
     assert meta_stand_in(torch.add, (meta.detach(), 1), {}) is None  # nothing requires grad
     with torch.no_grad():
@@ -263,3 +439,74 @@ def test_edge_bias_matches_unique_over_all_pairs() -> None:
     expected = attn.proj_e(table)[inverse].permute(0, 3, 1, 2)
     with torch.no_grad():
         assert torch.equal(attn.edge_bias(edges), expected.detach())
+
+
+# ------------------------------------------------------------------------------- module walks of recording
+
+
+class _TwiceHeld(nn.Module):
+    """A tensor held under two names by one module, a module reachable by two paths, a None parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = self.a
+        self.w = nn.Parameter(torch.ones(2))
+        self.register_parameter("none", None)
+        self.v = self.w
+
+
+class _Renamed(nn.Module):
+    """A module whose class overrides ``named_parameters``: the override is what is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1))
+
+    def named_parameters(self, *args, **kwargs):  # type: ignore[override]
+        for name, p in super().named_parameters(*args, **kwargs):
+            yield "renamed_" + name, p
+
+
+@pytest.mark.parametrize("remove_duplicate", [True, False])
+def test_parameter_owners_equal_named_parameters_walk(remove_duplicate: bool) -> None:
+    model = nn.Sequential(_TwiceHeld(), _Renamed(), torchvision.models.mobilenet_v3_small())
+    model.append(model[0])  # the same module twice
+    expected: dict[int, list] = {}
+    for module_name, module in model.named_modules(remove_duplicate=remove_duplicate):
+        for name, p in module.named_parameters(recurse=False, remove_duplicate=remove_duplicate):
+            expected.setdefault(id(p), []).append((f"{module_name}.{name}" if module_name else name, module))
+    assert autograd_trace.parameter_owners(model, remove_duplicate=remove_duplicate) == expected
+    assert any(name.endswith("renamed_p") for names in expected.values() for name, _ in names)
+
+
+class _OwnTrain(nn.Module):
+    """A module whose ``train`` does more than set flags: recording must still call it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    calls: list[bool] = []  # on the class: recording puts the module's own attributes back
+
+    def train(self, mode: bool = True):  # type: ignore[override]
+        type(self).calls.append(mode)
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not self.training and not self.conv.training
+        return self.conv(x)
+
+
+def test_eval_mode_sets_and_restores_every_flag() -> None:
+    model = torchvision.models.mobilenet_v3_small()
+    model.features[1].train(False)  # mixed modes come back as they were
+    before = [m.training for m in model.modules()]
+    with autograd_trace.eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    own = nn.Sequential(_OwnTrain())
+    _OwnTrain.calls.clear()
+    record(own, (3, 4, 4), meta=True)
+    assert _OwnTrain.calls == [False]  # model.eval() ran, since a module overrides train
+    assert own.training and own[0].training and own[0].conv.training

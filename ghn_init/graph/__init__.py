@@ -19,7 +19,7 @@ from ..validation import (
     check_input_size,
     check_positive_int,
 )
-from .autograd_trace import RawGraph, record
+from .autograd_trace import RawGraph, any_tensor, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, record_fx
 from .graph import Graph, Node
@@ -241,7 +241,9 @@ def trace(
         raise InvalidArgumentError(
             f"{type(model).__name__} has no parameters: there is nothing to initialize", argument="model", value=model
         )
-    lazy = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    lazy = any_tensor(model, is_lazy) and [
+        n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)
+    ]
     if lazy:
         raise TraceError(
             f"{type(model).__name__} has uninitialized lazy tensors ({', '.join(lazy[:3])}): run the model once "

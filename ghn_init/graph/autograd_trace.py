@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TraceError
-from .meta_ops import meta_stand_in
+from .meta_ops import empty_like, meta_stand_in, new_empty
 
 POOL_OPS = ("MaxPool2DWithIndicesBackward", "AvgPool2DBackward")
 
@@ -65,7 +65,7 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *rest: Any) -> torch.Tensor:
-        return q.new_empty((*q.shape[:-1], v.shape[-1]))
+        return new_empty(q, (*q.shape[:-1], v.shape[-1]))
 
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - never differentiated
@@ -84,7 +84,7 @@ class _Normalization(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, *params: Any) -> torch.Tensor:
-        return torch.empty_like(x)
+        return empty_like(x)
 
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - never differentiated
@@ -136,47 +136,110 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def parameter_owners(model: nn.Module, *, remove_duplicate: bool = False) -> dict[int, list[tuple[str, nn.Module]]]:
+def _own_parameters(module: nn.Module, remove_duplicate: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """``module.named_parameters(recurse=False, remove_duplicate=...)``, read straight off ``_parameters``
+    unless the module's class overrides ``named_parameters`` (the generic method walks ``named_modules``
+    for every module, a large part of recording a CNN with hundreds of modules)."""
+    if type(module).named_parameters is not nn.Module.named_parameters:
+        yield from module.named_parameters(recurse=False, remove_duplicate=remove_duplicate)
+        return
+    seen: set[int] = set()
+    for name, p in module._parameters.items():
+        if p is None or id(p) in seen:
+            continue
+        if remove_duplicate:
+            seen.add(id(p))
+        yield name, p
+
+
+def parameter_owners(
+    model: nn.Module,
+    *,
+    remove_duplicate: bool = False,
+    named_modules: Optional[list[tuple[str, nn.Module]]] = None,
+) -> dict[int, list[tuple[str, nn.Module]]]:
     """id(parameter) -> every (qualified name, owning module) it has, in ``named_modules`` order.
 
     Tied weights have several names. With ``remove_duplicate``, a module reachable by several paths
     is visited once and a tensor held twice by one module is listed once (``named_modules()`` and
-    ``named_parameters()`` defaults).
+    ``named_parameters()`` defaults). ``named_modules``: ``model.named_modules(remove_duplicate=...)``
+    if the caller already has it.
     """
     owners: dict[int, list[tuple[str, nn.Module]]] = {}
-    for module_name, module in model.named_modules(remove_duplicate=remove_duplicate):
-        for param_name, p in module.named_parameters(recurse=False, remove_duplicate=remove_duplicate):
+    if named_modules is None:
+        named_modules = list(model.named_modules(remove_duplicate=remove_duplicate))
+    for module_name, module in named_modules:
+        for param_name, p in _own_parameters(module, remove_duplicate):
             owners.setdefault(id(p), []).append((f"{module_name}.{param_name}" if module_name else param_name, module))
     return owners
 
 
-def owner_map(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
-    """id(parameter) -> (qualified name, owning module). For tied weights the last owner wins."""
-    return {pid: names[-1] for pid, names in parameter_owners(model, remove_duplicate=True).items()}
+def owner_map(
+    model: nn.Module, named_modules: Optional[list[tuple[str, nn.Module]]] = None
+) -> dict[int, tuple[str, nn.Module]]:
+    """id(parameter) -> (qualified name, owning module). For tied weights the last owner wins.
+    ``named_modules``: ``list(model.named_modules())`` if the caller already has it."""
+    owners = parameter_owners(model, remove_duplicate=True, named_modules=named_modules)
+    return {pid: names[-1] for pid, names in owners.items()}
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Record in eval mode (no dropout, no auxiliary heads), then restore each module's mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
+def any_tensor(model: nn.Module, test: Callable[[torch.Tensor], bool]) -> bool:
+    """Whether ``test`` holds for a parameter or buffer of ``model``: one walk over its modules' own dicts, for
+    checks that name the tensors (with ``named_parameters``/``named_buffers``) only when one is found.
+
+    Example:
+        >>> any_tensor(nn.Linear(2, 2), lambda t: t.is_meta)
+        False
+    """
+    return any(
+        test(t)
+        for m in model.modules()
+        for store in (m._parameters, m._buffers)
+        for t in store.values()
+        if t is not None
+    )
+
+
+def _set_training(modules: list[nn.Module], modes: list[bool]) -> None:
+    for m, training in zip(modules, modes, strict=True):
+        if type(m).__setattr__ is nn.Module.__setattr__:
+            m.__dict__["training"] = training  # what Module.__setattr__ does for a bool, without its checks
+        else:
             m.training = training
 
 
-def _substitutes(model: nn.Module, meta: bool) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, modules: Optional[list[nn.Module]] = None) -> Iterator[None]:
+    """Record in eval mode (no dropout, no auxiliary heads), then restore each module's mode.
+
+    ``modules``: ``list(model.modules())`` if the caller already has it. Where no module overrides
+    ``train``, the flags are set directly (what ``model.eval()`` does, without its recursion).
+    """
+    modules = list(model.modules()) if modules is None else modules
+    modes = [m.training for m in modules]
+    if all(type(m).train is nn.Module.train for m in modules):
+        _set_training(modules, [False] * len(modules))
+    else:
+        model.eval()
+    try:
+        yield
+    finally:
+        _set_training(modules, modes)
+
+
+def _substitutes(
+    model: nn.Module, meta: bool, modules: Optional[list[nn.Module]] = None
+) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
     """Tensors to run the model with, by id of the original, and a map id(substitute) -> id(original parameter).
 
     On meta, fresh meta tensors; for a real forward, detached copies (float16/bfloat16 in float32), so
     nothing the forward pass writes in place reaches the model. A tensor held under several names
-    (tied weights, a module used twice) gets one substitute.
+    (tied weights, a module used twice) gets one substitute. ``modules``: ``list(model.modules())`` if the
+    caller already has it.
     """
     subs: dict[int, torch.Tensor] = {}
     back: dict[int, int] = {}
-    for module in model.modules():
+    for module in model.modules() if modules is None else modules:
         for store in (module._parameters, module._buffers):
             for t in store.values():
                 if t is None or id(t) in subs:
@@ -187,7 +250,7 @@ def _substitutes(model: nn.Module, meta: bool) -> tuple[dict[int, torch.Tensor],
                 else:
                     sub = t.detach()
                     sub = sub.float() if sub.dtype in (torch.float16, torch.bfloat16) else sub.clone()
-                if isinstance(t, nn.Parameter):
+                if type(t) is nn.Parameter or isinstance(t, nn.Parameter):  # the metaclass check is slow
                     if sub.is_floating_point() or sub.is_complex():  # an integer parameter cannot require grad
                         sub.requires_grad_(True)
                     back[id(sub)] = id(t)
@@ -207,32 +270,32 @@ class _ModuleState:
     attribute that is not a parameter or buffer (in-place writes to it are undone from the copy).
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.modules = list(model.modules())
-        self.attrs = [dict(m.__dict__) for m in self.modules]
-        self.contents = [
-            {
-                k: (None if not v else v.copy() if not isinstance(v, list) else list(v))
-                for k, v in d.items()
-                if isinstance(v, _CONTAINERS)
-            }
-            for d in self.attrs
-        ]
+    def __init__(self, model: nn.Module, modules: Optional[list[nn.Module]] = None) -> None:
+        self.modules = list(model.modules()) if modules is None else modules
+        self.attrs: list[dict[str, Any]] = []
+        self.contents: list[dict[str, Any]] = []
         self.tensors: list[tuple[torch.Tensor, int, torch.Tensor]] = []
-        for d in self.attrs:
-            for v in d.values():
-                if isinstance(v, torch.Tensor) and not v.is_meta:
+        for m in self.modules:  # one pass over each module's attributes (hundreds of modules, ~20 attributes each)
+            d = dict(m.__dict__)
+            contents: dict[str, Any] = {}
+            for k, v in d.items():
+                if isinstance(v, _CONTAINERS):
+                    contents[k] = None if not v else v.copy() if not isinstance(v, list) else list(v)
+                elif isinstance(v, torch.Tensor) and not v.is_meta:
                     try:
                         self.tensors.append((v, v._version, v.detach().clone()))
                     except RuntimeError:  # inference tensors have no version counter and cannot be written
                         pass
+            self.attrs.append(d)
+            self.contents.append(contents)
 
     def restore(self) -> None:
         """Put back every attribute, container content and tensor value saved at construction."""
         for m, saved, contents in zip(self.modules, self.attrs, self.contents, strict=True):
             current = m.__dict__
-            for k in [k for k in current if k not in saved]:
-                del current[k]
+            if current.keys() != saved.keys():  # attributes added by the forward pass
+                for k in [k for k in current if k not in saved]:
+                    del current[k]
             for k, v in saved.items():
                 if current.get(k) is not v:
                     current[k] = v
@@ -312,15 +375,16 @@ def locked(fn: _F) -> _F:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
+def preserved(model: nn.Module, modules: Optional[list[nn.Module]] = None) -> Iterator[list[nn.Module]]:
     """Save every module's attributes, yield the modules, then put everything back and check it.
 
     Whatever the body changes on any module (tensors substituted, attributes set or added, caches,
     in-place writes to plain tensor attributes) is undone, whether the body succeeds or raises, and the
-    result is checked (:meth:`_ModuleState.check`).
+    result is checked (:meth:`_ModuleState.check`). ``modules``: ``list(model.modules())`` if the caller
+    already has it.
     """
     with exclusive(model):
-        state = _ModuleState(model)
+        state = _ModuleState(model, modules)
         try:
             yield state.modules
         finally:
@@ -329,10 +393,12 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
 
 
 @contextlib.contextmanager
-def substituted(model: nn.Module, subs: dict[int, torch.Tensor]) -> Iterator[None]:
+def substituted(
+    model: nn.Module, subs: dict[int, torch.Tensor], modules: Optional[list[nn.Module]] = None
+) -> Iterator[None]:
     """Run the body with every parameter and buffer replaced by its substitute, then put the model back
     (see :func:`preserved`)."""
-    with preserved(model) as modules:
+    with preserved(model, modules) as modules:
         swap_in(modules, subs)
         yield
 
@@ -391,17 +457,19 @@ def record(
     """
     from .inputs import prepare
 
-    params = list(model.parameters())
-    device = torch.device("meta") if meta else (params[0].device if params else torch.device("cpu"))
-    owners = owner_map(model)
+    first = next(model.parameters(), None)
+    device = torch.device("meta") if meta else (first.device if first is not None else torch.device("cpu"))
+    named_modules = list(model.named_modules())  # walked once here: models have hundreds of modules
+    modules = [m for _, m in named_modules]
+    owners = owner_map(model, named_modules)
     with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()
         if args is None:
             args = (torch.zeros(2, *input_size, device="meta"),)  # made real by prepare() only for a real forward
         call_args, call_kwargs = prepare(args, kwargs or {}, device)
-        subs, back = _substitutes(model, meta)
+        subs, back = _substitutes(model, meta, modules)
         ran: set[int] = set()
-        with substituted(model, subs), eval_mode(model), torch.enable_grad():
-            _watch_calls(model, ran)  # the hooks go with the rest of the recording state on exit
+        with substituted(model, subs, modules), eval_mode(model, modules), torch.enable_grad():
+            _watch_calls(model, ran, modules)  # the hooks go with the rest of the recording state on exit
             attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
             with attention:
                 out = model(*call_args, **call_kwargs)
@@ -413,13 +481,14 @@ def record(
     return graph
 
 
-def _watch_calls(model: nn.Module, ran: set[int]) -> None:
-    """Add ``id(module)`` to ``ran`` whenever a module of ``model`` is called (forward pre-hooks)."""
+def _watch_calls(model: nn.Module, ran: set[int], modules: Optional[list[nn.Module]] = None) -> None:
+    """Add ``id(module)`` to ``ran`` whenever a module of ``model`` is called (forward pre-hooks).
+    ``modules``: ``list(model.modules())`` if the caller already has it."""
 
     def hook(module: nn.Module, args: Any) -> None:
         ran.add(id(module))
 
-    for m in model.modules():
+    for m in model.modules() if modules is None else modules:
         try:
             m.register_forward_pre_hook(hook)
         except (RuntimeError, TypeError, AttributeError):  # e.g. TorchScript modules

@@ -14,8 +14,12 @@ computed on meta tensors anyway, so a stand-in only has to leave the same autogr
   is marked dirty, as the real in-place kernel does),
 - outputs of the same shape.
 
-``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors are one node each; the
-output is contiguous with the broadcast shape and the promoted dtype, as PyTorch's own is.
+``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors (with the standard strides,
+size-1 dimensions included) are one node each; the output is contiguous with the broadcast shape and the
+promoted dtype, as PyTorch's own is.
+
+``cat`` of tensors of one rank and dtype is one node; the output's memory format follows PyTorch's rule
+(channels-last only where every input suggests it).
 
 Adaptive average pooling is one node (a mean for a 1x1 output, a pooling kernel otherwise).
 
@@ -46,6 +50,11 @@ _UNARY: dict[Callable[..., Any], tuple[Optional[int], tuple]] = {
     F.leaky_relu: (2, ()),
     F.elu: (2, ()),
     F.mish: (1, ()),
+    F.silu: (1, ()),
+    torch.sigmoid: (None, ()),
+    torch.Tensor.sigmoid: (None, ()),
+    torch.tanh: (None, ()),
+    torch.Tensor.tanh: (None, ()),
     torch.roll: (None, (1, 0)),
 }
 
@@ -54,6 +63,79 @@ _CLASSES: dict[Any, type[torch.autograd.Function]] = {}
 
 def _meta(*shape: int) -> torch.Tensor:
     return torch.empty(shape, device="meta", requires_grad=True).clone()
+
+
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides ``torch.empty(shape)`` has."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _standard(t: torch.Tensor) -> bool:
+    """``t`` has the strides ``torch.empty`` gives its shape: contiguous, and size-1 dimensions too (a contiguous
+    tensor may have any stride on a size-1 dimension, and PyTorch's elementwise and pooling kernels then lay their
+    output out by those strides)."""
+    return t.layout == torch.strided and t.stride() == _contiguous_strides(t.shape)
+
+
+def _dense(shape: torch.Size, strides: tuple[int, ...]) -> bool:
+    """PyTorch's ``is_non_overlapping_and_dense`` on plain ints, for shapes without a dimension of size 0 or 1:
+    the elements fill one block of memory, in any order of the dimensions (a permuted contiguous tensor is
+    dense; a slice of one is not)."""
+    expected = 1
+    for stride, size in sorted(zip(strides, shape, strict=True)):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t)`` without its Python reference implementation where the result is known.
+
+    On meta tensors ``torch.empty_like`` runs PyTorch's Python reference (about 50 us: it works out a
+    memory-format permutation). Where ``t`` has the strides ``torch.empty`` gives its shape, or is dense
+    in any order of its dimensions with none of size 0 or 1 (a permuted contiguous tensor), the result has
+    ``t``'s own strides, which ``empty_strided`` makes directly (about 2 us). Anything else (size-1
+    dimensions with other strides, channels-last ties, gaps) goes to PyTorch.
+
+    Example:
+        >>> empty_like(torch.empty(2, 3, device="meta").t()).stride()
+        (1, 3)
+    """
+    shape, strides = t.shape, t.stride()
+    if t.layout == torch.strided and (
+        strides == _contiguous_strides(shape) or (min(shape, default=0) >= 2 and _dense(shape, strides))
+    ):
+        return torch.empty_strided(shape, strides, dtype=t.dtype, device=t.device)
+    return torch.empty_like(t)
+
+
+def new_empty(t: torch.Tensor, shape: Any) -> torch.Tensor:
+    """``t.new_empty(shape)`` (a contiguous tensor of ``t``'s dtype and device) without a Python meta function."""
+    return torch.empty(shape, dtype=t.dtype, device=t.device)
+
+
+def broadcast_shape(*shapes: torch.Size) -> Optional[tuple[int, ...]]:
+    """The broadcast of ``shapes`` (as ``torch.broadcast_shapes``, which runs in Python on meta), or None if
+    they do not broadcast (the real operation then raises its own error).
+
+    Example:
+        >>> broadcast_shape(torch.Size([2, 8, 1, 1]), torch.Size([2, 8, 4, 4]))
+        (2, 8, 4, 4)
+    """
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        for i, d in enumerate(s, n - len(s)):
+            if d != 1:
+                if out[i] != 1 and out[i] != d:
+                    return None
+                out[i] = d
+    return tuple(out)
 
 
 def _stand_in(key: Any, probe: Callable[[], torch.Tensor], forward: Callable[..., torch.Tensor]) -> type:
@@ -78,6 +160,8 @@ def _stand_in(key: Any, probe: Callable[[], torch.Tensor], forward: Callable[...
 
 def _unary(func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
     x = args[0]
+    if "out" in kwargs:
+        return None  # ``out=`` runs for real
     pos, probe_args = _UNARY[func]
     # other arguments (slopes, bounds, shifts, gelu's approximation) change values only, never the graph
     inplace = bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
@@ -89,7 +173,7 @@ def _unary(func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
 
         cls = _stand_in((func, True), lambda: func(_meta(1), *probe_args, inplace=True), forward)
     else:
-        cls = _stand_in((func, False), lambda: func(_meta(1), *probe_args), lambda ctx, t: torch.empty_like(t))
+        cls = _stand_in((func, False), lambda: func(_meta(1), *probe_args), lambda ctx, t: empty_like(t))
     return cls.apply(x)
 
 
@@ -97,7 +181,7 @@ def _addmm(bias: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tens
     cls = _stand_in(
         "addmm",
         lambda: torch.addmm(_meta(1), _meta(1, 1), _meta(1, 1)),
-        lambda ctx, b, x, y: x.new_empty((x.shape[0], y.shape[1])),
+        lambda ctx, b, x, y: new_empty(x, (x.shape[0], y.shape[1])),
     )
     return cls.apply(bias, m1, m2)
 
@@ -144,13 +228,15 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
         return None  # ``out=`` and other rare forms run for real
     a, b = args
     tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
-    if not all(t.is_meta and t.is_contiguous() for t in tensors) or not all(
+    if not all(t.is_meta and _standard(t) for t in tensors) or not all(
         isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)
     ):
         return None
     if not any(t.requires_grad for t in tensors):
         return None  # nothing is recorded: let PyTorch do it
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    shape = broadcast_shape(*(t.shape for t in tensors))
+    if shape is None:
+        return None  # PyTorch raises its own error
     dtype = torch.result_type(a, b)
     probe_op, inplace = _BINARY[func]
     if inplace:
@@ -175,7 +261,7 @@ def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     bound = dict(zip(("input", "output_size"), args, strict=False))
     bound.update(kwargs)
     x, size = bound.get("input"), bound.get("output_size")
-    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_contiguous() and x.requires_grad):
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and _standard(x) and x.requires_grad):
         return None
     size = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else None
     if size is None or len(size) != 2:
@@ -186,7 +272,7 @@ def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     cls = _stand_in(
         key,
         lambda: F.adaptive_avg_pool2d(_meta(1, 1, 2, 2), 1 if size == (1, 1) else 2),
-        lambda ctx, t, shape: t.new_empty(shape),
+        lambda ctx, t, shape: new_empty(t, shape),
     )
     return cls.apply(x, (*x.shape[:2], *size))
 
@@ -223,9 +309,65 @@ def _conv2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     cls = _stand_in(
         "conv2d",
         lambda: F.conv2d(_meta(1, 1, 1, 1), _meta(1, 1, 1, 1), _meta(1)),
-        lambda ctx, x, w, b, shape: x.new_empty(shape),  # meta convolutions return contiguous outputs
+        lambda ctx, x, w, b, shape: new_empty(x, shape),  # meta convolutions return contiguous outputs
     )
     return cls.apply(x, w, b, (x.shape[0], w.shape[0], *size))
+
+
+def _strides_like_channels_last(shape: torch.Size, strides: tuple[int, ...]) -> bool:
+    """PyTorch's test of whether strides follow a channels-last order (``suggest_memory_format``), on plain ints."""
+    order = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}.get(len(shape))
+    if order is None or strides[1] == 0:
+        return False
+    low = 0
+    for d in order:
+        if shape[d] == 0 or strides[d] < low or (d == 0 and low == strides[1]):
+            return False
+        low = strides[d] * shape[d]
+    return True
+
+
+def _cat_format(tensors: list[torch.Tensor]) -> torch.memory_format:
+    """The memory format of ``torch.cat``'s output: channels-last only if every input suggests the same one."""
+    fmt = None
+    for t in tensors:
+        f = torch.contiguous_format
+        if _strides_like_channels_last(t.shape, t.stride()):
+            f = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+        if f == torch.contiguous_format or (fmt is not None and f != fmt):
+            return torch.contiguous_format
+        fmt = f
+    return fmt or torch.contiguous_format
+
+
+def _cat(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
+    """``torch.cat`` of meta tensors of one dtype and rank (PyTorch's meta ``cat`` is a Python reference, about
+    0.2 ms per input: most of DenseNet's recording)."""
+    if set(kwargs) - {"tensors", "dim"} or len(args) > 2:
+        return None  # ``out=`` runs for real
+    bound = {**dict(zip(("tensors", "dim"), args, strict=False)), **kwargs}
+    tensors, dim = bound.get("tensors"), bound.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or isinstance(dim, bool):
+        return None
+    if not all(isinstance(t, torch.Tensor) and t.is_meta for t in tensors):
+        return None
+    first = tensors[0]
+    n = first.dim()
+    if n == 0 or not -n <= dim < n or not any(t.requires_grad for t in tensors):
+        return None
+    dim %= n
+    for t in tensors:  # one rank and dtype, equal sizes off ``dim``: anything else PyTorch handles (or rejects)
+        if t.dim() != n or t.dtype != first.dtype or t.layout != torch.strided:
+            return None
+        if any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape, strict=True)) if i != dim):
+            return None
+    shape = (*first.shape[:dim], sum(t.shape[dim] for t in tensors), *first.shape[dim + 1 :])
+    cls = _stand_in(
+        "cat",
+        lambda: torch.cat([_meta(1), _meta(1)]),
+        lambda ctx, *a: torch.empty(a[-2], dtype=a[0].dtype, device=a[0].device, memory_format=a[-1]),
+    )
+    return cls.apply(*tensors, shape, _cat_format(list(tensors)))
 
 
 def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
@@ -244,6 +386,8 @@ def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Option
         >>> type(meta_stand_in(F.hardswish, (x,), {}).grad_fn).__name__
         'HardswishBackward0'
     """
+    if func is torch.cat:
+        return _cat(args, kwargs) if torch.is_grad_enabled() else None
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta or not torch.is_grad_enabled():
         return None
     if func in _UNARY:
