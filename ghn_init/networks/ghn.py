@@ -37,9 +37,8 @@ def _needs(kind: DecoderKind, shape: tuple[int, ...], slot_shape: tuple[int, ...
     head mixes them); fitting crops them to the tensor's own channels and tiles from there. Token
     embeddings (3-D) keep the whole decoded block. The trailing sizes only weigh the chunk size.
     """
-    out_ch, in_ch = (max_shape[0] if kind is DecoderKind.CLASSIFIER else min(shape[0], max_shape[0])), min(
-        shape[1], max_shape[1]
-    )
+    out_ch = max_shape[0] if kind is DecoderKind.CLASSIFIER else min(shape[0], max_shape[0])
+    in_ch = min(shape[1], max_shape[1])
     spatial = tuple(shape[2:]) if len(shape) > 2 else (1,)
     if kind is DecoderKind.CLASSIFIER or len(slot_shape) == 3:
         return (out_ch, in_ch, *spatial)
