@@ -2,6 +2,7 @@
 
     python benchmarks/ghn3_xl.py                     # resnet50 and vit_b_16, median of 3, 1 thread
     python benchmarks/ghn3_xl.py --models resnet18 --runs 5 --threads 2
+    python benchmarks/ghn3_xl.py --models resnet50 --profile --no-write   # where one apply's time goes
 
 The real ``ghn3xlm16.pt`` is a 2.5 GB download, so this builds a GHN with the same layout and random
 weights (the cost of a forward pass does not depend on the values). The layout follows the published
@@ -19,13 +20,14 @@ Results go to ``docs/speed.md`` (section "GHN-3-XL/m16 on CPU") and stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -96,6 +98,84 @@ def run(name: str, ghn_name: str, build: Callable[[], torch.nn.Module], models: 
     return rows
 
 
+# (label, module, attribute): the functions whose inclusive time makes each phase (none calls another)
+_PHASES = (
+    ("shape embeddings", "ghn_init.networks.shape_encoder", "ShapeEncoder.forward"),
+    ("graph transformer (Graphormer layers)", "ghn_init.networks.graphormer", "Graphormer.forward"),
+    ("decoders (weight decoder, 1-D decoder)", "ghn_init.networks.ghn", "GHN._decode"),
+    ("decoders (weight decoder, 1-D decoder)", "ghn_init.networks.decoders", "WeightDecoder.decode_needed"),
+    ("crop, tile, scale (fit_to_shape)", "ghn_init.networks.ghn", "fit_to_shape"),
+)
+
+
+@contextlib.contextmanager
+def phase_timer() -> Iterator[dict[str, float]]:
+    """Wrap the functions of :data:`_PHASES` (where they exist) to add up their wall time per phase."""
+    import importlib
+
+    totals: dict[str, float] = {}
+    undo = []
+    for label, module_name, attr in _PHASES:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+        if fn is None:
+            continue
+
+        def timed(*args: Any, _fn: Callable = fn, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                totals[_label] = totals.get(_label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+        undo.append((owner, name, fn))
+    try:
+        yield totals
+    finally:
+        for owner, name, fn in reversed(undo):
+            setattr(owner, name, fn)
+
+
+def profile(ghn: torch.nn.Module, model_name: str, runs: int) -> str:
+    """A markdown table: one apply's wall time per phase (median over ``runs``) and the GHN's matmul FLOPs."""
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import ghn_init
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(model_name)
+    ghn_init.apply(model, ghn)  # warm
+    samples = []
+    for _ in range(runs):
+        with phase_timer() as totals:
+            start = time.perf_counter()
+            report = ghn_init.apply(model, ghn)
+            total = time.perf_counter() - start
+        row = dict(totals)
+        row["trace and plan"] = report.seconds["trace"]
+        row["rest (GHN bookkeeping, finiteness check, post-processing, writing)"] = total - sum(row.values())
+        row["total apply"] = total
+        samples.append(row)
+    with FlopCounterMode(display=False) as flops:
+        ghn_init.apply(model, ghn)
+    counts = flops.get_flop_counts()
+    gnn = sum(counts.get("GHN.gnn", {}).values())
+    total_flops = flops.get_total_flops()
+    lines = [f"| {model_name}: phase | ms |", "|---|---|"]
+    for label in samples[0]:
+        lines.append(f"| {label} | {statistics.median(s.get(label, 0.0) for s in samples) * 1000:,.0f} |")
+    lines.append(
+        f"| matmul GFLOP executed: all / graph transformer / rest (decoders) | {total_flops / 1e9:.1f} / "
+        f"{gnn / 1e9:.1f} / {(total_flops - gnn) / 1e9:.1f} |"
+    )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| GHN layout | GHN parameters | GHN memory MB | model | apply ms (CPU ms) | of which predict ms "
@@ -118,8 +198,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "speed.md")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print where one GHN-3-XL apply's time goes, then stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.profile:
+        ghn = build_xl()
+        for name in args.models:
+            print(profile(ghn, name, args.runs), flush=True)
+        return 0
 
     rows = run("t", "GHN-3-T/m8", build_t, args.models, args.runs)
     rows += run("xl", "GHN-3-XL/m16", build_xl, args.models, args.runs)

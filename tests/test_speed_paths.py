@@ -305,6 +305,21 @@ def test_inference_decoding_matches_the_straightforward_path(
         torch.testing.assert_close(one_by_one[key], slow[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_finite_check_finds_every_non_finite_value(bad: float) -> None:
+    from ghn_init.errors import PredictionError
+    from ghn_init.planning import DecoderKind
+
+    w = torch.randn(6, 5, 3, 3)
+    ghn_module._check_finite(w, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))  # finite: passes
+    ghn_module._check_finite(w[:0], 1, DecoderKind.WEIGHT, (0, 5, 3, 3))  # empty: nothing to check
+    for index in [(0, 0, 0, 0), (5, 4, 2, 2), (3, 1, 1, 2)]:
+        w_bad = w.clone()
+        w_bad[index] = bad
+        with pytest.raises(PredictionError, match="non-finite"):
+            ghn_module._check_finite(w_bad, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))
+
+
 # ------------------------------------------------------------------------------- graph and GHN internals
 
 
