@@ -110,12 +110,18 @@ _PHASES = (
     ("decoders (weight decoder, 1-D decoder)", "ghn_init.networks.ghn", "GHN._decode"),
     ("decoders (weight decoder, 1-D decoder)", "ghn_init.networks.decoders", "WeightDecoder.decode_needed"),
     ("crop, tile, scale (fit_to_shape)", "ghn_init.networks.ghn", "fit_to_shape"),
+    ("trace and plan", "ghn_init.api", "trace"),
+    ("trace and plan", "ghn_init.api", "plan"),
 )
 
 
 @contextlib.contextmanager
 def phase_timer() -> Iterator[dict[str, float]]:
-    """Wrap the functions of :data:`_PHASES` (where they exist) to add up their wall time per phase."""
+    """Wrap the functions of :data:`_PHASES` (where they exist) to add up their CPU time per phase.
+
+    CPU time, not wall time: on a machine shared with other jobs, the time spent waiting for a core is not
+    the code's (with one torch thread, CPU time is the work of the one thread that runs apply).
+    """
     import importlib
 
     totals: dict[str, float] = {}
@@ -130,11 +136,11 @@ def phase_timer() -> Iterator[dict[str, float]]:
             continue
 
         def timed(*args: Any, _fn: Callable = fn, _label: str = label, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return _fn(*args, **kwargs)
             finally:
-                totals[_label] = totals.get(_label, 0.0) + time.perf_counter() - start
+                totals[_label] = totals.get(_label, 0.0) + time.process_time() - start
 
         setattr(owner, name, timed)
         undo.append((owner, name, fn))
@@ -146,7 +152,7 @@ def phase_timer() -> Iterator[dict[str, float]]:
 
 
 def profile(ghn: torch.nn.Module, model_name: str, runs: int) -> dict:
-    """Where one apply's wall time goes (ms per phase, median over ``runs``) and the matmul GFLOP it executes."""
+    """Where one apply's CPU time goes (ms per phase, median over ``runs``) and the matmul GFLOP it executes."""
     import torchvision
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -158,11 +164,10 @@ def profile(ghn: torch.nn.Module, model_name: str, runs: int) -> dict:
     samples = []
     for _ in range(runs):
         with phase_timer() as totals:
-            start = time.perf_counter()
-            report = ghn_init.apply(model, ghn)
-            total = time.perf_counter() - start
+            start = time.process_time()
+            ghn_init.apply(model, ghn)
+            total = time.process_time() - start
         row = dict(totals)
-        row["trace and plan"] = report.seconds["trace"]
         row[REST] = total - sum(row.values())
         row["total apply"] = total
         samples.append(row)
@@ -170,7 +175,7 @@ def profile(ghn: torch.nn.Module, model_name: str, runs: int) -> dict:
         ghn_init.apply(model, ghn)
     gnn = sum(flops.get_flop_counts().get("GHN.gnn", {}).values())
     total_flops = flops.get_total_flops()
-    labels = list(dict.fromkeys(label for label, _, _ in _PHASES)) + ["trace and plan", REST, "total apply"]
+    labels = list(dict.fromkeys(label for label, _, _ in _PHASES)) + [REST, "total apply"]
     return {
         "model": model_name,
         "ms": {label: statistics.median(s.get(label, 0.0) for s in samples) * 1000 for label in labels},
@@ -179,7 +184,7 @@ def profile(ghn: torch.nn.Module, model_name: str, runs: int) -> dict:
 
 
 def matmul_rates(repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of plain float32 products on this machine's torch threads (best of ``repeats``).
+    """GFLOP/s (CPU time) of plain float32 products on this machine's torch threads (best of ``repeats``).
 
     ``decoder``: the shape of the XL decoder's last layer as :meth:`WeightDecoder.decode_needed` runs it, a
     (128, 128, 3072) block of a wider weight (a strided view) times (3072, 96) node-pixel rows;
@@ -190,9 +195,9 @@ def matmul_rates(repeats: int = 5) -> dict[str, float]:
         fn()
         best = float("inf")
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         return flop / best / 1e9
 
     g = torch.Generator().manual_seed(0)
@@ -239,7 +244,7 @@ def profile_table(after: list[dict], before: Optional[list[dict]]) -> str:
     """Phases of one apply, median over rounds, after (and before) side by side."""
     model = after[0]["profile"]["model"]
     labels = list(after[0]["profile"]["ms"])
-    head = f"| {model} with GHN-3-XL/m16: phase | " + ("before ms | after ms |" if before else "ms |")
+    head = f"| {model} with GHN-3-XL/m16: phase | " + ("before CPU ms | after CPU ms |" if before else "CPU ms |")
     lines = [head, "|---|---|---|" if before else "|---|---|"]
 
     def ms(results: list[dict], label: str) -> str:
@@ -258,22 +263,23 @@ def profile_table(after: list[dict], before: Optional[list[dict]]) -> str:
 
 def comparison_table(after: list[dict], before: list[dict]) -> str:
     lines = [
-        "| GHN-3-XL/m16, model | before: apply ms per round | after: apply ms per round | after / before "
-        "(median of rounds) | peak extra MB: before / after |",
-        "|---|---|---|---|---|",
+        "| GHN-3-XL/m16, model | before: apply ms (CPU ms) per round | after: apply ms (CPU ms) per round "
+        "| after / before, wall (median of rounds) | after / before, CPU | peak extra MB: before / after |",
+        "|---|---|---|---|---|---|",
     ]
 
     def pick(results: list[dict], model: str) -> list[dict]:
         return [next(r for r in res["rows"] if r["ghn"] == "GHN-3-XL/m16" and r["model"] == model) for res in results]
 
     def times(rows: list[dict]) -> str:
-        return ", ".join(f"{r['apply_s'] * 1000:,.0f}" for r in rows)
+        return ", ".join(f"{r['apply_s'] * 1000:,.0f} ({r['apply_cpu_s'] * 1000:,.0f})" for r in rows)
 
     for model in [r["model"] for r in after[0]["rows"] if r["ghn"] == "GHN-3-XL/m16"]:
         b, a = pick(before, model), pick(after, model)
-        ratio = statistics.median(x["apply_s"] / y["apply_s"] for x, y in zip(a, b, strict=True))
+        wall = statistics.median(x["apply_s"] / y["apply_s"] for x, y in zip(a, b, strict=True))
+        cpu = statistics.median(x["apply_cpu_s"] / y["apply_cpu_s"] for x, y in zip(a, b, strict=True))
         lines.append(
-            f"| {model} | {times(b)} | {times(a)} | {ratio:.2f} | "
+            f"| {model} | {times(b)} | {times(a)} | {wall:.2f} | {cpu:.2f} | "
             f"{max(y['apply_mb'] for y in b):,.0f} / {max(x['apply_mb'] for x in a):,.0f} |"
         )
     return "\n".join(lines)
@@ -296,8 +302,8 @@ def floor_text(after: list[dict]) -> str:
         f"reaches {rates['decoder']:.0f} GFLOP/s on {last['threads']} thread(s) in the same run "
         f"(a 2048^3 product {rates['square']:.0f} GFLOP/s), so the compute alone takes {floor_ms:,.0f} ms "
         f"({peak_ms:,.0f} ms at the large-product rate): {floor_ms / apply_ms:.0%} of the measured "
-        f"{apply_ms:,.0f} ms apply. The rest: the decoder's products on few rows at a time (a block of the last "
-        "layer needed by a handful of 1x1 kernels runs at a fraction of that rate), tracing, cropping and "
+        f"{apply_ms:,.0f} CPU ms of one apply. The rest: the decoder's products on few rows at a time (a block "
+        "of the last layer needed by a handful of 1x1 kernels runs at a fraction of that rate), tracing, cropping and "
         "tiling, bookkeeping and writing."
     )
 
@@ -377,7 +383,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "",
         ]
     parts += [
-        f"Where one apply's wall time goes (median of {args.runs} applies"
+        f"Where one apply's CPU time goes (median of {args.runs} applies"
         + (f" and of the {args.rounds} rounds" if before else "")
         + "; each phase is the inclusive time of the functions that make it, the rest is the remainder):",
         "",
