@@ -188,6 +188,7 @@ def matmul_rates(repeats: int = 5) -> dict[str, float]:
 
     ``decoder``: the shape of the XL decoder's last layer as :meth:`WeightDecoder.decode_needed` runs it, a
     (128, 128, 3072) block of a wider weight (a strided view) times (3072, 96) node-pixel rows;
+    ``decoder_4_rows``: the same block times 4 rows, bound by reading the weight;
     ``square``: 2048 x 2048 x 2048, what the CPU reaches on a large product.
     """
 
@@ -202,10 +203,11 @@ def matmul_rates(repeats: int = 5) -> dict[str, float]:
 
     g = torch.Generator().manual_seed(0)
     wide = torch.randn(128, 256, 3072, generator=g)
-    block, rows = wide[:, :128], torch.randn(3072, 96, generator=g)
+    block, rows, few = wide[:, :128], torch.randn(3072, 96, generator=g), torch.randn(3072, 4, generator=g)
     a, b = torch.randn(2048, 2048, generator=g), torch.randn(2048, 2048, generator=g)
     return {
         "decoder": rate(lambda: torch.bmm(block, rows.expand(128, -1, -1)), 2 * 128 * 128 * 3072 * 96),
+        "decoder_4_rows": rate(lambda: torch.bmm(block, few.expand(128, -1, -1)), 2 * 128 * 128 * 3072 * 4),
         "square": rate(lambda: a @ b, 2 * 2048**3),
     }
 
@@ -302,9 +304,11 @@ def floor_text(after: list[dict]) -> str:
         f"reaches {rates['decoder']:.0f} GFLOP/s on {last['threads']} thread(s) in the same run "
         f"(a 2048^3 product {rates['square']:.0f} GFLOP/s), so the compute alone takes {floor_ms:,.0f} ms "
         f"({peak_ms:,.0f} ms at the large-product rate): {floor_ms / apply_ms:.0%} of the measured "
-        f"{apply_ms:,.0f} CPU ms of one apply. The rest: the decoder's products on few rows at a time (a block "
-        "of the last layer needed by a handful of 1x1 kernels runs at a fraction of that rate), tracing, cropping and "
-        "tiling, bookkeeping and writing."
+        f"{apply_ms:,.0f} CPU ms of one apply. The rest is mostly the decoder's products on few rows at a "
+        "time: each block of the last layer's weight (1.8 GB in float32) is read once per apply for all the "
+        "tensors that need it, but a block needed only by a handful of 1x1 kernels is bound by that read (the "
+        f"same product on 4 rows: {rates['decoder_4_rows']:.0f} GFLOP/s); then tracing, cropping and tiling, "
+        "bookkeeping and writing."
     )
 
 

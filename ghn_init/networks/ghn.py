@@ -155,8 +155,12 @@ class GHN(nn.Module):
         Targets with the same :attr:`Target.key` (decoder kind and decoded shape) are decoded in one
         batched call, whatever graph they come from; each output is then cropped, tiled and (with
         ``config.weight_norm``) scaled to its tensor's shape (:func:`ghn_init.decode.fit_to_shape`).
-        The tensors keep their autograd history, so the same call trains GHNs
-        (``torch.func.functional_call(model, tensors, x)``). Nothing is written into any model.
+        With autograd on, the tensors keep their history, so the same call trains GHNs
+        (``torch.func.functional_call(model, tensors, x)``). With autograd off (``torch.no_grad()``, as
+        ``apply`` and ``predict`` run it), the weight decoder computes each tensor only at the channels
+        fitting it keeps, for up to ``_CHUNK`` decoded values of any groups at once
+        (:meth:`WeightDecoder.decode_needed`): the same values within float32 rounding, a fraction of
+        the work for a wide GHN. Nothing is written into any model.
 
         Args:
             graphs: the models' graphs (:func:`ghn_init.trace`).
