@@ -2,7 +2,8 @@
 
     python benchmarks/ghn3_xl.py                     # resnet50 and vit_b_16, median of 3, 1 thread
     python benchmarks/ghn3_xl.py --models resnet18 --runs 5 --threads 2
-    python benchmarks/ghn3_xl.py --models resnet50 --profile --no-write   # where one apply's time goes
+    git worktree add /tmp/before <commit>                # then, before vs after in alternating rounds:
+    python benchmarks/ghn3_xl.py --compare-with /tmp/before --baseline-label "<commit>" --rounds 3
 
 The real ``ghn3xlm16.pt`` is a 2.5 GB download, so this builds a GHN with the same layout and random
 weights (the cost of a forward pass does not depend on the values). The layout follows the published
@@ -14,6 +15,9 @@ layout (the reference fixture, 6.9M parameters) is measured the same way for com
 
 Memory is the rise of the process's peak RSS (``VmHWM``, reset before each phase): for "GHN" the
 building of the GHN, for "apply" the extra memory of one apply on top of the GHN and the model.
+Each run also profiles one apply (``--profile-model``, default resnet50): CPU time per phase (graph
+transformer, decoders, crop/tile/scale, trace and plan, the rest) and the matmul FLOPs it executes, and
+states the floor: those FLOPs at the rate a plain matmul of the decoder's shape reaches in the same run.
 Results go to ``docs/speed.md`` (section "GHN-3-XL/m16 on CPU") and stdout.
 """
 
@@ -361,9 +365,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 results.append(measure_in(checkout, args))
     else:
         after = [measure(args.models, args.runs, args.profile_model)]
-    command = "python benchmarks/ghn3_xl.py" + (
-        f" --compare-with {args.baseline_label or args.compare_with} --rounds {args.rounds}" if before else ""
-    )
+    command = "python benchmarks/ghn3_xl.py" + (f" --compare-with CHECKOUT --rounds {args.rounds}" if before else "")
     parts = [
         SECTION,
         "",
@@ -380,8 +382,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ]
     if before:
         parts += [
-            f"Before (`{args.baseline_label or args.compare_with}`) and after (this checkout), measured in turn, "
-            f"{args.rounds} rounds each, in one sitting:",
+            f"Before (CHECKOUT: {args.baseline_label or args.compare_with}) and after (this checkout), measured in "
+            f"turn, {args.rounds} rounds each, in one sitting:",
             "",
             comparison_table(after, before),
             "",
