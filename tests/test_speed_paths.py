@@ -14,11 +14,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+import ghn_init
 import ghn_init.graph.autograd_trace as autograd_trace
+import ghn_init.networks.ghn as ghn_module
 from ghn_init.graph.autograd_trace import record
 from ghn_init.graph.meta_ops import meta_stand_in
-from ghn_init.networks.decoders import WeightDecoder
+from ghn_init.networks.decoders import Request, WeightDecoder
 from ghn_init.tiling import SMALL, tile
+
+from .conftest import tiny_ghn
 
 # ------------------------------------------------------------------------------- meta stand-ins
 
@@ -390,6 +394,106 @@ def test_cropped_decoder_matches_full_decoder(shape: tuple[int, ...], classifier
         full = _full_decode(dec, x, shape, classifier)
     assert fast.shape == full.shape
     torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+
+
+def test_decode_needed_matches_forward_cropped() -> None:
+    """Several batches in one call, each node at its own channels: what ``forward`` gives, cropped."""
+    torch.manual_seed(0)
+    dec = WeightDecoder(hid=8, max_shape=(16, 16, 5, 5), num_classes=10, centre_crop=True).eval()
+    cases = [  # (decoded shape, classifier, per-node (out, in) needs)
+        ((16, 16, 3, 3), False, [(16, 16), (12, 16), (16, 5), (3, 2)]),
+        ((16, 4, 5, 5), False, [(16, 3)]),  # a stem over 3 colour channels
+        ((8, 16, 1, 1), False, [(8, 16), (8, 9)]),
+        ((4, 2, 7, 7), False, [(4, 2), (1, 1)]),  # kernel larger than the decoder grid: upsampled
+        ((16, 1, 3, 3), False, [(16, 1)]),  # depthwise
+        ((10, 16, 1, 1), True, [(16, 16), (16, 7)]),  # classifier: every output channel of the centre pixel
+    ]
+    requests = [Request(torch.randn(len(needs), 8), shape, cls, needs) for shape, cls, needs in cases]
+    with torch.no_grad():
+        got = dec.decode_needed(requests)
+        for r, decoded in zip(requests, got, strict=True):
+            full = dec(r.x, r.shape, classifier=r.classifier)
+            assert len(decoded) == len(r.needs)
+            for j, (o, i) in enumerate(r.needs):
+                want = full[j][:, :i] if r.classifier else full[j][:o, :i]
+                assert decoded[j].shape == want.shape
+                torch.testing.assert_close(decoded[j], want, rtol=1e-5, atol=1e-6)
+
+
+def _ghn_test_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "mobilenet_v3_small":  # depthwise, squeeze-excitation, 3-channel stem, widths above the decoder's
+        return torchvision.models.mobilenet_v3_small()
+    if name == "tiny_vit":  # token embeddings with a class token, a 16x16 patch kernel (upsampled), attention
+        return torchvision.models.VisionTransformer(32, 16, num_layers=1, num_heads=2, hidden_dim=24, mlp_dim=40)
+    return nn.Sequential(  # a 7x7 stem, narrow and wide convs, a hidden linear layer, then the classifier
+        nn.Conv2d(3, 12, 7, padding=3), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 40, 3, padding=1),
+        nn.Conv2d(40, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 30), nn.Linear(30, 10),
+    )  # fmt: skip
+
+
+def _predict(ghn: nn.Module, model: nn.Module, grad: bool) -> tuple[list[str], dict[str, torch.Tensor]]:
+    graph = ghn_init.trace(model, (3, 32, 32), virtual_edge_cutoff=ghn.virtual_edge_cutoff)
+    plan = ghn_init.plan(graph, model, ghn.config.max_shape)
+    order: list[str] = []
+    kept: dict[str, torch.Tensor] = {}
+
+    def sink(b: int, name: str, tensor: torch.Tensor) -> None:
+        order.append(name)
+        kept[name] = tensor.detach().clone()
+
+    torch.manual_seed(1)  # the class token's draw
+    with torch.set_grad_enabled(grad):
+        ghn([graph], [plan], sink=sink)
+    return order, kept
+
+
+@pytest.mark.parametrize("kind", ["ghn3", "ghn2"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "tiny_vit", "mixed"])
+def test_inference_decoding_matches_the_straightforward_path(
+    kind: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inference decodes only the channels each tensor uses, many groups at once; with autograd on, every
+    group is decoded whole, then cropped (the published computation). Same tensors, same order, same draw."""
+    ghn = tiny_ghn(kind, hid=16, max_shape=(16, 16, 5, 5), num_classes=10)
+    model = _ghn_test_model(name)
+    calls = {"n": 0}
+    decode_needed = ghn.decoder.decode_needed
+
+    def counted(requests):  # the inference path must actually run
+        calls["n"] += 1
+        return decode_needed(requests)
+
+    monkeypatch.setattr(ghn.decoder, "decode_needed", counted)
+    order, fast = _predict(ghn, model, grad=False)
+    fast_calls = calls["n"]
+    assert fast_calls >= 1
+    slow_order, slow = _predict(ghn, model, grad=True)
+    assert calls["n"] == fast_calls, "with autograd on, the decoder must run as published"
+    assert order == slow_order and len(order) > 5
+    for key in order:
+        torch.testing.assert_close(fast[key], slow[key], rtol=1e-5, atol=1e-6, msg=key)
+    monkeypatch.setattr(ghn_module, "_CHUNK", 1)  # every tensor decoded by its own call
+    one_by_one_order, one_by_one = _predict(ghn, model, grad=False)
+    assert one_by_one_order == order
+    assert calls["n"] - fast_calls > fast_calls
+    for key in order:
+        torch.testing.assert_close(one_by_one[key], slow[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_finite_check_finds_every_non_finite_value(bad: float) -> None:
+    from ghn_init.errors import PredictionError
+    from ghn_init.planning import DecoderKind
+
+    w = torch.randn(6, 5, 3, 3)
+    ghn_module._check_finite(w, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))  # finite: passes
+    ghn_module._check_finite(w[:0], 1, DecoderKind.WEIGHT, (0, 5, 3, 3))  # empty: nothing to check
+    for index in [(0, 0, 0, 0), (5, 4, 2, 2), (3, 1, 1, 2)]:
+        w_bad = w.clone()
+        w_bad[index] = bad
+        with pytest.raises(PredictionError, match="non-finite"):
+            ghn_module._check_finite(w_bad, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))
 
 
 # ------------------------------------------------------------------------------- graph and GHN internals

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+class Request(NamedTuple):
+    """Node embeddings to decode in one :meth:`WeightDecoder.decode_needed` call, and what each one needs.
+
+    Attributes:
+        x: (n, hid) node embeddings that share a decoded ``shape``.
+        shape: the decoded ``(out, in, h, w)`` size (as :meth:`WeightDecoder.forward` takes it).
+        classifier: decode through the classification head.
+        needs: per node, the ``(out channels, in channels)`` of the decoded block that will be used
+            (at most ``min(shape[:2], max_shape[:2])``; a classifier's out channels are all ``max_shape[0]``).
+    """
+
+    x: torch.Tensor
+    shape: tuple[int, ...]
+    classifier: bool
+    needs: Sequence[tuple[int, int]]
 
 
 class WeightDecoder(nn.Module):
@@ -50,6 +68,28 @@ class WeightDecoder(nn.Module):
         out = F.linear(x, weight.reshape(-1, linear.in_features), bias.reshape(-1) if bias is not None else None)
         return self.fc[1:](out).view(n, -1, h, w)
 
+    def _expand_rows(self, x: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+        """:meth:`_expand` without copying the cropped rows of ``fc``'s weight (inference).
+
+        One batched product per kernel row reads the weight where it lies (a strided view); for a 7x7
+        crop of GHN-3-XL's 16x16 grid that saves a 115 MB copy per call.
+        """
+        n, k = x.shape[0], self.max_shape[2]
+        linear = self.fc[0]
+        r = range(*rows.indices(k))
+        if (r, range(*cols.indices(k))) == (range(k), range(k)) or len(r) == 1:
+            return self._expand(x, rows, cols)
+        weight = linear.weight.view(-1, k, k, linear.in_features)
+        channels = weight.shape[0]
+        width = len(range(*cols.indices(k)))
+        out = x.new_empty(n, channels, len(r), width)
+        xt = x.t().expand(channels, -1, n)
+        for j, row in enumerate(r):
+            out[:, :, j] = torch.bmm(weight[:, row, cols], xt).permute(2, 0, 1)
+        if linear.bias is not None:
+            out += linear.bias.view(-1, k, k)[:, rows, cols]
+        return self.fc[1:](out)
+
     def _per_pixel(self, x: torch.Tensor, out_rows: int, in_cols: int) -> torch.Tensor:
         """``conv`` (the per-pixel MLP) on (n, 4*hid, h, w) maps -> (n, out_rows, in_cols, h, w).
 
@@ -67,6 +107,98 @@ class WeightDecoder(nn.Module):
             bias = bias.view(out_ch, in_ch)[:out_rows, :in_cols].reshape(-1) if bias is not None else None
         out = self.conv[3](F.linear(hidden, weight, bias))  # (n, h, w, out_rows * in_cols)
         return out.permute(0, 3, 1, 2).reshape(n, out_rows, in_cols, h, w)
+
+    def _last_layer_needed(self, hidden: torch.Tensor, spans: Sequence[tuple[int, int, int]]) -> list[torch.Tensor]:
+        """The per-pixel MLP's last layer for rows of ``hidden``, only at the outputs each row needs.
+
+        Args:
+            hidden: (M, 8*hid) hidden activations, one row per (node, kernel pixel).
+            spans: per node, ``(rows, out_rows, in_cols)``: its next ``rows`` rows of ``hidden`` need the
+                outputs of output channels ``< out_rows`` and input channels ``< in_cols``.
+
+        Returns:
+            Per span, a (out_rows, in_cols, rows) tensor: ``conv[2](hidden)`` at those outputs.
+
+        The (out, in) grid is cut at every distinct ``out_rows`` and ``in_cols``; each block of the
+        weight is read once, as a strided view (one small matrix product per output channel, no copy
+        of the weight), for the rows of all spans that need it. Each output is the same dot product
+        as in ``F.linear`` (only the order of its float32 sums may differ).
+        """
+        last = self.conv[2]
+        out_ch, in_ch = self.max_shape[:2]
+        weight = last.weight.view(out_ch, in_ch, -1)
+        bias = last.bias.view(out_ch, in_ch, 1) if last.bias is not None else None
+        starts, row = [], 0
+        for rows, _, _ in spans:
+            starts.append(row)
+            row += rows
+        outs = [hidden.new_empty(o, i, rows) for rows, o, i in spans]
+        ht = hidden.t().contiguous()  # (8*hid, M): row-major right operand, the faster layout for small M
+        o_cuts = sorted({o for _, o, _ in spans})
+        i_cuts = sorted({i for _, _, i in spans})
+        for a, o1 in enumerate(o_cuts):
+            o0 = o_cuts[a - 1] if a else 0
+            for b, i1 in enumerate(i_cuts):
+                i0 = i_cuts[b - 1] if b else 0
+                members = [j for j, (_, o, i) in enumerate(spans) if o >= o1 and i >= i1]
+                if not members:
+                    continue
+                if len(members) == len(spans):
+                    h = ht
+                else:
+                    idx = torch.cat([torch.arange(starts[j], starts[j] + spans[j][0]) for j in members])
+                    h = ht.index_select(1, idx.to(ht.device))
+                m = h.shape[1]
+                block = weight[o0:o1, i0:i1]  # (do, di, 8*hid): a view, each (di, 8*hid) slice contiguous
+                out = torch.bmm(block, h.expand(o1 - o0, -1, m))
+                if bias is not None:
+                    out += bias[o0:o1, i0:i1]
+                col = 0
+                for j in members:
+                    rows = spans[j][0]
+                    outs[j][o0:o1, i0:i1] = out[:, :, col : col + rows]
+                    col += rows
+        return outs
+
+    def decode_needed(self, requests: Sequence[Request]) -> list[list[torch.Tensor]]:
+        """Decode several batches of nodes, each node only at the channels it needs.
+
+        Gives what :meth:`forward` gives, cropped to each node's ``needs``
+        (``forward(x, shape, classifier)[j][: needs[j][0], : needs[j][1]]``), within float32 rounding,
+        but computes only those channels (the rest would be cropped away when fitting the tensor) and
+        reads the last layer's weight once for all requests, which is most of the decoder's time for a
+        wide GHN: GHN-3-XL's last layer is 3072 x 147456. Used for inference (no autograd graph needed);
+        training calls :meth:`forward`.
+
+        Args:
+            requests: the batches to decode (:class:`Request`).
+
+        Returns:
+            Per request, per node, its decoded (out, in, h, w) tensor, out and in as in ``needs``
+            (a classifier's: (num_classes, in)).
+        """
+        hiddens, spans, sizes = [], [], []
+        for r in requests:
+            x = self._expand_rows(r.x, self._crop(r.shape[2]), self._crop(r.shape[3]))
+            n, _, h, w = x.shape
+            hiddens.append(self.conv[1](self.conv[0](x.permute(0, 2, 3, 1))).reshape(n * h * w, -1))
+            spans += [(h * w, o, i) for o, i in r.needs]
+            sizes.append((h, w))
+        hidden = hiddens[0] if len(hiddens) == 1 else torch.cat(hiddens)
+        flat = iter(self._last_layer_needed(hidden, spans))
+        results = []
+        for r, (h, w) in zip(requests, sizes, strict=True):
+            decoded = []
+            for o, i in r.needs:
+                y = self.conv[3](next(flat)).view(o, i, h, w)[:, :, : r.shape[2], : r.shape[3]]
+                if min(r.shape[2:]) > min(h, w):  # kernels larger than the decoder's grid: upsample
+                    y = F.interpolate(y, size=tuple(r.shape[2:]), mode="bilinear")
+                if r.classifier:
+                    c = y.shape[-1] // 2
+                    y = self.class_layer_predictor(y[:, :, c, c].t()).t()
+                decoded.append(y)
+            results.append(decoded)
+        return results
 
     def forward(self, x: torch.Tensor, shape: tuple[int, ...], classifier: bool = False) -> torch.Tensor:
         n = x.shape[0]

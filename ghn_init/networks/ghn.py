@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from ..graph.graph import Graph
 from ..graph.primitives import PRIMITIVES
 from ..planning import DecoderKind, Plan, Target
 from .config import GHN2, GHNConfig
-from .decoders import WeightDecoder
+from .decoders import Request, WeightDecoder
 from .gated_gnn import GatedGNN
 from .graphormer import Graphormer
 from .layers import MLP, maybe_squeeze_conv1x1
@@ -23,6 +24,41 @@ from .shape_encoder import ShapeEncoder
 # Published GHN-3 files keep these tables at the top level; the published loader moves them into
 # the first Graphormer layer, which is where our state dict keeps them.
 _GRAPHORMER_TABLES = ("centrality_embed_in", "centrality_embed_out", "input_dist_embed")
+
+
+# Decoded elements held at once by the inference path of GHN.forward (128 MB of float32); one tensor may exceed it.
+_CHUNK = 1 << 25
+
+
+def _needs(kind: DecoderKind, shape: tuple[int, ...], slot_shape: tuple[int, ...], max_shape: Sequence[int]) -> tuple:
+    """(out, in, ...) of a weight-decoder output that fitting it to ``slot_shape`` reads (see ``fit_to_shape``).
+
+    The decoder emits at most ``max_shape[:2]`` channels (all ``max_shape[0]`` for a classifier, whose
+    head mixes them); fitting crops them to the tensor's own channels and tiles from there. Token
+    embeddings (3-D) keep the whole decoded block. The trailing sizes only weigh the chunk size.
+    """
+    out_ch = max_shape[0] if kind is DecoderKind.CLASSIFIER else min(shape[0], max_shape[0])
+    in_ch = min(shape[1], max_shape[1])
+    spatial = tuple(shape[2:]) if len(shape) > 2 else (1,)
+    if kind is DecoderKind.CLASSIFIER or len(slot_shape) == 3:
+        return (out_ch, in_ch, *spatial)
+    return (min(slot_shape[0], out_ch), min(slot_shape[1], in_ch), *spatial)
+
+
+def _check_finite(decoded: torch.Tensor, count: int, kind: DecoderKind, shape: tuple[int, ...]) -> None:
+    """Raise :class:`PredictionError` if ``decoded`` holds a NaN or an infinity.
+
+    One min/max pass (NaN propagates to both, +-inf to one) instead of ``isfinite(decoded).all()``'s
+    three passes and a boolean temporary of the tensor's size.
+    """
+    if decoded.numel() == 0:
+        return
+    lo, hi = torch.aminmax(decoded)
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        raise PredictionError(
+            f"the GHN predicted non-finite values for {count} tensor(s) of group {kind.value} {shape}; "
+            "the model was not changed (is the GHN checkpoint corrupted?)"
+        )
 
 
 #: ``sink(graph index, tensor name, tensor)``: receives each predicted tensor in a dry run (see :meth:`GHN.forward`).
@@ -119,8 +155,12 @@ class GHN(nn.Module):
         Targets with the same :attr:`Target.key` (decoder kind and decoded shape) are decoded in one
         batched call, whatever graph they come from; each output is then cropped, tiled and (with
         ``config.weight_norm``) scaled to its tensor's shape (:func:`ghn_init.decode.fit_to_shape`).
-        The tensors keep their autograd history, so the same call trains GHNs
-        (``torch.func.functional_call(model, tensors, x)``). Nothing is written into any model.
+        With autograd on, the tensors keep their history, so the same call trains GHNs
+        (``torch.func.functional_call(model, tensors, x)``). With autograd off (``torch.no_grad()``, as
+        ``apply`` and ``predict`` run it), the weight decoder computes each tensor only at the channels
+        fitting it keeps, for up to ``_CHUNK`` decoded values of any groups at once
+        (:meth:`WeightDecoder.decode_needed`): the same values within float32 rounding, a fraction of
+        the work for a wide GHN. Nothing is written into any model.
 
         Args:
             graphs: the models' graphs (:func:`ghn_init.trace`).
@@ -148,30 +188,74 @@ class GHN(nn.Module):
             for target in p.predicted(predict_classifier):
                 groups.setdefault(target.key, []).append((b, target))
         centre = not self.is_ghn2
-        for (kind, shape), members in groups.items():
-            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
-            if not torch.isfinite(decoded).all():
-                raise PredictionError(
-                    f"the GHN predicted non-finite values for {len(members)} tensor(s) of group {kind.value} {shape}; "
-                    "the model was not changed (is the GHN checkpoint corrupted?)"
-                )
-            for row, (b, target) in enumerate(members):
-                slot, w = target.slot, decoded[row]
-                if len(slot.shape) == 1:  # 1-D decoders give two rows: weight, bias
-                    outputs = [(slot, w[0 if slot.is_weight else 1])]
-                    if target.bias is not None:
-                        outputs.append((target.bias, w[1]))
+
+        def emit(b: int, target: Target, w: torch.Tensor) -> None:
+            slot = target.slot
+            if len(slot.shape) == 1:  # 1-D decoders give two rows: weight, bias
+                outputs = [(slot, w[0 if slot.is_weight else 1])]
+                if target.bias is not None:
+                    outputs.append((target.bias, w[1]))
+            else:
+                outputs = [(slot, w)]
+            for out_slot, tensor in outputs:
+                norm = out_slot.is_weight if self.config.weight_norm else None
+                # a norm layer's bias is fitted to its weight's shape, as the published code does
+                tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator)
+                if sink is not None:
+                    sink(b, out_slot.name, tensor)
                 else:
-                    outputs = [(slot, w)]
-                for out_slot, tensor in outputs:
-                    norm = out_slot.is_weight if self.config.weight_norm else None
-                    # a norm layer's bias is fitted to its weight's shape, as the published code does
-                    tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator)
-                    if sink is not None:
-                        sink(b, out_slot.name, tensor)
-                    else:
-                        results[b][out_slot.name] = tensor
+                    results[b][out_slot.name] = tensor
+
+        # Inference decodes weights only where the tensors use them, many groups per call (decode_needed);
+        # with autograd on (training) every group is decoded whole by its own call, as published.
+        needed = not torch.is_grad_enabled()
+        pending: list[tuple[DecoderKind, tuple[int, ...], int, Target]] = []
+        pending_size = 0
+        for (kind, shape), members in groups.items():
+            if needed and kind in (DecoderKind.WEIGHT, DecoderKind.CLASSIFIER):
+                for b, target in members:
+                    pending.append((kind, shape, b, target))
+                    pending_size += math.prod(_needs(kind, shape, target.slot.shape, self.config.max_shape))
+                    if pending_size >= _CHUNK:  # bounds the memory of the decoded blocks held at once
+                        self._decode_needed(pending, xs, emit)
+                        pending, pending_size = [], 0
+                continue
+            self._decode_needed(pending, xs, emit)
+            pending, pending_size = [], 0
+            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
+            _check_finite(decoded, len(members), kind, shape)
+            for row, (b, target) in enumerate(members):
+                emit(b, target, decoded[row])
+        self._decode_needed(pending, xs, emit)
         return results
+
+    def _decode_needed(
+        self,
+        pending: list[tuple[DecoderKind, tuple[int, ...], int, Target]],
+        xs: list[torch.Tensor],
+        emit: Callable[[int, Target, torch.Tensor], None],
+    ) -> None:
+        """Decode weight-decoder targets (in order, any groups) at the channels they use, then ``emit`` each."""
+        if not pending:
+            return
+        batches: dict[tuple[DecoderKind, tuple[int, ...]], list[tuple[int, Target]]] = {}
+        for kind, shape, b, target in pending:
+            batches.setdefault((kind, shape), []).append((b, target))
+        requests = []
+        for (kind, shape), members in batches.items():
+            classifier = kind is DecoderKind.CLASSIFIER
+            decoded_shape = (shape[0], shape[1], 1, 1) if classifier else shape
+            needs = [_needs(kind, shape, t.slot.shape, self.config.max_shape)[:2] for _, t in members]
+            x = torch.stack([xs[b][t.node] for b, t in members])
+            requests.append(Request(x, decoded_shape, classifier, needs))
+        decoded = self.decoder.decode_needed(requests)
+        by_target: dict[int, torch.Tensor] = {}
+        for ((kind, shape), members), tensors in zip(batches.items(), decoded, strict=True):
+            for (_, target), w in zip(members, tensors, strict=True):
+                _check_finite(w, len(members), kind, shape)
+                by_target[id(target)] = w
+        for _, _, b, target in pending:
+            emit(b, target, by_target[id(target)])
 
     def _decode(self, kind: DecoderKind, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
         """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``."""
