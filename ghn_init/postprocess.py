@@ -458,9 +458,9 @@ def _orthogonalize_noisy(w: torch.Tensor, noise: Optional[torch.Tensor], alpha: 
 
     ``noise`` is scratch: the sum is computed in place in it (float32 noise for a float32, float16 or
     bfloat16 ``w``) and turned straight into the column-major float32 (float64) matrix the QR reads, so
-    the tall matrix is copied once; the values are those of the two steps
-    one after the other (the same operations in the same order; a float16 or bfloat16 sum is rounded to
-    ``w``'s dtype in between, as ``_add_noise`` returns it).
+    the tall matrix is copied once. The values are those of the two steps one after the other (the same
+    operations in the same order; a float16 or bfloat16 sum is rounded to ``w``'s dtype in between, as
+    ``_add_noise`` returns it); with autograd on, or for a non-contiguous ``w``, it runs the two steps.
     """
     if noise is None:
         return orthogonalize(w)
