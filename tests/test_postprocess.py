@@ -13,6 +13,7 @@ from ghn_init.networks import GHN, GHNConfig
 from ghn_init.postprocess import (
     POSTPROCESS_PARTS,
     PostProcess,
+    Role,
     balance_dc,
     detile,
     orthogonalize,
@@ -498,3 +499,132 @@ def test_post_processing_a_float32_model_computes_nothing_in_float64() -> None:
     assert all(t.dtype == torch.float32 for t in out.values())
     w = torch.randn(64, 27)
     assert relative_noise_scale(w) == pytest.approx(relative_noise_scale(w.double()), rel=1e-5)
+
+
+# ---------------------------------------------------------------- fast paths (issue 20)
+
+_SHAPES = [(64, 8, 3, 3), (16, 32, 3, 3), (96, 24), (24, 96), (32, 32), (32, 1, 3, 3), (48, 48, 1, 1)]
+
+
+def _tall(m: torch.Tensor) -> torch.Tensor:
+    m = m.reshape(m.shape[0], -1)
+    return m if m.shape[0] >= m.shape[1] else m.t()
+
+
+def _reference(predicted: dict, beta: float, block, generator: torch.Generator) -> dict:
+    """The recommended steps written plainly from their definitions, one tensor after the other."""
+    out, scale = {}, 0.0
+    for name, w in predicted.items():
+        work = torch.float64 if w.dtype == torch.float64 else torch.float32
+        x = w
+        if w.dim() >= 2:
+            x = detile(balance_dc(x), block, generator)
+            scale = torch.corrcoef(_tall(x).double()).flatten().std().item()
+        x = (x.to(work) + beta * scale * torch.randn(x.shape, generator=generator).to(work)).to(w.dtype)
+        if w.dim() >= 2:
+            q, r = torch.linalg.qr(_tall(x).to(work))
+            q = q * torch.sign(torch.diagonal(r))
+            wide = x.shape[0] < x[0].numel()
+            x = (q.t() if wide else q).reshape(w.shape).to(w.dtype)
+        out[name] = x
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_recommended_steps_equal_their_plain_definitions_for_mixed_shapes(dtype) -> None:
+    # The fast paths (in-place noise, column-major QR input, blocked Gram matrix) against the steps written
+    # plainly: same generator, same draws in the same order, so the same tensors up to the dtype's rounding.
+    g = torch.Generator().manual_seed(0)
+    predicted = {}
+    for i, shape in enumerate(_SHAPES):
+        half = (shape[0] // 2,) + shape[1:]
+        base = torch.randn(half, generator=g)
+        if len(shape) == 4:
+            base = base + 2 * torch.randn(*half[:2], 1, 1, generator=g)  # mostly flat kernels: dcbalance acts
+        predicted[f"m{i}.weight"] = base.repeat(2, *([1] * (len(shape) - 1))).to(dtype)  # tiled, as decoders do
+        predicted[f"n{i}.bias"] = torch.randn(shape[0], generator=g).to(dtype)  # a norm bias: the scale before it
+    predicted["same.weight"] = predicted["m2.weight"].clone()  # two matrices of one shape: each its own draw
+    roles = {n: Role.NORM_BIAS for n in predicted if n.endswith("bias")}
+    block = (16, 16)
+    ours = postprocess(predicted, "orth+noise=1e-2+dcbalance+detile", roles=roles, block=block,
+                       generator=torch.Generator().manual_seed(5))
+    plain = _reference(predicted, 1e-2, block, torch.Generator().manual_seed(5))
+    atol = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    for name, w in ours.items():
+        assert w.dtype == dtype and w.shape == predicted[name].shape and w.is_contiguous(), name
+        assert torch.allclose(w.double(), plain[name].double(), atol=atol, rtol=0), name
+        if w.dim() >= 2:
+            assert _is_orthonormal(w.float(), atol=max(atol, 1e-4) * 30), name
+    assert not torch.equal(ours["same.weight"], ours["m2.weight"]), "one draw per tensor, not one per shape"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", _SHAPES + [(1, 5), (5, 1)])
+def test_noisy_orthogonalization_equals_its_two_steps(shape, dtype) -> None:
+    from ghn_init.postprocess import _add_noise, _orthogonalize_noisy
+
+    g = torch.Generator().manual_seed(1)
+    w, noise = torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g)
+    before = w.clone()
+    fast = _orthogonalize_noisy(w, noise.clone(), 0.05)  # the noise is scratch
+    assert torch.equal(fast, orthogonalize(_add_noise(w, noise, 0.05)))
+    assert fast.dtype == dtype and fast.shape == w.shape and fast.is_contiguous()
+    assert torch.equal(w, before), "the prediction is not modified"
+    if len(shape) == 2 and shape[0] > 1 and shape[1] > 1:  # a non-contiguous prediction takes the plain path
+        assert torch.equal(_orthogonalize_noisy(w.t(), noise.t().clone(), 0.05),
+                           orthogonalize(_add_noise(w.t(), noise.t(), 0.05)))
+
+
+def test_noisy_orthogonalization_keeps_the_gradient() -> None:
+    from ghn_init.postprocess import _orthogonalize_noisy
+
+    w = torch.randn(12, 5, 3, 3, requires_grad=True)
+    noise = torch.randn(12, 5, 3, 3)
+    out = _orthogonalize_noisy(w, noise.clone(), 1e-3)
+    out.square().mul(torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.allclose(_orthogonalize_noisy(w, noise.clone(), 1e-3), out, atol=1e-6)
+
+
+def test_blocked_gram_square_sum_equals_the_full_gram() -> None:
+    from ghn_init.postprocess import _gram_square_sum
+
+    g = torch.Generator().manual_seed(0)
+    for rows, cols in [(5, 1), (300, 127), (300, 128), (700, 300), (1100, 1030)]:
+        x = torch.randn(rows, cols, generator=g)
+        for view in (x, x.t().contiguous().t()):  # row- and column-major
+            full = (view.double().t() @ view.double()).square().sum()
+            assert float(_gram_square_sum(view)) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_relative_noise_scale_in_every_layout_dtype_and_with_constant_rows() -> None:
+    g = torch.Generator().manual_seed(2)
+    for shape in [(300, 40), (40, 300), (20, 4, 3, 3), (4, 20, 3, 3)]:
+        w = torch.randn(shape, generator=g)
+        w.reshape(shape[0], -1)[:3] = 0.25  # constant rows (of the matrix as the GHN emits it)
+        if shape[0] < w[0].numel():  # wide: the tall matrix's rows are the columns; make some of those constant
+            w.reshape(shape[0], -1)[:, :3] = 0.5
+        m = _tall(w).double()
+        live = m.std(1) > 0
+        expected = torch.corrcoef(m[live]).flatten().std().item()
+        assert relative_noise_scale(w) == pytest.approx(expected, rel=1e-5)
+        assert relative_noise_scale(w.double()) == pytest.approx(expected, rel=1e-12)
+        assert relative_noise_scale(w.half()) == pytest.approx(relative_noise_scale(w.half().float()), rel=1e-6)
+        assert relative_noise_scale(w.transpose(0, 1).contiguous().transpose(0, 1)) == pytest.approx(
+            relative_noise_scale(w), rel=1e-6)
+    assert relative_noise_scale(torch.full((6, 4), 2.0)) == 0.0
+
+
+def test_a_float64_prediction_is_post_processed_in_float64() -> None:
+    # balance_dc, detile and the noise rounded a float64 prediction to float32 (errors of 1e-8, not 1e-16)
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(8, 6, 3, 3, generator=g, dtype=torch.float64) + torch.randn(8, 6, 1, 1, dtype=torch.float64)
+    noisy = postprocess({"w": w}, "noise=1e-12", generator=torch.Generator().manual_seed(0))["w"]
+    assert noisy.dtype == torch.float64 and 0 < (noisy - w).abs().max() < 1e-11
+    tiled = w[:4, :3].repeat(2, 2, 1, 1)
+    kept = detile(tiled, (4, 3), torch.Generator().manual_seed(0))
+    assert kept.dtype == torch.float64 and torch.equal(kept[:4, :3], w[:4, :3])
+    flat = w.mean((2, 3), keepdim=True)
+    alpha = ((w - flat).square().sum() / (8 * flat.square().sum() * 9)).sqrt()
+    assert (balance_dc(w) - (alpha * flat + (w - flat))).abs().max() < 1e-14
