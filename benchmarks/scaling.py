@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 from paths import REPO
 from speed import PeakMemory, build, default_init
+from vs_published import write_section
 
 MODELS = [
     "squeezenet1_1", "shufflenet_v2_x1_0", "mobilenet_v3_small", "mnasnet1_0", "mobilenet_v3_large",
@@ -172,19 +173,6 @@ def plot(rows: list[dict[str, Any]], fits: dict[str, tuple], path: Path) -> bool
     return True
 
 
-def write_section(text: str, doc: Path) -> None:
-    """Replace (or append) the section of ``doc`` that starts with :data:`SECTION`, up to the next ``## ``."""
-    old = doc.read_text() if doc.exists() else ""
-    if SECTION in old:
-        head, rest = old.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    doc.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=MODELS)
@@ -220,7 +208,7 @@ def main() -> None:
     text = page(rows, fits, lists, args)
     print(text)
     if args.write:
-        write_section(text, args.out)
+        write_section(args.out, text, SECTION)
 
 
 if __name__ == "__main__":

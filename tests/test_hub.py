@@ -121,6 +121,13 @@ def serve(hub: FakeHub) -> Iterator[FakeHub]:
         def do_GET(self) -> None:
             hub.respond(self, with_body=True)
 
+        def do_POST(self) -> None:  # a hub that takes uploads (tests/test_push.py) answers them
+            post = getattr(hub, "post", None)
+            if post is None:
+                self.send_error(405)
+            else:
+                post(self)
+
         def log_message(self, *args) -> None:
             pass
 

@@ -14,9 +14,7 @@ import base64
 import json
 import shlex
 import socket
-import threading
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator, Optional
 from urllib.parse import parse_qs, unquote
@@ -31,7 +29,7 @@ from ghn_init.hub.checkpoints import save_folder
 from ghn_init.hub.convert import convert
 
 from .conftest import tiny_ghn
-from .test_hub import LFS_SUFFIXES, FakeHub
+from .test_hub import LFS_SUFFIXES, FakeHub, serve
 from .test_train import TINY
 
 TOKEN = "hf_pushTestTokenThatMustNeverBeShown"
@@ -103,37 +101,6 @@ class PushHub(FakeHub):
     def _json(self, handler: BaseHTTPRequestHandler, status: int, doc: dict, headers: Optional[dict] = None) -> None:
         self._send(handler, status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(doc).encode(),
                    True)
-
-
-@contextmanager
-def serve(hub: PushHub) -> Iterator[PushHub]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 10
-
-        def do_HEAD(self) -> None:
-            hub.respond(self, with_body=False)
-
-        def do_GET(self) -> None:
-            hub.respond(self, with_body=True)
-
-        def do_POST(self) -> None:
-            hub.post(self)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-    hub.url, hub.cdn_url = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
