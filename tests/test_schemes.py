@@ -321,3 +321,17 @@ def test_gradinit_rescales_each_tensor_so_the_first_step_helps() -> None:
     assert loss2 < 0.9 * loss1, (loss1, loss2)
     with pytest.raises(ghn_init.InvalidArgumentError, match="labelled data"):
         ghn_init.get_scheme("gradinit")(model, data=x)
+
+
+def test_gradinit_on_an_op_without_second_derivatives_is_unsupported_and_changes_nothing() -> None:
+    # torch has no double backward for hardsigmoid (MobileNetV3's gates): gradinit cannot differentiate through
+    # the SGD step there; it must say so in one typed line (it was a raw RuntimeError) and leave the model alone
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Hardsigmoid(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    before = snapshot(model)
+    with pytest.raises(ghn_init.UnsupportedModelError, match="hardsigmoid_backward") as info:
+        ghn_init.get_scheme("gradinit")(model, data=(x, y), generator=g)
+    assert "\n" not in str(info.value) and info.value.scheme == "gradinit"
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

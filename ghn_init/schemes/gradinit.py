@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Iterator, Optional
 
 import torch
@@ -53,6 +54,17 @@ def lookahead_loss(
     norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
     stepped = {n: p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)}
     return F.cross_entropy(functional_call(model, stepped, (second[0],)), second[1]), norm
+
+
+def _missing_second_derivative(error: BaseException) -> Optional[str]:
+    """The op named by torch's "derivative for aten::OP is not implemented" (no double backward), else None.
+
+    Example:
+        >>> _missing_second_derivative(RuntimeError("derivative for aten::hardsigmoid_backward is not implemented"))
+        'hardsigmoid_backward'
+    """
+    found = re.search(r"derivative for (?:aten::)?([\w.]+) is not implemented", str(error))
+    return found.group(1) if found else None
 
 
 def gradinit(
@@ -129,10 +141,21 @@ def gradinit(
             if len(second[0]) == 0:
                 second = first
             params = {n: scales[n] * p for n, p in base.items()}
-            after, norm = lookahead_loss(model, params, first, second, lr, create_graph=True)
-            objective = norm if norm.item() > max_grad_norm else after
             optimizer.zero_grad()
-            objective.backward()
+            try:
+                after, norm = lookahead_loss(model, params, first, second, lr, create_graph=True)
+                objective = norm if norm.item() > max_grad_norm else after
+                objective.backward()
+            except (RuntimeError, NotImplementedError) as e:
+                missing = _missing_second_derivative(e)
+                if missing is None:
+                    raise
+                raise UnsupportedModelError(
+                    f"gradinit differentiates through an SGD step, which needs second derivatives, and torch has none "
+                    f"for {missing} (used by {type(model).__name__}); use another scheme",
+                    scheme="gradinit",
+                    model=type(model).__name__,
+                ) from None
             optimizer.step()
             with torch.no_grad():
                 for s in scales.values():
