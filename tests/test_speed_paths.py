@@ -457,6 +457,7 @@ def test_inference_decoding_matches_the_straightforward_path(
     group is decoded whole, then cropped (the published computation). Same tensors, same order, same draw."""
     ghn = tiny_ghn(kind, hid=16, max_shape=(16, 16, 5, 5), num_classes=10)
     model = _ghn_test_model(name)
+    monkeypatch.setattr(ghn_module, "_NEEDED_MIN_WEIGHTS", 0)  # the path is for wide GHNs: make this one use it
     calls = {"n": 0}
     decode_needed = ghn.decoder.decode_needed
 
@@ -479,6 +480,27 @@ def test_inference_decoding_matches_the_straightforward_path(
     assert calls["n"] - fast_calls > fast_calls
     for key in order:
         torch.testing.assert_close(one_by_one[key], slow[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_inference_decodes_needed_channels_only_for_a_wide_weight_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small GHNs decode whole groups (one matmul per group is faster there); from _NEEDED_MIN_WEIGHTS last-layer
+    weights on (GHN-3-XL) only the channels each tensor uses are decoded."""
+    ghn = tiny_ghn("ghn3", hid=16, max_shape=(16, 16, 5, 5), num_classes=10)
+    model = _ghn_test_model("mobilenet_v3_small")
+    calls = {"n": 0}
+    decode_needed = ghn.decoder.decode_needed
+
+    def counted(requests):
+        calls["n"] += 1
+        return decode_needed(requests)
+
+    monkeypatch.setattr(ghn.decoder, "decode_needed", counted)
+    assert ghn.decoder.last_layer_weights == 16 * 8 * 16 * 16 < ghn_module._NEEDED_MIN_WEIGHTS
+    _predict(ghn, model, grad=False)
+    assert calls["n"] == 0
+    monkeypatch.setattr(ghn_module, "_NEEDED_MIN_WEIGHTS", ghn.decoder.last_layer_weights)
+    _predict(ghn, model, grad=False)
+    assert calls["n"] >= 1
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

@@ -46,6 +46,11 @@ class WeightDecoder(nn.Module):
         )
         self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Linear(out_ch, num_classes))
 
+    @property
+    def last_layer_weights(self) -> int:
+        """Weights of the last layer (``hid * 8`` -> ``out * in`` per kernel pixel): what decoding a group reads."""
+        return self.conv[2].weight.numel()
+
     def _crop(self, size: int) -> slice:
         k = self.max_shape[2]
         if not self.centre_crop:

@@ -28,6 +28,12 @@ _GRAPHORMER_TABLES = ("centrality_embed_in", "centrality_embed_out", "input_dist
 
 # Decoded elements held at once by the inference path of GHN.forward (128 MB of float32); one tensor may exceed it.
 _CHUNK = 1 << 25
+# The inference path (decode only the channels each tensor uses) pays when the weight decoder's last layer is large
+# (GHN-3-XL/m16: 3072 x 384*384, 453M weights; resnet50 apply 2.2 -> 1.0 s of CPU), not for small GHNs, whose last
+# layer (4096 x 512 for GHN-3-T/m8 and the bundled GHN, 2M weights) one matmul per group reads faster than the
+# per-block calls: with GHN-3-T/m8 it made efficientnet_b7's apply 216 -> 270 ms and mobilenet_v3_large's
+# 39 -> 47 ms (1 thread, same sitting). Used from this many last-layer weights on.
+_NEEDED_MIN_WEIGHTS = 1 << 24
 
 
 def _needs(kind: DecoderKind, shape: tuple[int, ...], slot_shape: tuple[int, ...], max_shape: Sequence[int]) -> tuple:
@@ -157,10 +163,11 @@ class GHN(nn.Module):
         ``config.weight_norm``) scaled to its tensor's shape (:func:`ghn_init.decode.fit_to_shape`).
         With autograd on, the tensors keep their history, so the same call trains GHNs
         (``torch.func.functional_call(model, tensors, x)``). With autograd off (``torch.no_grad()``, as
-        ``apply`` and ``predict`` run it), the weight decoder computes each tensor only at the channels
-        fitting it keeps, for up to ``_CHUNK`` decoded values of any groups at once
-        (:meth:`WeightDecoder.decode_needed`): the same values within float32 rounding, a fraction of
-        the work for a wide GHN. Nothing is written into any model.
+        ``apply`` and ``predict`` run it) and a large weight decoder (``_NEEDED_MIN_WEIGHTS``: GHN-3-XL, not
+        the small GHNs), the weight decoder computes each tensor only at the channels fitting it keeps, for
+        up to ``_CHUNK`` decoded values of any groups at once (:meth:`WeightDecoder.decode_needed`): the
+        same values within float32 rounding, a fraction of the work for a wide GHN. Nothing is written into
+        any model.
 
         Args:
             graphs: the models' graphs (:func:`ghn_init.trace`).
@@ -208,7 +215,7 @@ class GHN(nn.Module):
 
         # Inference decodes weights only where the tensors use them, many groups per call (decode_needed);
         # with autograd on (training) every group is decoded whole by its own call, as published.
-        needed = not torch.is_grad_enabled()
+        needed = not torch.is_grad_enabled() and self.decoder.last_layer_weights >= _NEEDED_MIN_WEIGHTS
         pending: list[tuple[DecoderKind, tuple[int, ...], int, Target]] = []
         pending_size = 0
         for (kind, shape), members in groups.items():
