@@ -116,7 +116,8 @@ def page(rows: list[dict[str, Any]], fits: dict[str, tuple], lists: dict[str, fl
         f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), median of "
         f"{args.runs} run(s); `apply(model, 'bundled')`: the bundled GHN with its recommended post-processing. "
         "CPU time is this process's (`time.process_time`), which other jobs on the machine do not inflate; peak "
-        "extra memory is the rise of peak RSS during the call.",
+        "extra memory is the rise of peak RSS during the call (a model measured after a larger one can show 0-1 MB: "
+        "the allocator reused memory the process already held).",
         "",
         "| model | params | init s | apply s (wall) | apply s (CPU) | apply / init | apply peak extra MB |",
         "|---|---:|---:|---:|---:|---:|---:|",
