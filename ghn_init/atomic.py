@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -69,15 +68,7 @@ def canonicalize_header(path: Union[str, Path]) -> None:
         canonical = {**({"__metadata__": dict(sorted(metadata.items()))} if metadata is not None else {})}
         canonical.update(sorted(header.items()))
         text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(text) <= length:
-            f.seek(8)
-            f.write(text + b" " * (length - len(text)))
+        if len(text) > length:  # cannot happen (the same compact JSON, reordered); then the file stays as written
             return
-    # Not expected (the same JSON, only reordered); if a writer's escaping ever differs, rewrite the whole file.
-    padded = text + b" " * (-(8 + len(text)) % 8)
-    rewritten = Path(str(path) + ".canonical")
-    with open(path, "rb") as src, open(rewritten, "wb") as dst:
-        src.seek(8 + length)
-        dst.write(len(padded).to_bytes(8, "little") + padded)
-        shutil.copyfileobj(src, dst)
-    os.replace(rewritten, path)
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))

@@ -26,7 +26,19 @@ from typing import Iterable, Union
 
 from .errors import InvalidArgumentError
 
-__all__ = ["check_output_folder", "clear_outputs"]
+__all__ = ["check_output_folder", "clear_outputs", "deepest_existing"]
+
+
+def deepest_existing(path: Path) -> Path:
+    """The deepest part of ``path`` that exists (``path`` itself if it does): where creating it would start.
+
+    Example:
+        >>> deepest_existing(Path("/no/such/folder"))
+        PosixPath('/')
+    """
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def check_output_folder(
@@ -58,11 +70,7 @@ def check_output_folder(
             argument=argument,
             value=path,
         )
-    nearest = folder
-    while not nearest.exists():  # the deepest part of the path that exists must be a writable folder
-        if nearest.parent == nearest:
-            break
-        nearest = nearest.parent
+    nearest = deepest_existing(folder)  # must be a writable folder
     if nearest.exists() and not nearest.is_dir():
         raise InvalidArgumentError(
             f"{argument} {folder} cannot be created: {nearest} is a file, not a folder", argument=argument, value=path

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .atomic import save_file_atomic
+from .outputs import deepest_existing
 from .report import Report
 
 REPORT_KEY = "ghn_init_report"  # metadata key holding the report as JSON
@@ -117,9 +118,7 @@ def check_save_path(path: Union[str, Path]) -> None:
             f"cannot save to {path}: it is a folder; pass a file path such as {path / 'model.safetensors'}"
         )
     if not folder.is_dir():
-        above = folder
-        while not above.exists() and above.parent != above:  # the deepest part of the path that exists
-            above = above.parent
+        above = deepest_existing(folder)
         if above.exists() and not above.is_dir():
             raise NotADirectoryError(f"cannot save to {path}: {above} is a file, not a folder; pass a path in a folder")
         raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; create it first")

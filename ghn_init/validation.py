@@ -198,6 +198,28 @@ def check_positive_int(name: str, value: Any) -> None:
         )
 
 
+def check_int_at_least(name: str, value: Any, minimum: int, hint: str = "") -> None:
+    """``value`` is an int >= ``minimum`` (``hint`` is appended to the message, e.g. how to get the default)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number >= {minimum}{hint}, got {value!r}", argument=name, value=value
+        )
+
+
+def check_fraction(name: str, value: Any, *, upper_open: bool) -> None:
+    """``value`` is a finite number in [0, 1) (``upper_open``) or [0, 1]."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and 0 <= value and (value < 1 if upper_open else value <= 1)):
+        what = "must be in [0, 1)" if upper_open else "must be between 0 and 1"
+        raise InvalidArgumentError(f"{name} {what}, got {value!r}", argument=name, value=value)
+
+
+def check_text(name: str, value: Any) -> None:
+    """``value`` is a non-empty string or path."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}", argument=name, value=value)
+
+
 def check_finite(name: str, value: Any, *, positive: bool = True) -> None:
     """``value`` is a finite number, > 0 with ``positive`` (else >= 0): ``lr=nan`` trained and wrote NaN results."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -77,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..errors import GHNInitError
 
     try:
-        args = make_parser().parse_args(argv)
+        parser = make_parser()
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed as one line
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     debug = os.environ.get("GHN_INIT_DEBUG", "") not in ("", "0")
@@ -89,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (GHNInitError, OSError, ValueError) as e:  # bad input; KeyError/TypeError & co. are bugs (exit 3)
         if debug:
             raise
-        print(f"ghn-init {args.command}: error: {_flagged(e, args.command)}{_one_line(e)}", file=sys.stderr)
+        print(f"ghn-init {args.command}: error: {_flagged(e, parser, args.command)}{_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - a bug: still one line, with how to get the traceback
         if debug:
@@ -110,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERNAL
 
 
-def _flagged(e: BaseException, command: str) -> str:
+def _flagged(e: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
     """``"argument --steps: "`` for an :class:`InvalidArgumentError` about an option of ``command``, else ``""``.
 
     The library names its arguments as Python does (``batch_size``); a command-line user needs the flag.
@@ -121,7 +122,6 @@ def _flagged(e: BaseException, command: str) -> str:
     if not argument:
         return ""
     dest = argument.lstrip("-").replace("-", "_")
-    parser = make_parser()
     for group in parser._subparsers._group_actions if parser._subparsers else ():
         sub = getattr(group, "choices", {}).get(command)
         for action in sub._actions if sub is not None else ():

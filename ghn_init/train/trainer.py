@@ -30,7 +30,15 @@ from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..networks import GHN, GHNConfig
 from ..outputs import check_output_folder, clear_outputs
 from ..postprocess import PostProcess, postprocess_predictions
-from ..validation import check_choice, check_finite, check_flag, check_seed
+from ..validation import (
+    check_choice,
+    check_finite,
+    check_flag,
+    check_fraction,
+    check_int_at_least,
+    check_seed,
+    check_text,
+)
 from .data import EpochOrder, SeededSamples, build_datasets
 from .export import export_folder
 from .peers import is_peer_failure, peer_failure
@@ -132,7 +140,7 @@ class TrainConfig:
             self.max_shape = ()  # type: ignore[assignment]  # refused just below, naming the argument
         if len(self.max_shape) != 4 or self.max_shape[2] != self.max_shape[3] or min(self.max_shape) < 1:
             raise _invalid("max_shape", self.max_shape, "must be 4 positive integers OUT IN K K, e.g. 64 64 11 11")
-        _check_text("output", self.output)
+        check_text("output", self.output)
         for name, choices in (
             ("amp", ("auto", "bf16", "fp16", "off")),
             ("export_dtype", ("float32", "float16")),
@@ -145,14 +153,14 @@ class TrainConfig:
             "max_cells", "eval_images",
         )
         for name in at_least_one:
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int_at_least(name, getattr(self, name), minimum=1)
         for name in ("num_classes", "threads"):  # optional, but not 0 (0 would silently mean the default)
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1, hint=" (or left out for the default)")
+                check_int_at_least(name, getattr(self, name), minimum=1, hint=" (or left out for the default)")
         for name in ("eval_every", "num_workers"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int_at_least(name, getattr(self, name), minimum=0)
         if self.warmup_steps is not None:
-            _check_int("warmup_steps", self.warmup_steps, minimum=0)
+            check_int_at_least("warmup_steps", self.warmup_steps, minimum=0)
             if self.warmup_steps > self.steps:
                 raise InvalidArgumentError(
                     f"warmup_steps {self.warmup_steps} is longer than the run (steps={self.steps}): the learning rate "
@@ -165,11 +173,11 @@ class TrainConfig:
         check_finite("lr", self.lr)
         for name in ("weight_decay", "grad_clip"):
             check_finite(name, getattr(self, name), positive=False)
-        _check_fraction("torchvision_fraction", self.torchvision_fraction, upper_open=False)
-        _check_fraction("label_smoothing", self.label_smoothing, upper_open=True)
+        check_fraction("torchvision_fraction", self.torchvision_fraction, upper_open=False)
+        check_fraction("label_smoothing", self.label_smoothing, upper_open=True)
         for name in ("download", "progress"):
             check_flag(name, getattr(self, name))
-        _check_text("data", self.data)
+        check_text("data", self.data)
         try:
             self.postprocess = str(PostProcess.parse(self.postprocess))  # a typo fails here, not after an hour
         except ValueError as e:
@@ -192,22 +200,6 @@ class TrainConfig:
 
 def _invalid(name: str, value: Any, what: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{name} {what}, got {value!r}", argument=name, value=value)
-
-
-def _check_int(name: str, value: Any, minimum: int, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(name, value, f"must be a whole number >= {minimum}{hint}")
-
-
-def _check_fraction(name: str, value: Any, upper_open: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and 0 <= value and (value < 1 if upper_open else value <= 1)):
-        raise _invalid(name, value, "must be in [0, 1)" if upper_open else "must be between 0 and 1")
-
-
-def _check_text(name: str, value: Any) -> None:
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
-        raise _invalid(name, value, "must be a non-empty string")
 
 
 def training_record(source: str) -> Optional[dict[str, Any]]:
