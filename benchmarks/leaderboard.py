@@ -188,6 +188,8 @@ def which_init(whole, args) -> str:
 
     seeds = ", ".join(map(str, args.seeds))
     status = "the full table" if args.full else "a **partial** table (not every regime, model or seed has run yet)"
+    confirmed = set(args.seeds) <= set(CONFIRMATION_SEEDS) and args.full
+    lead = "use" if confirmed else "leads on these runs (not a recommendation until confirmed)"
     lines = [
         f"From `docs/leaderboard.md`: {status}; {args.steps} steps, seeds {seeds}, reference `{REFERENCE}`. "
         "Per model family: the best scheme by mean rank over the regimes, the schemes first or level with the "
@@ -195,7 +197,7 @@ def which_init(whole, args) -> str:
         "`ghn:bundled`; with `data=`: `ghn:bundled+calibrate`).",
         "",
         "| family (model) | regimes | best | first or level everywhere | `ghn:bundled` first or level | "
-        "`+calibrate` first or level | use |",
+        f"`+calibrate` first or level | {lead} |",
         "| --- | ---: | --- | --- | ---: | ---: | --- |",
     ]
     for model in whole.models:
