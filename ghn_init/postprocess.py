@@ -325,7 +325,7 @@ def balance_dc(w: torch.Tensor) -> torch.Tensor:
     Ours, not from the papers; the whole tensor shares one ``alpha``, which only ever shrinks the
     flat part (``alpha < 1``): a tensor whose flat part holds ``1 / n`` of the energy or less is
     returned unchanged, as are tensors of fewer than four dimensions, ``1 x 1`` kernels and
-    kernels that are entirely flat.
+    kernels that are entirely flat. Computed in float32 (float64 for a float64 ``w``).
 
     Args:
         w: a weight, ``(out, in, kh, kw)`` for a 2-D convolution.
@@ -340,18 +340,24 @@ def balance_dc(w: torch.Tensor) -> torch.Tensor:
                 [0., 1., 0.],
                 [0., 0., 0.]])
     """
-    if w.dim() != 4 or w.shape[2] * w.shape[3] <= 1:
-        return w
-    n = w.shape[2] * w.shape[3]
     x = w.to(_work_dtype(w))
+    balanced = _balanced(x)
+    return w if balanced is x else balanced.to(w.dtype)
+
+
+def _balanced(x: torch.Tensor) -> torch.Tensor:
+    """:func:`balance_dc` in ``x``'s own dtype: a new tensor, or ``x`` itself when unchanged."""
+    if x.dim() != 4 or x.shape[2] * x.shape[3] <= 1:
+        return x
+    n = x.shape[2] * x.shape[3]
     flat = x.mean(dim=(2, 3), keepdim=True)
     rest = x - flat
     flat_energy = flat.square().sum() * n
-    rest_energy = rest.square().sum()
+    rest_energy = torch.linalg.vector_norm(rest).square()
     if rest_energy == 0 or flat_energy * (n - 1) <= rest_energy:
-        return w  # all flat (nothing would remain), or no excess to remove
+        return x  # all flat (nothing would remain), or no excess to remove
     alpha = (rest_energy / ((n - 1) * flat_energy)).sqrt()
-    return (alpha * flat + rest).to(w.dtype)
+    return rest + flat * alpha if rest.requires_grad else rest.add_(flat * alpha)  # alpha * D + A (in scratch A)
 
 
 def detile(
@@ -366,11 +372,13 @@ def detile(
     which orthogonalization does not undo (the rows of ``[B B]`` stay of that form). Worked example for
     resnet18 and the bundled GHN: after ``orth`` the weights on input channels ``c`` and ``c + 64``
     correlate at 0.48 in ``layer2.0.conv2`` (0.23 in ``layer3``, 0.11 in ``layer4``); with ``detile``
-    only ``w[:64, :64]`` (the prediction) is kept and the rest is drawn from ``N(0, std(w[:64, :64])^2)``.
+    only ``w[:64, :64]`` (the prediction) is kept and the rest is ``std(w[:64, :64]) * z`` with ``z`` a
+    standard normal draw of ``w``'s whole shape.
 
-    Ours, not from the papers. The values are drawn on the CPU in float32 from ``generator`` (default:
-    torch's global generator) and then moved, so a seed gives the same tensor on every device; a float64
-    ``w`` keeps its predicted block in float64.
+    Ours, not from the papers. ``z`` is drawn on the CPU in float32 from ``generator`` (default: torch's
+    global generator) and then moved, so a seed gives the same tensor on every device; a float64 ``w``
+    keeps its predicted block in float64. In :func:`postprocess` the same ``z`` also gives the predicted
+    block its noise (one draw per tensor).
 
     Args:
         w: a predicted weight, ``(out, in, ...)``.
@@ -385,28 +393,69 @@ def detile(
         >>> torch.equal(out[:2, :2], w[:2, :2]), torch.equal(out[2:, 2:], w[2:, 2:])
         (True, False)
     """
-    rows, cols = min(w.shape[0], block[0]), min(w.shape[1], block[1])
+    rows, cols = _block_of(w, block)
     if (rows, cols) == tuple(w.shape[:2]):
         return w
-    kept = w[:rows, :cols].to(_work_dtype(w))
-    fill = torch.randn(w.shape, generator=generator, dtype=torch.float32).to(device=w.device, dtype=kept.dtype)
-    fill.mul_(kept.std())
-    fill[:rows, :cols] = kept
-    return fill.to(w.dtype)
+    x = w.to(_work_dtype(w))
+    filled, _ = _filled(x, rows, cols, _draw(x, generator))
+    return filled.to(w.dtype)
 
 
-def relative_noise_scale(w: torch.Tensor) -> float:
+def _block_of(w: torch.Tensor, block: Sequence[int]) -> tuple[int, int]:
+    """The ``(rows, cols)`` of ``w`` a decoder of ``block`` channels predicted (the rest are tiled copies)."""
+    return min(w.shape[0], block[0]), min(w.shape[1], block[1])
+
+
+def _draw(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """A standard normal tensor of ``x``'s shape, drawn on the CPU in float32, then in ``x``'s device and dtype."""
+    return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+
+def _filled(x: torch.Tensor, rows: int, cols: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x``'s predicted block ``x[:rows, :cols]`` in a new tensor filled elsewhere with ``std(block) * z``.
+
+    Returns the new tensor and the block's standard deviation (a 0-d tensor)."""
+    kept = x[:rows, :cols]
+    spread = kept.std()
+    filled = z * spread
+    filled[:rows, :cols] = kept
+    return filled, spread
+
+
+#: A tall matrix with more rows than this has its noise scale estimated from this many of them
+#: (:func:`relative_noise_scale`'s ``max_rows``), as :func:`postprocess` does.
+NOISE_SCALE_ROWS = 256
+_SPREAD_PRIME = 2_147_483_647  # prime: (i * P) mod n visits distinct rows for every n < P
+
+
+def _spread_rows(n: int, k: int) -> torch.Tensor:
+    """``k`` distinct indices of ``range(n)``, ``(i * P) mod n`` for a prime ``P``, scattered across every residue.
+
+    Not a stride ``n // k``: in a tall matrix of a conv's weight the rows are (input channel, tap) pairs,
+    ``tap = row % (kh * kw)``, and a stride that is a multiple of ``kh * kw`` would take one tap only (resnet50's
+    ``layer4`` 3 x 3 convs: 4608 rows, stride 18, every row tap 0). No random draw, so no generator is touched.
+    """
+    return torch.arange(k, dtype=torch.int64).mul_(_SPREAD_PRIME % n).remainder_(n)
+
+
+def relative_noise_scale(w: torch.Tensor, max_rows: Optional[int] = None) -> float:
     """Standard deviation of the correlation coefficients between the rows of ``w`` as a tall matrix.
 
     With ``M`` the rows centred and scaled to unit norm (``n`` rows, ``c`` columns, rows >= columns), the
     ``n * n`` coefficients are ``M M^T``; their sum is ``||M^T 1||^2`` and the sum of their squares
-    ``||M M^T||_F^2 = ||M^T M||_F^2``, so only the small ``c x c`` Gram matrix is needed (``c**2`` memory,
-    not ``n**2``), and only its upper triangle of column blocks is computed (each off-diagonal block
-    counted twice): 0.6 of a full ``M^T M`` on one thread (0.013 s vs 0.022 s for a 3072 x 768 matrix,
-    against 0.09 s for its QR). Rows with zero variance have no correlation and are left out
-    (``torch.corrcoef`` gives NaN). Computed in float32 (float64 only for a float64 ``w``): a float64 Gram
-    matrix cost 7x as much, and the two agree to 1e-7 relative, far below the scale's use (a 1e-5 noise
-    level).
+    ``||M M^T||_F^2 = ||M^T M||_F^2``, so only the smaller Gram matrix is needed, and only its upper triangle
+    of column blocks is computed (each off-diagonal block counted twice). Rows with zero variance have no
+    correlation and are left out (``torch.corrcoef`` gives NaN). Computed in float32 (float64 only for a
+    float64 ``w``): a float64 Gram matrix cost 7x as much, and the two agree to 1e-7 relative.
+
+    With ``max_rows`` (what :func:`postprocess` uses: :data:`NOISE_SCALE_ROWS`), a matrix of more rows is
+    measured on ``max_rows`` of them (:func:`_spread_rows`): the mean and mean square of the off-diagonal
+    coefficients come from the rows taken, and the ``n`` diagonal ones (each exactly 1) are counted for
+    all ``n`` rows, so the estimate has the full matrix's share of them. For ``k`` rows of ``c`` columns
+    this costs ``k * c * min(k, c)`` multiply-adds against the QR's ``2 * n * c**2``: 1.4% for resnet50's
+    ``layer4`` 3 x 3 convs (``n = 4608``, ``c = 512``, ``k = 256``), where the full Gram matrix cost a
+    quarter of the QR. From ``k * (k - 1) / 2`` = 32,640 pairs the estimate is within about 1% of the
+    exact value (tested), far below what a noise level of ``1e-5`` times it can tell.
 
     Example:
         >>> w = torch.randn(50, 7, generator=torch.Generator().manual_seed(0))
@@ -415,6 +464,10 @@ def relative_noise_scale(w: torch.Tensor) -> float:
     """
     m = w.detach().reshape(w.shape[0], -1)
     dim = 1 if m.shape[0] >= m.shape[1] else 0  # the tall matrix's rows: m's rows, or its columns if m is wide
+    rows = m.shape[1 - dim]
+    sampled = max_rows is not None and rows > max_rows
+    if sampled:
+        m = m.index_select(1 - dim, _spread_rows(rows, max_rows).to(m.device))
     # Reduced along m's own layout (a reduction or broadcast across the contiguous dimension of a transposed
     # view costs up to 10x), centred in the work dtype straight from m's (type promotion: one pass).
     x = torch.sub(m, m.mean(dim, keepdim=True, dtype=_work_dtype(w)))
@@ -422,23 +475,31 @@ def relative_noise_scale(w: torch.Tensor) -> float:
         norms = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
     else:  # vector_norm across rows is 10x slower than this
         norms = x.square().sum(dim, keepdim=True).sqrt()
-    live = norms > 0
-    n = int(live.sum())
-    if n < 2:
+    k = int((norms > 0).sum())
+    if k < 2:
         return 0.0
-    x.mul_(torch.where(live, norms.reciprocal(), torch.zeros_like(norms)))  # dead rows become 0: they add nothing
-    x = x if dim == 1 else x.t()
-    count = n * n
-    total = x.sum(0).square().sum()  # sum of all correlation coefficients
-    squares = _gram_square_sum(x)  # sum of their squares
+    x.mul_(norms.clamp_min_(torch.finfo(x.dtype).tiny).reciprocal_())  # dead rows are 0 and stay 0: they add nothing
+    x = x if dim == 1 else x.t()  # the (taken) rows of the tall matrix, as rows
+    total = float(x.sum(0).square().sum())  # sum of all (taken) correlation coefficients
+    squares = float(_gram_square_sum(x if x.shape[0] >= x.shape[1] else x.t()))  # sum of their squares
+    if sampled:  # off-diagonal mean and mean square from the rows taken; n diagonal ones for all n rows
+        pairs = k * (k - 1)
+        n = rows * k / x.shape[0]  # live rows, estimated
+        total = (n * n - n) * (total - k) / pairs + n
+        squares = (n * n - n) * (squares - k) / pairs + n
+        count = n * n
+    else:
+        count = k * k
     var = (squares - total * total / count) / (count - 1)
-    return float(var.clamp_min(0).sqrt())
+    return max(var, 0.0) ** 0.5
 
 
 def _gram_square_sum(x: torch.Tensor) -> torch.Tensor:
     """``||x^T x||_F^2`` from the upper triangle of column blocks of ``x^T x`` (blocks of about 128 columns)."""
     cols = x.shape[1]
     blocks = max(1, min(8, cols // 128))
+    if blocks == 1:
+        return torch.linalg.vector_norm(x.t() @ x).square()
     edges = [round(i * cols / blocks) for i in range(blocks + 1)]
     total = x.new_zeros(())
     for a, b in zip(edges[:-1], edges[1:], strict=True):
@@ -447,35 +508,56 @@ def _gram_square_sum(x: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _add_noise(w: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``w + alpha * noise``, computed in float32 (float64 for a float64 ``w``) and returned in ``w``'s dtype."""
-    work = _work_dtype(w)
-    return (w.to(work) + alpha * noise.to(work)).to(w.dtype)
+def _exactly_one(factor: float, dtype: torch.dtype) -> bool:
+    """Whether multiplying by ``factor`` leaves every value of ``dtype`` unchanged: ``|factor - 1| < eps / 4``."""
+    return abs(factor - 1.0) < torch.finfo(dtype).eps / 4
 
 
-def _orthogonalize_noisy(w: torch.Tensor, noise: Optional[torch.Tensor], alpha: float) -> torch.Tensor:
-    """``orthogonalize(_add_noise(w, noise, alpha))`` (``orthogonalize(w)`` without noise), with one copy fewer.
+def _post_matrix(
+    w: torch.Tensor, pp: PostProcess, block: Optional[Sequence[int]], generator: Optional[torch.Generator],
+    norm: Optional[float],
+) -> tuple[torch.Tensor, float]:
+    """One weight matrix through ``pp``'s steps; returns it (in ``w``'s dtype) and its noise scale.
 
-    ``noise`` is scratch: the sum is computed in place in it (float32 noise for a float32, float16 or
-    bfloat16 ``w``) and turned straight into the column-major float32 (float64) matrix the QR reads, so
-    the tall matrix is copied once. The values are those of the two steps one after the other (the same
-    operations in the same order; a float16 or bfloat16 sum is rounded to ``w``'s dtype in between, as
-    ``_add_noise`` returns it); with autograd on, or for a non-contiguous ``w``, it runs the two steps.
+    Every step computes in float32 (float64 for a float64 ``w``) and the result is rounded to ``w``'s dtype
+    once, at the end. One standard normal draw ``z`` of ``w``'s shape serves ``detile`` and the noise:
+
+    - not tiled: ``x + alpha * z`` (``alpha = beta * relative_noise_scale(x)``);
+    - tiled (``detile``, a layer wider than the decoder's ``block``): the predicted block gets
+      ``alpha * z[block]`` and the filled copies ``sqrt(std(block)**2 + alpha**2) * z``, the distribution of a
+      fill ``std(block) * z`` plus independent noise ``alpha * z'`` (the noise scale measured on the filled
+      matrix before the noise, as two separate steps would).
     """
-    if noise is None:
-        return orthogonalize(w)
-    work = _work_dtype(w)
-    if (torch.is_grad_enabled() and (w.requires_grad or noise.requires_grad)) or not w.is_contiguous():
-        return orthogonalize(_add_noise(w, noise, alpha))  # autograd refuses the in-place steps below
-    total = noise.to(work).mul_(alpha).add_(w)  # = w + alpha * noise, as _add_noise computes it
-    if w.dtype != work:
-        total = total.to(w.dtype)  # rounded to the model's dtype, as _add_noise returns it
-    m, transposed = _as_matrix(total)
-    if transposed:
-        m = m.to(work)  # a wide row-major matrix seen tall is already column-major
-    else:
-        m = torch.empty((m.shape[1], m.shape[0]), dtype=work, device=w.device).t().copy_(m)  # blocked transpose
-    return _finish(_orthonormal_factor(m), transposed, w)
+    x = w.to(_work_dtype(w)).contiguous()  # any layout of the prediction: the same values
+    x = _balanced(x) if pp.balance_dc else x
+    rows, cols = _block_of(x, block) if pp.detile else tuple(x.shape[:2])
+    tiled = (rows, cols) != tuple(x.shape[:2])
+    z = _draw(x, generator) if tiled or pp.noise else None
+    spread = None
+    if tiled:
+        x, spread = _filled(x, rows, cols, z)
+    scale = relative_noise_scale(x, NOISE_SCALE_ROWS) if pp.noise else 0.0
+    alpha = pp.noise * scale
+    if alpha > 0:
+        if tiled:  # x is ours: the fill is widened, the block gets its noise
+            std = float(spread.detach())
+            inflate = (1.0 + (alpha / std) ** 2) ** 0.5 if std > 0 else 1.0
+            if not _exactly_one(inflate, x.dtype):  # float32 predictions: inflate rounds to 1, no pass needed
+                kept = x[:rows, :cols].clone()
+                x = x * inflate
+                x[:rows, :cols] = kept
+            x[:rows, :cols] += alpha * z[:rows, :cols]
+        else:
+            x = torch.add(x, z, alpha=alpha)
+    if pp.orthogonal:
+        m, transposed = _as_matrix(x)
+        q = _orthonormal_factor(m)
+        if pp.keep_norm and norm:
+            q = q * (norm / q.norm().clamp_min(1e-30))
+        return _finish(q, transposed, w), scale
+    if pp.keep_norm and norm:
+        x = x * (norm / x.norm().clamp_min(1e-30))
+    return x.to(w.dtype), scale
 
 
 def postprocess(
@@ -499,9 +581,9 @@ def postprocess(
         classifier: the name of the classification weight, left as predicted together with the
             tensors after it in ``order`` (as published); None to post-process every tensor.
         roles: tensor name -> :class:`Role`; names not in it get :func:`role_of` (their shape).
-        generator: the CPU generator the noise and ``detile``'s values are drawn from (default: torch's
-            global one). They are drawn on the CPU in float32 and then moved, so a seed gives the same
-            values on every device.
+        generator: the CPU generator of the random draws (default: torch's global one): one standard
+            normal draw of each tensor's shape, for the noise and ``detile``'s values together, in ``order``.
+            Drawn on the CPU in float32 and then moved, so a seed gives the same values on every device.
         block: the GHN decoder's ``(out, in)`` channels, which ``detile`` needs (a ``ValueError`` without it).
         norms: tensor name -> the Frobenius norm ``keepnorm`` scales a matrix to (the model's own
             tensor's); a matrix not in it, or with norm 0, keeps its scale.
@@ -511,6 +593,8 @@ def postprocess(
         ``nonorm``, ``noembed``); tensors that were not changed are the same objects. Only
         matrices are orthogonalized; only matrices, gains and norm biases get noise (as published:
         biases of convolutions and linear layers do not); each tensor keeps its dtype and device.
+        Each step computes in float32 (float64 for float64 tensors); a tensor is rounded to its dtype
+        once, at the end.
 
     Example:
         >>> out = postprocess({"conv.weight": torch.randn(4, 2, 3, 3)}, "orth")
@@ -549,24 +633,11 @@ def postprocess(
         if dropped[role]:
             del result[name]
             continue
-        if role not in (Role.MATRIX, Role.GAIN, Role.NORM_BIAS):
-            continue  # biases and embeddings: as predicted
-        new = w
         if role is Role.MATRIX:
-            new = balance_dc(new) if pp.balance_dc else new
-            new = detile(new, block, generator) if pp.detile else new
-            noise_scale = relative_noise_scale(new) if pp.noise else 0.0  # gains and norm biases reuse it
-        noise = None
-        if pp.noise and noise_scale > 0:
-            noise = torch.randn(new.shape, generator=generator, dtype=torch.float32).to(new.device)
-        if pp.orthogonal and role is Role.MATRIX:
-            new = _orthogonalize_noisy(new, noise, pp.noise * noise_scale)
-        elif noise is not None:
-            new = _add_noise(new, noise, pp.noise * noise_scale)
-        if pp.keep_norm and role is Role.MATRIX and norms and norms.get(name):
-            x = new.to(_work_dtype(new))
-            new = (x * (norms[name] / x.norm().clamp_min(1e-30))).to(new.dtype)
-        result[name] = new
+            result[name], noise_scale = _post_matrix(w, pp, block, generator, (norms or {}).get(name))
+        elif role in (Role.GAIN, Role.NORM_BIAS) and pp.noise and noise_scale > 0:
+            x = w.to(_work_dtype(w))  # gains and norm biases: the noise scale of the matrix before them
+            result[name] = torch.add(x, _draw(x, generator), alpha=pp.noise * noise_scale).to(w.dtype)
     return result
 
 
