@@ -15,9 +15,13 @@ seed, data and recipe, not on which other schemes ran with it). ``--refresh 'ghn
 matching schemes first (after a change to what they compute); ``--collect`` only rebuilds the page from what is
 kept.
 
-Screening and confirmation: anything *chosen* from this table (a recommendation, a calibration setting) is chosen
-on the screening seeds (``--seeds 0,1,2,3,4``, the default) and then confirmed on the confirmation seeds
-(``--seeds 100,101,102,103,104``), which no choice has seen; the page says which seeds it shows.
+Screening and confirmation, in the same command: every scheme runs on the screening seeds (``--seeds``, default
+0-4). Once that table is complete, the choice it makes is confirmed on seeds no choice has seen
+(``--confirm-seeds``, default 100-104): per model, the strongest alternative a user could pick (the screening's best
+scheme by mean rank that is not the offline path ``ghn:bundled`` / ``ghn:bundled+calibrate``) runs again with
+``default`` and the offline path, and the README's "use" column comes from these confirmation runs only: the
+offline path where its paired 95% interval against that alternative includes 0 or lies above it in every regime,
+else the alternative. ``--confirm-seeds ''`` skips the confirmation.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ def combined(parts: dict[str, object]):
     return out
 
 
-def page(parts: dict, whole, args, seconds: float) -> str:
+def page(parts: dict, whole, args, seconds: float, verdicts: dict | None = None) -> str:
     from ghn_init.harness import render
 
     seeds = list(args.seeds)
@@ -172,7 +176,90 @@ def page(parts: dict, whole, args, seconds: float) -> str:
     ]
     for label, res in parts.items():
         lines += [f"## {label}", "", render.markdown(res, plot_file=None), ""]
+    if verdicts is not None:
+        lines += confirmation_section(verdicts, args)
     return "\n".join(lines)
+
+
+def strongest_alternative(whole, model: str) -> str:
+    """The screening's best scheme on ``model`` (mean rank over its regimes) that is not the offline path."""
+    from ghn_init.harness import Results
+
+    part = Results(whole.config, [r for r in whole.runs if r.model == model], [])
+    return next(r["scheme"] for r in part.leaderboard(REFERENCE) if r["scheme"] not in OFFLINE_PATH)
+
+
+def finalists(alternative: str) -> tuple[str, ...]:
+    """What the confirmation runs on a model: the reference, the strongest alternative, the offline path."""
+    return tuple(dict.fromkeys((REFERENCE, alternative, *OFFLINE_PATH)))
+
+
+def confirm(confirmation, picks: dict[str, str]) -> dict[str, dict]:
+    """Per model, on the confirmation runs: each offline scheme against the model's strongest alternative, per
+    regime (paired differences of final test accuracy, mean and 95% interval, in points), and what to use."""
+    from ghn_init.harness import stats
+
+    out = {}
+    for model, alternative in picks.items():
+        per_regime = {}
+        for data in confirmation.datasets:
+            ref = stats._by_seed(confirmation, data, model, alternative)
+            if not ref:
+                continue
+            cell = {"alternative": sum(ref.values()) / len(ref) * 100}
+            for scheme in (*OFFLINE_PATH, REFERENCE):
+                mine = stats._by_seed(confirmation, data, model, scheme)
+                seeds = sorted(set(mine) & set(ref))
+                if len(seeds) < 2:
+                    continue
+                mean, low, high = stats.interval([(mine[k] - ref[k]) * 100 for k in seeds])
+                cell[scheme] = {"acc": sum(mine[k] for k in seeds) / len(seeds) * 100, "mean": mean, "low": low,
+                                "high": high, "level": high >= 0}  # fmt: skip
+            per_regime[data] = cell
+        level = {s: bool(per_regime) and all(c.get(s, {}).get("level", False) for c in per_regime.values())
+                 for s in OFFLINE_PATH}  # fmt: skip
+        if level[OFFLINE_PATH[0]]:
+            use = "`apply(model)`"
+        elif level[OFFLINE_PATH[1]]:
+            use = "`apply(model, data=...)` (`ghn:bundled+calibrate`)"
+        else:
+            use = f"`{alternative}`"
+        out[model] = {"alternative": alternative, "regimes": per_regime, "use": use}
+    return out
+
+
+def _delta(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    return f"{entry['mean']:+.1f} [{entry['low']:+.1f}, {entry['high']:+.1f}]"
+
+
+def confirmation_section(verdicts: dict[str, dict], args) -> list[str]:
+    seeds = ", ".join(map(str, args.confirm_seeds))
+    lines = [
+        f"## Confirmation (seeds {seeds})",
+        "",
+        "Chosen on the screening seeds above, then run again on seeds no choice has seen: per model, the strongest "
+        "alternative (the best scheme by mean rank that is not the offline path), `default` and the offline path "
+        "(`ghn:bundled` = `apply(model)`, `ghn:bundled+calibrate` = `apply(model, data=...)`). Δ: final test "
+        "accuracy minus the alternative's on the same seed, in points, mean and 95% Student-t interval. The README's "
+        "\"use\" column is read from this table only: the offline path where its interval includes 0 or lies above "
+        "it in every regime, else the alternative.",
+        "",
+        "| model | regime | strongest alternative | its accuracy | `ghn:bundled` | Δ | `ghn:bundled+calibrate` | Δ | "
+        "`default` | Δ | use |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | --- | --- |",
+    ]
+    for model, v in verdicts.items():
+        for data, cell in v["regimes"].items():
+            accs = [f"{cell[s]['acc']:.1f}" if s in cell else "-" for s in (*OFFLINE_PATH, REFERENCE)]
+            lines.append(
+                f"| `{model}` | {data} | `{v['alternative']}` | {cell['alternative']:.1f} | {accs[0]} | "
+                f"{_delta(cell.get(OFFLINE_PATH[0]))} | {accs[1]} | {_delta(cell.get(OFFLINE_PATH[1]))} | "
+                f"{accs[2] if v['alternative'] != REFERENCE else '(the alternative)'} | "
+                f"{_delta(cell.get(REFERENCE)) if v['alternative'] != REFERENCE else '-'} | {v['use']} |"
+            )
+    return lines + [""]
 
 
 README_START = "<!-- which-init:start (generated by benchmarks/leaderboard.py; do not edit by hand) -->"
@@ -180,12 +267,15 @@ README_END = "<!-- which-init:end -->"
 OFFLINE_PATH = ("ghn:bundled", "ghn:bundled+calibrate")  # apply(model), apply(model, data=...)
 
 
-def which_init(whole, args) -> str:
+def which_init(whole, args, verdicts: dict[str, dict] | None = None) -> str:
     """The README's recommendation, per model family, from the kept runs: the best scheme by mean rank over the
     family's regimes, the schemes level with the best in every regime (paired 95% interval against the best
-    includes 0), and where the recommended offline path stands."""
+    includes 0), and where the recommended offline path stands; with ``verdicts`` (:func:`confirm`), what the
+    confirmation seeds say to use."""
     from ghn_init.harness import Results
 
+    if verdicts is not None:
+        return _which_init_confirmed(whole, args, verdicts)
     seeds = ", ".join(map(str, args.seeds))
     status = "the full table" if args.full else "a **partial** table (not every regime, model or seed has run yet)"
     confirmed = set(args.seeds) <= set(CONFIRMATION_SEEDS) and args.full
@@ -216,7 +306,34 @@ def which_init(whole, args) -> str:
     return "\n".join(lines)
 
 
-def write_runs_csv(whole, path: Path) -> None:
+def _which_init_confirmed(whole, args, verdicts: dict[str, dict]) -> str:
+    from ghn_init.harness import Results
+
+    lines = [
+        f"From `docs/leaderboard.md`: every scheme on seeds {', '.join(map(str, args.seeds))} (screening), then per "
+        "model the strongest alternative (the screening's best scheme that is not the offline path), `default` and "
+        f"the offline path again on seeds {', '.join(map(str, args.confirm_seeds))} (confirmation; nothing was chosen "
+        f"on them); {args.steps} steps. Δ: the offline path's final test accuracy minus the alternative's, points, "
+        "mean [95% interval] per regime on the confirmation seeds. \"Use\" is the offline path where every "
+        "interval includes 0 or lies above it, else the alternative.",
+        "",
+        "| family (model) | screening: best | strongest alternative | `apply(model)` (`ghn:bundled`) Δ | "
+        "`apply(model, data=...)` (`+calibrate`) Δ | use |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for model in whole.models:
+        part = Results(whole.config, [r for r in whole.runs if r.model == model], [])
+        best = part.leaderboard(REFERENCE)[0]["scheme"]
+        v = verdicts[model]
+        cells = {s: "; ".join(f"{d}: {_delta(c.get(s))}" for d, c in v["regimes"].items()) for s in OFFLINE_PATH}
+        lines.append(
+            f"| {FAMILIES.get(model, model).split(' (')[0]} (`{model}`) | `{best}` | `{v['alternative']}` | "
+            f"{cells[OFFLINE_PATH[0]]} | {cells[OFFLINE_PATH[1]]} | {v['use']} |"
+        )
+    return "\n".join(lines)
+
+
+def write_runs_csv(tables: list, path: Path) -> None:
     """One line per kept run (regime, model, scheme, seed, steps, final test accuracy, seconds) and per scheme that
     did not apply: the data behind the page, small enough to keep next to it (the full runs, with curves and
     reports, stay in ``benchmarks/results/leaderboard/jobs/``)."""
@@ -225,11 +342,12 @@ def write_runs_csv(whole, path: Path) -> None:
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["regime", "model", "scheme", "seed", "steps", "test_acc", "seconds", "not_applicable"])
-        for r in sorted(whole.runs, key=lambda r: (r.data, r.model, r.scheme, r.seed)):
+        runs = [r for t in tables for r in t.runs]
+        for r in sorted(runs, key=lambda r: (r.data, r.model, r.scheme, r.seed)):
             out.writerow(
                 [r.data, r.model, r.scheme, r.seed, r.steps[-1], f"{r.test_acc[-1]:.6f}", f"{r.seconds:.1f}", ""]
             )
-        for x in whole.failed:
+        for x in (f for t in tables for f in t.failed):
             out.writerow([x.data, x.model, x.scheme, x.seed, "", "", "", x.error])
 
 
@@ -243,11 +361,62 @@ def update_readme(block: str, readme: Path = REPO / "README.md") -> None:
     readme.write_text(f"{head}{README_START}\n{block}\n{README_END}{tail}")
 
 
+def _jobs(args, keys, regimes, seeds, inits_of) -> list[tuple]:
+    """The (regime, model, seed) jobs whose kept runs lack some of ``inits_of(model)``."""
+    jobs = []
+    for key, (data, k, _) in zip(keys, regimes, strict=True):
+        for m in args.models:
+            for seed in seeds:
+                path = _job_file(args.raw, key, m, args.steps, seed)
+                missing = [i for i in inits_of(m) if i not in _schemes_in(_kept(path))]
+                if missing:
+                    jobs.append((m, data, k, tuple(missing), args.steps, seed, str(path)))
+    return jobs
+
+
+def _run(jobs: list[tuple], processes: int) -> None:
+    print(f"{len(jobs)} jobs to run ({sum(len(j[3]) for j in jobs)} runs)", flush=True)
+    if jobs:
+        with mp.get_context("spawn").Pool(processes) as pool:
+            for _ in pool.imap_unordered(_run_one, jobs, chunksize=1):
+                pass
+
+
+def _gather(args, keys, regimes, seeds, inits_of) -> tuple[dict, int]:
+    """The kept runs of ``inits_of(model)`` on ``seeds``, per regime label, and how many of them are missing."""
+    from ghn_init import CompareResults
+    from ghn_init.harness import Results
+
+    parts, missing = {}, 0
+    for key, (_data, _k, label) in zip(keys, regimes, strict=True):
+        kept = [_kept(_job_file(args.raw, key, m, args.steps, seed)) for m in args.models for seed in seeds]
+        kept = [part for part in kept if part]
+        wanted = {(m, i) for m in args.models for i in inits_of(m)}
+        expected = len(wanted) * len(seeds)
+        if not kept:
+            missing += expected
+            continue
+        merged = CompareResults.merge(kept)
+        merged = Results(
+            {**merged.config, "reference": REFERENCE},
+            [r for r in merged.runs if (r.model, r.scheme) in wanted and r.seed in seeds],
+            [f for f in merged.failed if (f.model, f.scheme) in wanted and f.seed in seeds],
+        )
+        gap = expected - len(merged.runs) - len(merged.failed)
+        if gap:
+            print(f"{label}: {gap} (model, scheme, seed) runs are not kept yet; the page shows what is", flush=True)
+        missing += gap
+        parts[label] = merged
+    return parts, missing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny configuration that proves the command")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run (short: separates schemes)")
-    parser.add_argument("--seeds", default=",".join(map(str, SCREENING_SEEDS)))
+    parser.add_argument("--seeds", default=",".join(map(str, SCREENING_SEEDS)), help="screening seeds")
+    parser.add_argument("--confirm-seeds", default=",".join(map(str, CONFIRMATION_SEEDS)),
+                        help="confirmation seeds ('' to skip the confirmation)")  # fmt: skip
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--inits", default=None, help="default: every registered scheme")
     parser.add_argument("--regimes", default=",".join(REGIMES), help=f"some of {', '.join(REGIMES)}")
@@ -262,60 +431,50 @@ def main() -> None:
     args.argv = argv
     args.models = tuple(m for m in args.models.split(",") if m)
     args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.confirm_seeds = tuple(int(s) for s in args.confirm_seeds.split(",") if s.strip())
     inits = tuple(args.inits.split(",")) if args.inits else tuple(all_schemes())
     keys = [k for k in args.regimes.split(",") if k]
     if args.smoke:
         args.models, inits, keys = SMOKE["models"], SMOKE["inits"], SMOKE["regimes"]
-        args.steps, args.seeds = SMOKE["steps"], SMOKE["seeds"]
+        args.steps, args.seeds, args.confirm_seeds = SMOKE["steps"], SMOKE["seeds"], ()
     unknown = [k for k in keys if k not in REGIMES]
     if unknown:
         parser.error(f"unknown regime {unknown[0]!r}; use some of {', '.join(REGIMES)}")
+    overlap = set(args.seeds) & set(args.confirm_seeds)
+    if overlap:
+        parser.error(f"seeds {sorted(overlap)} are both screening and confirmation seeds; keep them apart")
     regimes = [REGIMES[k] for k in keys]
     args.full = set(keys) == set(REGIMES) and set(args.models) == set(MODELS) and len(args.seeds) >= 5
-    from ghn_init import CompareResults
 
     if args.refresh:
         _refresh(args.raw, args.refresh.split(","))
-    jobs = []
-    for key, (data, k, _) in zip(keys, regimes, strict=True):
-        for m in args.models:
-            for seed in args.seeds:
-                path = _job_file(args.raw, key, m, args.steps, seed)
-                missing = [i for i in inits if i not in _schemes_in(_kept(path))]
-                if missing and not args.collect:
-                    jobs.append((m, data, k, tuple(missing), args.steps, seed, str(path)))
-    print(f"{len(jobs)} jobs to run ({sum(len(j[3]) for j in jobs)} runs)", flush=True)
     started = time.perf_counter()
-    if jobs:
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            for _ in pool.imap_unordered(_run_one, jobs, chunksize=1):
-                pass
-    from ghn_init.harness import Results
-
-    parts = {}
-    for key, (_data, _k, label) in zip(keys, regimes, strict=True):
-        kept = [_kept(_job_file(args.raw, key, m, args.steps, seed)) for m in args.models for seed in args.seeds]
-        kept = [part for part in kept if part]
-        if not kept:
-            continue
-        merged = CompareResults.merge(kept)
-        wanted = set(inits)
-        merged = Results(
-            {**merged.config, "reference": REFERENCE},
-            [r for r in merged.runs if r.scheme in wanted],
-            [f for f in merged.failed if f.scheme in wanted],
-        )
-        missing = len(args.models) * len(args.seeds) * len(inits) - len(merged.runs) - len(merged.failed)
-        if missing:
-            print(f"{label}: {missing} (model, scheme, seed) runs are not kept yet; the page shows what is", flush=True)
-            args.full = False
-        parts[label] = merged
-        parts[label].save(args.raw / label.replace(", ", "-").replace("/", "per"), plot=False)
+    if not args.collect:
+        _run(_jobs(args, keys, regimes, args.seeds, lambda m: inits), args.jobs)
+    parts, missing = _gather(args, keys, regimes, args.seeds, lambda m: inits)
     if not parts:
         parser.error("nothing kept yet for this selection; run without --collect first")
+    args.full = args.full and not missing
     whole = combined(parts)
+    for label, res in parts.items():
+        res.save(args.raw / label.replace(", ", "-").replace("/", "per"), plot=False)
+
+    verdicts, confirmation = None, None
+    if args.confirm_seeds and missing:
+        print(f"the confirmation waits for the screening table: {missing} runs missing", flush=True)
+    elif args.confirm_seeds:
+        picks = {m: strongest_alternative(whole, m) for m in args.models}
+        print("confirming: " + ", ".join(f"{m} against {a}" for m, a in picks.items()), flush=True)
+        if not args.collect:
+            _run(_jobs(args, keys, regimes, args.confirm_seeds, lambda m: finalists(picks[m])), args.jobs)
+        checks, gap = _gather(args, keys, regimes, args.confirm_seeds, lambda m: finalists(picks[m]))
+        if gap:
+            print(f"the confirmation is incomplete ({gap} runs missing): the README keeps the screening's table")
+        else:
+            confirmation = combined(checks)
+            verdicts = confirm(confirmation, picks)
     seconds = time.perf_counter() - started
-    text = page(parts, whole, args, seconds)
+    text = page(parts, whole, args, seconds, verdicts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     try:
@@ -325,10 +484,10 @@ def main() -> None:
     except ImportError:
         pass
     (args.raw / "leaderboard.json").write_text(json.dumps(whole.leaderboard(REFERENCE), indent=1))
-    write_runs_csv(whole, args.out.with_name(args.out.stem + "_runs.csv"))
+    write_runs_csv([whole] + ([confirmation] if confirmation else []), args.out.with_name(args.out.stem + "_runs.csv"))
     print(text)
     if args.readme and not args.smoke:
-        update_readme(which_init(whole, args))
+        update_readme(which_init(whole, args, verdicts))
         print("updated the README's which-init section")
 
 

@@ -72,3 +72,66 @@ def test_which_init_names_the_best_and_where_the_offline_path_stands(leaderboard
     leaderboard.update_readme(table, readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text and table in text
+
+
+def test_the_confirmation_pits_the_offline_path_against_the_strongest_alternative(leaderboard) -> None:
+    screening = _results(
+        {
+            ("resnet18", "default"): [0.50, 0.52, 0.51],
+            ("resnet18", "ghn:bundled"): [0.70, 0.71, 0.72],  # best, but the offline path is not an alternative
+            ("resnet18", "ghn:bundled+calibrate"): [0.60, 0.61, 0.62],
+            ("resnet18", "lsuv"): [0.65, 0.66, 0.64],  # the strongest alternative a user could pick
+            ("resnet18", "orthogonal"): [0.55, 0.56, 0.57],
+            ("small_vgg", "default"): [0.30, 0.31, 0.32],  # the alternative here: default itself
+            ("small_vgg", "ghn:bundled"): [0.20, 0.21, 0.22],
+            ("small_vgg", "ghn:bundled+calibrate"): [0.25, 0.26, 0.24],
+        }
+    )
+    picks = {m: leaderboard.strongest_alternative(screening, m) for m in screening.models}
+    assert picks == {"resnet18": "lsuv", "small_vgg": "default"}
+    assert leaderboard.finalists("lsuv") == ("default", "lsuv", "ghn:bundled", "ghn:bundled+calibrate")
+    assert leaderboard.finalists("default") == ("default", "ghn:bundled", "ghn:bundled+calibrate")
+
+    # confirmation seeds: on resnet18 the GHN is level with lsuv (interval includes 0); on small_vgg it is below
+    # default in one regime, +calibrate level in both
+    runs = []
+    for data in ("digits", "shapes"):
+        for seed, (lsuv, ghn, cal, default) in enumerate([(0.6, 0.62, 0.5, 0.4), (0.7, 0.66, 0.5, 0.4),
+                                                          (0.65, 0.66, 0.5, 0.4)]):
+            s = 100 + seed
+            runs += [_run("resnet18", "lsuv", s, lsuv, data), _run("resnet18", "ghn:bundled", s, ghn, data),
+                     _run("resnet18", "ghn:bundled+calibrate", s, cal, data),
+                     _run("resnet18", "default", s, default, data)]  # fmt: skip
+            low = 0.1 if data == "shapes" else 0.5 + 0.01 * seed  # below default on shapes only
+            level = 0.5 + 0.02 * seed + 0.01 * (seed - 1)  # differences -0.01, 0, +0.01 to default
+            runs += [_run("small_vgg", "default", s, 0.5 + 0.02 * seed, data),
+                     _run("small_vgg", "ghn:bundled", s, low, data),
+                     _run("small_vgg", "ghn:bundled+calibrate", s, level, data)]  # fmt: skip
+    verdicts = leaderboard.confirm(Results({"steps": 10}, runs, []), picks)
+    assert verdicts["resnet18"]["use"] == "`apply(model)`"
+    cell = verdicts["resnet18"]["regimes"]["digits"]
+    assert cell["ghn:bundled"]["low"] < 0 < cell["ghn:bundled"]["high"] and cell["ghn:bundled"]["level"]
+    assert not cell["ghn:bundled+calibrate"]["level"] and not cell["default"]["level"]
+    assert verdicts["small_vgg"]["use"].startswith("`apply(model, data=...)`")
+    assert not verdicts["small_vgg"]["regimes"]["shapes"]["ghn:bundled"]["level"]
+
+    args = SimpleNamespace(full=True, steps=10, seeds=(0, 1, 2), confirm_seeds=(100, 101, 102))
+    table = leaderboard.which_init(screening, args, verdicts)
+    rows = {line.split("(`")[1].split("`)")[0]: line.split("|") for line in table.splitlines() if "(`" in line
+            and line.startswith("| ")}  # fmt: skip
+    assert "`ghn:bundled`" in rows["resnet18"][2] and "`lsuv`" in rows["resnet18"][3]
+    assert "digits: " in rows["resnet18"][4] and "apply(model)" in rows["resnet18"][-2]
+    assert "`default`" in rows["small_vgg"][3] and "calibrate" in rows["small_vgg"][-2]
+    section = "\n".join(leaderboard.confirmation_section(verdicts, args))
+    assert "## Confirmation (seeds 100, 101, 102)" in section and section.count("| `resnet18` |") == 2
+    # a model whose alternative lost everywhere to the offline path, and one where nothing is level: the alternative
+    worse = [_run("resnet18", s, 100 + k, a, "digits") for k in range(3)
+             for s, a in (("lsuv", 0.9 + 0.01 * k), ("ghn:bundled", 0.5), ("ghn:bundled+calibrate", 0.4))]  # fmt: skip
+    assert leaderboard.confirm(Results({}, worse, []), {"resnet18": "lsuv"})["resnet18"]["use"] == "`lsuv`"
+
+
+def test_screening_and_confirmation_seeds_must_differ(leaderboard, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["leaderboard.py", "--seeds", "0,1,100", "--collect"])
+    with pytest.raises(SystemExit):
+        leaderboard.main()
+    assert "both screening and confirmation seeds" in capsys.readouterr().err
