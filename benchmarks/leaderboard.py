@@ -199,22 +199,25 @@ def confirm(confirmation, picks: dict[str, str]) -> dict[str, dict]:
     regime (paired differences of final test accuracy, mean and 95% interval, in points), and what to use."""
     from ghn_init.harness import stats
 
+    def accuracy(model: str, scheme: str, data: str) -> float:
+        runs = confirmation.select(model, scheme, data)
+        return sum(stats.final_acc(r) for r in runs) / len(runs) * 100
+
     out = {}
     for model, alternative in picks.items():
+        against = {(r["data"], r["scheme"]): r for r in confirmation.paired(alternative)
+                   if r["model"] == model and r["verdict"] != "n/a"}  # fmt: skip
         per_regime = {}
         for data in confirmation.datasets:
-            ref = stats._by_seed(confirmation, data, model, alternative)
-            if not ref:
+            if not confirmation.select(model, alternative, data):
                 continue
-            cell = {"alternative": sum(ref.values()) / len(ref) * 100}
+            cell = {"alternative": accuracy(model, alternative, data)}
             for scheme in (*OFFLINE_PATH, REFERENCE):
-                mine = stats._by_seed(confirmation, data, model, scheme)
-                seeds = sorted(set(mine) & set(ref))
-                if len(seeds) < 2:
-                    continue
-                mean, low, high = stats.interval([(mine[k] - ref[k]) * 100 for k in seeds])
-                cell[scheme] = {"acc": sum(mine[k] for k in seeds) / len(seeds) * 100, "mean": mean, "low": low,
-                                "high": high, "level": high >= 0}  # fmt: skip
+                row = against.get((data, scheme))
+                if row is not None:
+                    mean, low, high = (row[k] * 100 for k in ("mean", "low", "high"))
+                    cell[scheme] = {"acc": accuracy(model, scheme, data), "mean": mean, "low": low, "high": high,
+                                    "level": high >= 0}  # fmt: skip
             per_regime[data] = cell
         level = {s: bool(per_regime) and all(c.get(s, {}).get("level", False) for c in per_regime.values())
                  for s in OFFLINE_PATH}  # fmt: skip

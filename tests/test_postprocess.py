@@ -668,3 +668,15 @@ def test_a_float64_prediction_is_post_processed_in_float64() -> None:
     flat = w.mean((2, 3), keepdim=True)
     alpha = ((w - flat).square().sum() / (8 * flat.square().sum() * 9)).sqrt()
     assert (balance_dc(w) - (alpha * flat + (w - flat))).abs().max() < 1e-14
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_spec_that_changes_no_values_keeps_every_tensor_object(dtype) -> None:
+    # "tensors that were not changed are the same objects": a drop-only spec used to send every float16 matrix
+    # (the bundled GHN predicts in float16) through float32 and back, a copy of equal values
+    pred = {"conv.weight": torch.randn(8, 4, 3, 3).to(dtype), "bn.weight": torch.rand(8).to(dtype),
+            "fc.bias": torch.randn(8).to(dtype)}  # fmt: skip
+    roles = {"conv.weight": Role.MATRIX, "bn.weight": Role.GAIN, "fc.bias": Role.BIAS}
+    for spec in ("nobias", "nogain+noembed", "keepnorm"):
+        out = postprocess(pred, spec, roles=roles)
+        assert all(out[k] is pred[k] for k in out), spec
