@@ -503,6 +503,36 @@ def test_inference_decodes_needed_channels_only_for_a_wide_weight_decoder(monkey
     assert calls["n"] >= 1
 
 
+@pytest.mark.parametrize("kind", ["ghn3", "ghn2"])
+def test_group_decoding_computes_only_the_channels_its_tensors_read(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small GHN decodes each group with one call; in inference that call computes only the channels some
+    member reads (9-channel convs grouped at 16 compute 9, a classifier all of them), and every tensor equals
+    the published computation (autograd on: the whole group, then cropped)."""
+    ghn = tiny_ghn(kind, hid=16, max_shape=(16, 16, 5, 5), num_classes=10)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 9, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(9, 9, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(9, 10),
+    )  # fmt: skip
+    rows: list[tuple[bool, int, int]] = []
+    per_pixel = ghn.decoder._per_pixel
+
+    def counted(x: torch.Tensor, out_rows: int, in_cols: int) -> torch.Tensor:
+        rows.append((torch.is_grad_enabled(), out_rows, in_cols))
+        return per_pixel(x, out_rows, in_cols)
+
+    monkeypatch.setattr(ghn.decoder, "_per_pixel", counted)
+    order, fast = _predict(ghn, model, grad=False)
+    slow_order, slow = _predict(ghn, model, grad=True)
+    assert order == slow_order and len(order) >= 8
+    for key in order:
+        torch.testing.assert_close(fast[key], slow[key], rtol=1e-5, atol=1e-6, msg=key)
+    inference = sorted((o, i) for grad, o, i in rows if not grad)
+    published = sorted((o, i) for grad, o, i in rows if grad)
+    assert (9, 16) in inference and (9, 16) not in published  # the 9-channel convs' group, cut from 16 rows
+    assert (16, 16) in published
+    assert max(o for o, _ in inference) == 16  # a classifier's head still reads all 16 rows
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_finite_check_finds_every_non_finite_value(bad: float) -> None:
     from ghn_init.errors import PredictionError

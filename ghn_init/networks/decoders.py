@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -205,13 +205,31 @@ class WeightDecoder(nn.Module):
             results.append(decoded)
         return results
 
-    def forward(self, x: torch.Tensor, shape: tuple[int, ...], classifier: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        shape: tuple[int, ...],
+        classifier: bool = False,
+        channels: Optional[tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        """Decode node embeddings ``x`` (n, hid) into (n, out, in, h, w) weights of the decoded ``shape``.
+
+        ``out`` and ``in`` are ``shape[:2]`` capped at ``max_shape[:2]`` (a classifier: (num_classes, in)).
+        With ``channels = (o, i)``, only output channels ``< o`` and input channels ``< i`` are computed
+        (``out``/``in`` become at most ``o``/``i``; a classifier's output channels all feed its head and
+        are kept): the same values as the full decode cropped there, within float32 rounding, for the
+        work of the kept channels only (``GHN.forward`` passes what the group's tensors read).
+        """
         n = x.shape[0]
         out_ch, in_ch = self.max_shape[:2]
         x = self._expand(x, self._crop(shape[2]), self._crop(shape[3]))
         h, w = x.shape[2:]
         # a classifier's head reads every output channel of the centre pixel; other kernels are cropped
-        x = self._per_pixel(x, out_ch if classifier else min(shape[0], out_ch), min(shape[1], in_ch))
+        out_rows, in_cols = out_ch if classifier else min(shape[0], out_ch), min(shape[1], in_ch)
+        if channels is not None:
+            out_rows = out_rows if classifier else min(out_rows, channels[0])
+            in_cols = min(in_cols, channels[1])
+        x = self._per_pixel(x, out_rows, in_cols)
         x = x[:, :, :, : shape[2], : shape[3]]
         if min(shape[2:]) > min(h, w):  # kernels larger than the decoder's grid: upsample
             flat = x.reshape(n * x.shape[1], x.shape[2], h, w)

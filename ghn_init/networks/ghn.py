@@ -143,7 +143,8 @@ class GHN(nn.Module):
             x[b, : sizes[b]] = xi
             edges[b, : sizes[b], : sizes[b]] = graph.dense_adjacency(device)
             valid[b, : sizes[b]] = True
-        mask = valid.unsqueeze(2) & valid.unsqueeze(1)
+        # no mask where every graph has n nodes (one graph: the common case), which masks nothing
+        mask = None if bool(valid.all()) else valid.unsqueeze(2) & valid.unsqueeze(1)
         out = self.gnn(x, edges, mask)
         return [out[b, : sizes[b]] for b in range(len(xs))]
 
@@ -229,7 +230,13 @@ class GHN(nn.Module):
                 continue
             self._decode_needed(pending, xs, emit)
             pending, pending_size = [], 0
-            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
+            channels = None
+            if not torch.is_grad_enabled() and kind in (DecoderKind.WEIGHT, DecoderKind.CLASSIFIER):
+                # inference: only the channels some member reads (a group of 32-channel convs decoded at 64
+                # computes 32); with autograd on, the whole group as published
+                used = [_needs(kind, shape, t.slot.shape, self.config.max_shape) for _, t in members]
+                channels = (max(u[0] for u in used), max(u[1] for u in used))
+            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]), channels)
             _check_finite(decoded, len(members), kind, shape)
             for row, (b, target) in enumerate(members):
                 emit(b, target, decoded[row])
@@ -264,13 +271,23 @@ class GHN(nn.Module):
         for _, _, b, target in pending:
             emit(b, target, by_target[id(target)])
 
-    def _decode(self, kind: DecoderKind, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
-        """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``."""
+    def _decode(
+        self,
+        kind: DecoderKind,
+        shape: tuple[int, ...],
+        x: torch.Tensor,
+        channels: Optional[tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``.
+
+        ``channels``: for the weight decoder, compute only these leading (out, in) channels
+        (:meth:`WeightDecoder.forward`).
+        """
         n = x.shape[0]
         if kind is DecoderKind.WEIGHT:
-            return self.decoder(x, shape)
+            return self.decoder(x, shape, channels=channels)
         if kind is DecoderKind.CLASSIFIER:
-            return self.decoder(x, (shape[0], shape[1], 1, 1), classifier=True)
+            return self.decoder(x, (shape[0], shape[1], 1, 1), classifier=True, channels=channels)
         if kind is DecoderKind.TENSOR_3D:
             return self.decoder_1d(x).view(n, -1, 1, 1)
         decoded = self.decoder_1d(x).view(n, 2, -1)
