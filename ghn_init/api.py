@@ -234,6 +234,41 @@ def predict(
         >>> len(p.tensors), p.report.fraction_predicted
         (62, 1.0)
     """
+    return _predict(
+        model,
+        ghn,
+        predict_classifier=predict_classifier,
+        strict=strict,
+        input_size=input_size,
+        example_inputs=example_inputs,
+        example_kwargs=example_kwargs,
+        dry_run=dry_run,
+        postprocess=postprocess,
+        generator=generator,
+        tracer=tracer,
+        predict_frozen=predict_frozen,
+    )
+
+
+def _predict(
+    model: Union[nn.Module, Sequence[nn.Module]],
+    ghn: GHNSource,
+    *,
+    predict_classifier: bool,
+    strict: bool,
+    input_size: Optional[Sequence[int]],
+    example_inputs: Optional[Sequence[Any]],
+    example_kwargs: Optional[Mapping[str, Any]],
+    dry_run: bool,
+    postprocess: Union[str, PostProcess, None],
+    generator: Optional[torch.Generator],
+    tracer: str,
+    predict_frozen: bool,
+    defer_tiling: bool = False,
+) -> Union[Prediction, list[Prediction]]:
+    """:func:`predict`; with ``defer_tiling`` (``apply``, which writes the predictions at once), predictions that
+    are written unchanged (no post-processing) keep large tiled tensors as :class:`~ghn_init.tiling.Tiled`, for
+    :func:`write` to tile into the model's own tensors."""
     check_models(model, is_exported_program)
     check_ghn_source(ghn, GHN)
     check_flag("predict_classifier", predict_classifier)
@@ -297,7 +332,12 @@ def predict(
     runner = inference_copy(net, None if dry_run else device)
     with torch.no_grad():
         tensors = runner(
-            graphs, plans, predict_classifier=predict_classifier, sink=check if dry_run else None, generator=generator
+            graphs,
+            plans,
+            predict_classifier=predict_classifier,
+            sink=check if dry_run else None,
+            generator=generator,
+            defer_tiling=defer_tiling and pp.is_identity and not dry_run,
         )
     results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
     if dry_run:
@@ -382,7 +422,9 @@ def apply(
     """Initialize ``model`` (or a list of models) with parameters predicted by a GHN, in place.
 
     The GHN runs on the model's device and each tensor keeps its dtype. Either every predicted tensor is
-    written or, if anything fails, none is. ``apply(m, ghn)`` is ``predict(m, ghn).write()``.
+    written or, if anything fails, none is. ``apply(m, ghn)`` writes what ``predict(m, ghn).write()``
+    writes, without making large tiled tensors first: they are tiled straight into the model's own
+    tensors once everything else is written (:func:`ghn_init.writing.write_tensors`).
 
     Args:
         model: an ``nn.Module``, or a list of them (one batched GHN forward pass for all).
@@ -426,7 +468,7 @@ def apply(
 
         check_models(model, is_exported_program)
         check_data(data)  # before the prediction: bad data costs nothing
-    predictions = predict(
+    predictions = _predict(
         model,
         ghn,
         predict_classifier=predict_classifier,
@@ -434,10 +476,12 @@ def apply(
         input_size=input_size,
         example_inputs=example_inputs,
         example_kwargs=example_kwargs,
+        dry_run=False,
         postprocess=postprocess,
         generator=generator,
         tracer=tracer,
         predict_frozen=predict_frozen,
+        defer_tiling=data is None,  # written at once: large tiled tensors go straight into the model
     )
     if data is not None:
         from .calibrate import calibrated_write

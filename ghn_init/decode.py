@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
-from .tiling import tile
+from .tiling import SMALL, Tiled, tile
 
 
 def fit_to_shape(
@@ -19,7 +19,8 @@ def fit_to_shape(
     centre_crop: bool,
     is_weight: Optional[bool] = None,
     generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
+    defer_tiling: bool = False,
+) -> Union[torch.Tensor, Tiled]:
     """Crop a decoded tensor to ``shape`` and tile it along channels where the shape is larger.
 
     With ``is_weight`` set, the published weight normalization (:func:`scale`) is applied to the
@@ -29,6 +30,10 @@ def fit_to_shape(
     Position embeddings (``(1, tokens, dim)``) with a class token get that token's row drawn from
     N(0, 0.02) as published: from ``generator`` (a CPU generator, then moved) if given, else from
     torch's global RNG on ``w``'s device.
+
+    With ``defer_tiling``, a tensor of at least :data:`~ghn_init.tiling.SMALL` elements that is made by
+    tiling alone (no crop after it) is returned as a :class:`~ghn_init.tiling.Tiled`, for the writer to
+    tile into the model's own tensor; everything else as a tensor.
     """
     t = tuple(shape)
     s = w.shape
@@ -61,6 +66,10 @@ def fit_to_shape(
         w = scale(w, is_weight, shape=t)
     s = w.shape
     tiled = t[:2] if len(t) != 3 or len(s) != 3 or t[1] > s[1] else t  # the published code tiles dim 2 of 3-D
+    if defer_tiling and len(s) == len(t) and math.prod(t) >= SMALL and tuple(s) != t:
+        # tiling alone makes the tensor when each dimension is tiled up to its size or already has it
+        if all(s[d] == t[d] or (d < len(tiled) and s[d] < t[d]) for d in range(len(t))):
+            return Tiled(w, t)
     w = tile(w, tiled)  # tensors only where dim 1 needs no tiling; one exactly sized copy
     if len(t) <= 3:
         return w[tuple(slice(0, d) for d in t)]

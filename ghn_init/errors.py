@@ -114,6 +114,8 @@ class WriteError(GHNInitError, RuntimeError):
     """A predicted tensor could not be written into the model; the model was left as it was.
 
     Every tensor swapped before the failure got its old data back (the message says so if one could not).
+    The one exception is a device fault while ``apply`` tiles large predictions into the model's own
+    tensors (its last step, after every check): the message then names the tensors already overwritten.
 
     Attributes:
         name: the tensor that failed.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
 from .errors import PredictionError, WriteError
 from .planning import Slot
+from .tiling import Tiled
 
 
 def _prepared(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,64 @@ def check_fits(name: str, slot: Slot, value: torch.Tensor) -> torch.Tensor:
     return target
 
 
+def _writable_in_place(target: torch.Tensor) -> bool:
+    """Whether a :class:`Tiled` prediction is tiled straight into ``target``'s storage.
+
+    A plain strided tensor (or ``nn.Parameter``) that owns exactly its contiguous storage, on a real
+    device and not an inference tensor: writing into it is what swapping its ``.data`` for a new tensor
+    would leave, without allocating that tensor. Anything else gets the tensor made and swapped in.
+    """
+    return (
+        type(target) in (torch.Tensor, torch.nn.Parameter)
+        and target.layout == torch.strided
+        and not target.is_meta
+        and not target.is_inference()
+        and target.is_contiguous()
+        and target.storage_offset() == 0
+        and target.untyped_storage().nbytes() == target.numel() * target.element_size()
+    )
+
+
+def _tile_into(target: torch.Tensor, tiled: Tiled) -> None:
+    """Tile ``tiled`` into ``target``'s storage (tests inject failures here)."""
+    with torch.no_grad():
+        tiled.write_into(target.data)
+
+
+def _write_in_place(
+    direct: Sequence[tuple[str, torch.Tensor, Tiled]], swapped: Sequence[tuple[str, torch.Tensor, torch.Tensor]]
+) -> None:
+    """Tile every prediction of ``direct`` into its target; runs after the swaps, as the last step of a write.
+
+    Only a fault of the device itself can make a validated copy fail: then the swaps are undone and the
+    error names the tensors already overwritten (their old values are gone: the model is partly written).
+    A ``KeyboardInterrupt`` meanwhile lets the write finish (every copy is idempotent: the interrupted
+    one is redone) and is raised after it, so the model holds the whole prediction, never a part.
+    """
+    interrupted: Optional[BaseException] = None
+    i = 0
+    while i < len(direct):
+        try:
+            while i < len(direct):
+                _tile_into(direct[i][1], direct[i][2])
+                i += 1
+        except Exception as e:
+            name = direct[i][0]
+            written = [n for n, _, _ in direct[:i]]
+            not_restored = _restore(swapped)
+            shown = ", ".join(written[:5]) + (f", ... (+{len(written) - 5})" if len(written) > 5 else "")
+            raise WriteError(
+                f"writing {name} failed ({type(e).__name__}: {e}) after {len(written)} tensor(s) were written "
+                f"in place{': ' + shown if written else ''}; the model is partly written"
+                + (f" ({len(not_restored)} swapped tensor(s) could not be restored either)" if not_restored else ""),
+                name=name,
+            ) from e
+        except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt & co.: finish the write, then raise it
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
+
+
 def _swap(target: torch.Tensor, data: torch.Tensor) -> None:
     """Point ``target`` at ``data`` (the one operation that writes; tests inject failures here)."""
     target.data = data
@@ -58,7 +117,7 @@ def _restore(swapped: Sequence[tuple[str, torch.Tensor, torch.Tensor]]) -> list[
     return failed
 
 
-def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) -> None:
+def write_tensors(results: Sequence[Mapping[str, tuple[Slot, Union[torch.Tensor, Tiled]]]]) -> None:
     """Write predictions into the models, all or nothing.
 
     Every value is checked and converted to its target's dtype, device and layout first; a value that is
@@ -69,6 +128,12 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
     ``nn.Parameter`` objects stay, so optimizers built earlier still see them). If a swap fails, exactly
     the tensors swapped before it get their old data back (the failed one was never changed).
 
+    A :class:`~ghn_init.tiling.Tiled` value (``apply``'s large tiled predictions) is converted as a block
+    and checked like the others, and, where the target is a plain tensor owning its contiguous storage
+    (:func:`_writable_in_place`), tiled straight into that storage after every swap succeeded
+    (:func:`_write_in_place`: such a copy cannot fail short of a device fault, and an interrupt finishes
+    the write before it is raised); into any other target it is made and swapped like a tensor.
+
     Args:
         results: per model, {tensor name: (slot, predicted value)}.
 
@@ -78,6 +143,7 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
         PredictionError: values are not finite in their target's dtype (``.names``); nothing was written.
     """
     prepared: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    direct: list[tuple[str, torch.Tensor, Tiled]] = []
     not_finite: list[str] = []
     for result in results:
         for name, (slot, value) in result.items():
@@ -88,13 +154,21 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                     "model first, e.g. model.to_empty(device='cpu'); nothing was written",
                     name=name,
                 )
+            in_place = isinstance(value, Tiled) and _writable_in_place(target)
+            if isinstance(value, Tiled) and not in_place:
+                value = value.materialize()
             try:
-                data = _prepared(target, value)
+                if in_place:
+                    block = value.block.detach().to(dtype=target.dtype, device=target.device)
+                    direct.append((name, target, Tiled(block, value.shape)))
+                    data = block  # every value of the tiled tensor is one of the block's
+                else:
+                    data = _prepared(target, value)
+                    prepared.append((name, target, data))
             except (RuntimeError, TypeError) as e:
                 raise WriteError(
                     f"cannot convert the prediction for {name} to {target.dtype} on {target.device}: {e}", name=name
                 ) from e
-            prepared.append((name, target, data))
             finite = data if data.element_size() > 1 else data.float()  # torch has no isfinite for float8
             if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(finite).all()):
                 not_finite.append(name)
@@ -128,6 +202,7 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, torch.Tensor]]]) ->
                 f"writing {name} failed ({type(e).__name__}: {e}); the model was left as it was", name=name
             ) from e
         swapped.append((name, target, old))
+    _write_in_place(direct, swapped)
 
 
 def _may_overflow(source: torch.dtype, target: torch.dtype) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ from ..errors import PredictionError
 from ..graph.graph import Graph
 from ..graph.primitives import PRIMITIVES
 from ..planning import DecoderKind, Plan, Target
+from ..tiling import Tiled
 from .config import GHN2, GHNConfig
 from .decoders import Request, WeightDecoder
 from .gated_gnn import GatedGNN
@@ -156,7 +157,8 @@ class GHN(nn.Module):
         predict_classifier: bool = True,
         sink: Optional[Sink] = None,
         generator: Optional[torch.Generator] = None,
-    ) -> list[dict[str, torch.Tensor]]:
+        defer_tiling: bool = False,
+    ) -> list[dict[str, Union[torch.Tensor, Tiled]]]:
         """Predict the tensors of each graph's model: embed the nodes, then decode every planned target.
 
         Targets with the same :attr:`Target.key` (decoder kind and decoded shape) are decoded in one
@@ -180,9 +182,14 @@ class GHN(nn.Module):
             generator: a CPU generator for the one random draw of decoding, the class-token row of a
                 position embedding (:func:`ghn_init.decode.fit_to_shape`); default: torch's global RNG on
                 the GHN's device, as published.
+            defer_tiling: return large tensors made by tiling a decoded block as :class:`~ghn_init.tiling.Tiled`
+                (the block and the shape), for a writer to tile into the model's tensors
+                (:func:`ghn_init.writing.write_tensors`; ``apply`` asks for this when it writes the
+                predictions unchanged). Not with ``sink``.
 
         Returns:
-            Per graph, ``{tensor name: predicted tensor}`` in the GHN's dtype and device.
+            Per graph, ``{tensor name: predicted tensor}`` in the GHN's dtype and device (with
+            ``defer_tiling``, some values are :class:`~ghn_init.tiling.Tiled`).
 
         Raises:
             PredictionError: the GHN predicted non-finite values.
@@ -196,6 +203,7 @@ class GHN(nn.Module):
             for target in p.predicted(predict_classifier):
                 groups.setdefault(target.key, []).append((b, target))
         centre = not self.is_ghn2
+        deferred = defer_tiling and sink is None
 
         def emit(b: int, target: Target, w: torch.Tensor) -> None:
             slot = target.slot
@@ -208,7 +216,7 @@ class GHN(nn.Module):
             for out_slot, tensor in outputs:
                 norm = out_slot.is_weight if self.config.weight_norm else None
                 # a norm layer's bias is fitted to its weight's shape, as the published code does
-                tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator)
+                tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator, defer_tiling=deferred)
                 if sink is not None:
                     sink(b, out_slot.name, tensor)
                 else:
