@@ -541,6 +541,9 @@ def test_finite_check_finds_every_non_finite_value(bad: float) -> None:
     w = torch.randn(6, 5, 3, 3)
     ghn_module._check_finite(w, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))  # finite: passes
     ghn_module._check_finite(w[:0], 1, DecoderKind.WEIGHT, (0, 5, 3, 3))  # empty: nothing to check
+    huge = torch.full((6, 5, 3, 3), 3e38)
+    assert not torch.isfinite(huge.sum())  # finite values whose sum overflows: still finite
+    ghn_module._check_finite(huge, 1, DecoderKind.WEIGHT, (6, 5, 3, 3))
     for index in [(0, 0, 0, 0), (5, 4, 2, 2), (3, 1, 1, 2)]:
         w_bad = w.clone()
         w_bad[index] = bad
