@@ -90,7 +90,7 @@ class Tiled:
 
     def __init__(self, block: torch.Tensor, shape: Sequence[int]):
         shape = tuple(shape)
-        if block.dim() != len(shape) or any(b > s for b, s in zip(block.shape, shape)):
+        if block.dim() != len(shape) or any(b > s for b, s in zip(block.shape, shape, strict=True)):
             raise ValueError(f"a block of shape {tuple(block.shape)} cannot tile to {shape}")
         self.block = block
         self.shape = shape
