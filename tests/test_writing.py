@@ -222,3 +222,46 @@ def test_a_device_fault_during_the_in_place_copies_says_what_was_written(monkeyp
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {large[0]}, "only the tensor written in place before the fault may differ"
+
+
+def test_concurrent_applies_into_one_model_never_mix_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two applies of different GHNs into one model from two threads: the in-place copies of one cannot
+    interleave with the other's (the model's lock is held for the whole write), so the model holds one
+    whole prediction."""
+    import threading
+    import time
+
+    ghns = [tiny_ghn(seed=1), tiny_ghn(seed=2)]
+    model = wide_net()
+    wanted = []
+    for ghn in ghns:
+        twin = wide_net()
+        ghn_init.predict(twin, ghn).write()
+        wanted.append(twin.state_dict())
+    assert not torch.equal(wanted[0]["0.weight"], wanted[1]["0.weight"])
+    real, calls = writing._tile_into, []
+
+    def pausing(target: torch.Tensor, value: Tiled) -> None:
+        real(target, value)
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)  # the first writer pauses after one copy: without the lock the other writes meanwhile
+
+    monkeypatch.setattr(writing, "_tile_into", pausing)
+    errors: list[BaseException] = []
+
+    def run(ghn: ghn_init.GHN) -> None:
+        try:
+            ghn_init.apply(model, ghn)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in ghns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    state = model.state_dict()
+    held = [all(torch.equal(state[k], w[k]) for k in state) for w in wanted]
+    assert any(held), "the model holds a mix of two predictions"
