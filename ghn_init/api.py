@@ -9,7 +9,6 @@ prediction.write()                                   # stage 4: all or nothing, 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union, overload
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError
 from .graph import TRACERS, Graph, trace, unwrap
-from .graph.autograd_trace import any_tensor, exclusive
+from .graph.autograd_trace import any_tensor, exclusive_all
 from .graph.program import is_exported_program, program_module
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
@@ -113,9 +112,7 @@ def write(predictions: Sequence[Prediction]) -> list[Report]:
                 value=p,
             )
     start = time.perf_counter()
-    with contextlib.ExitStack() as held:  # writes into one model take turns, so none can mix with another
-        for model in sorted({id(p.model): p.model for p in predictions}.values(), key=id):  # one order: no deadlock
-            held.enter_context(exclusive(model))
+    with exclusive_all([p.model for p in predictions]):  # writes into one model take turns, so none can mix
         write_tensors([p.tensors for p in predictions])
     seconds = (time.perf_counter() - start) / max(len(predictions), 1)
     for p in predictions:
@@ -283,121 +280,126 @@ def _predict(
     sources = list(model) if isinstance(model, (list, tuple)) else [model]
     models = [program_module(m) if is_exported_program(m) else m for m in sources]
     models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
-    if not dry_run:
-        for m in models:
-            _refuse_meta(m)
-    device = _model_device(models[0])
-    devices = [str(_model_device(m)) for m in models]
-    if any(d != str(device) for d in devices):
-        raise InvalidArgumentError(
-            f"the models passed to one call are on different devices ({', '.join(sorted(set(devices)))}); move "
-            "them to one with .to(device), or make one call per device",
-            argument="model",
-            value=devices,
-        )
-    start = time.perf_counter()
-    net = load_ghn(ghn)  # a GHN instance is returned as is
-    if any(t.is_meta for t in net.state_dict().values()):  # it failed in the GHN copy with NotImplementedError
-        raise InvalidArgumentError(
-            "the GHN's weights are on the meta device (e.g. load_ghn(..., device='meta')), so it cannot predict; "
-            "pass the GHN itself, load_ghn(source); a model on the meta device is fine with predict(..., dry_run=True)",
-            argument="ghn",
-            value="meta",
-        )
-    loaded = time.perf_counter()
-    pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
+    # The models' locks are held from the first read of their tensors to the last: a recording in another thread
+    # puts meta stand-ins into a model for a while, and a meta check or device read meanwhile saw those.
+    with exclusive_all(models):
+        if not dry_run:
+            for m in models:
+                _refuse_meta(m)
+        device = _model_device(models[0])
+        devices = [str(_model_device(m)) for m in models]
+        if any(d != str(device) for d in devices):
+            raise InvalidArgumentError(
+                f"the models passed to one call are on different devices ({', '.join(sorted(set(devices)))}); move "
+                "them to one with .to(device), or make one call per device",
+                argument="model",
+                value=devices,
+            )
+        start = time.perf_counter()
+        net = load_ghn(ghn)  # a GHN instance is returned as is
+        if any(t.is_meta for t in net.state_dict().values()):  # it failed in the GHN copy with NotImplementedError
+            raise InvalidArgumentError(
+                "the GHN's weights are on the meta device (e.g. load_ghn(..., device='meta')), so it cannot "
+                "predict; pass the GHN itself, load_ghn(source); a model on the meta device is fine with "
+                "predict(..., dry_run=True)",
+                argument="ghn",
+                value="meta",
+            )
+        loaded = time.perf_counter()
+        pp = PostProcess.parse(net.config.postprocess if postprocess == "default" else postprocess)
 
-    graphs: list[Graph] = []
-    plans: list[Plan] = []
-    for source, m in zip(sources, models, strict=True):
-        graph = trace(
-            source,
-            input_size,
-            example_inputs=example_inputs,
-            example_kwargs=example_kwargs,
-            virtual_edge_cutoff=net.virtual_edge_cutoff,
-            tracer=tracer,
-        )
-        graphs.append(graph)
-        plans.append(plan(graph, m, net.config.max_shape))
-    traced = time.perf_counter()
+        graphs: list[Graph] = []
+        plans: list[Plan] = []
+        for source, m in zip(sources, models, strict=True):
+            graph = trace(
+                source,
+                input_size,
+                example_inputs=example_inputs,
+                example_kwargs=example_kwargs,
+                virtual_edge_cutoff=net.virtual_edge_cutoff,
+                tracer=tracer,
+            )
+            graphs.append(graph)
+            plans.append(plan(graph, m, net.config.max_shape))
+        traced = time.perf_counter()
 
-    slots = [p.slots(predict_classifier) for p in plans]
+        slots = [p.slots(predict_classifier) for p in plans]
 
-    def check(b: int, name: str, value: torch.Tensor) -> None:
-        check_fits(name, slots[b][name], value)
+        def check(b: int, name: str, value: torch.Tensor) -> None:
+            check_fits(name, slots[b][name], value)
 
-    # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
-    # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
-    runner = inference_copy(net, None if dry_run else device)
-    with torch.no_grad():
-        tensors = runner(
-            graphs,
-            plans,
-            predict_classifier=predict_classifier,
-            sink=check if dry_run else None,
-            generator=generator,
-            defer_tiling=defer_tiling and pp.is_identity and not dry_run,
-        )
-    results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
-    if dry_run:
-        # No values were kept; which tensors post-processing would drop follows from names and shapes alone.
-        shaped = [{n: (s, torch.empty(s.shape, device="meta")) for n, s in ms.items()} for ms in slots]
-        raw_names = [set(r) for r in shaped]
-        names_only = pp.drops_only()
-        written = [
-            postprocess_predictions(m, r, names_only, classifier=p.classifier())
-            for m, r, p in zip(models, shaped, plans, strict=True)
-        ]
-    else:
-        raw_names = [set(r) for r in results]
+        # An eval-mode copy on the model's device (a dry run stays on the GHN's own device): the shared GHN
+        # itself is never moved or mode-switched, so concurrent calls and later calls see it as it was.
+        runner = inference_copy(net, None if dry_run else device)
         with torch.no_grad():
-            written = results = [
-                postprocess_predictions(m, r, pp, generator, classifier=p.classifier(), block=net.config.max_shape[:2])
-                for m, r, p in zip(models, results, plans, strict=True)
+            tensors = runner(
+                graphs,
+                plans,
+                predict_classifier=predict_classifier,
+                sink=check if dry_run else None,
+                generator=generator,
+                defer_tiling=defer_tiling and pp.is_identity and not dry_run,
+            )
+        results = [{name: (slots[b][name], t) for name, t in out.items()} for b, out in enumerate(tensors)]
+        if dry_run:
+            # No values were kept; which tensors post-processing would drop follows from names and shapes alone.
+            shaped = [{n: (s, torch.empty(s.shape, device="meta")) for n, s in ms.items()} for ms in slots]
+            raw_names = [set(r) for r in shaped]
+            names_only = pp.drops_only()
+            written = [
+                postprocess_predictions(m, r, names_only, classifier=p.classifier())
+                for m, r, p in zip(models, shaped, plans, strict=True)
             ]
-    # Frozen parameters (requires_grad=False: a pretrained backbone) keep their values unless asked for.
-    frozen = [
-        set() if predict_frozen or is_exported_program(src) else _frozen(r)
-        for src, r in zip(sources, written, strict=True)
-    ]
-    for names, kept in zip(frozen, written, strict=True):
-        for name in names:
-            del kept[name]
-    predicted_at = time.perf_counter()
+        else:
+            raw_names = [set(r) for r in results]
+            with torch.no_grad():
+                block = net.config.max_shape[:2]
+                written = results = [
+                    postprocess_predictions(m, r, pp, generator, classifier=p.classifier(), block=block)
+                    for m, r, p in zip(models, results, plans, strict=True)
+                ]
+        # Frozen parameters (requires_grad=False: a pretrained backbone) keep their values unless asked for.
+        frozen = [
+            set() if predict_frozen or is_exported_program(src) else _frozen(r)
+            for src, r in zip(sources, written, strict=True)
+        ]
+        for names, kept in zip(frozen, written, strict=True):
+            for name in names:
+                del kept[name]
+        predicted_at = time.perf_counter()
 
-    n = len(models)
-    seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
-    predictions = [
-        Prediction(
-            m,
-            g,
-            p,
-            r,
-            build_report(m, net, g, w, seconds=seconds, plan=p, predict_classifier=predict_classifier),
-            dry_run,
-        )
-        for m, g, p, r, w in zip(models, graphs, plans, results, written, strict=True)
-    ]
-    for pred, before, kept, skipped in zip(predictions, raw_names, written, frozen, strict=True):
-        pred.report.postprocess = str(pp)
-        for name in before - set(kept):
-            if name in skipped:
-                pred.report.left_alone[name] = FROZEN_KEPT
-            elif name in pred.report.left_alone:
-                pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
-    if strict:
-        for pred in predictions:
-            trainable = {name for name, t in pred.model.named_parameters() if t.requires_grad}
-            missing = sorted(set(pred.report.left_alone) & trainable)
-            if missing:
-                raise StrictError(
-                    f"{pred.report.model}: {len(missing)} trainable tensors are not predicted by the GHN "
-                    f"(e.g. {', '.join(missing[:5])}); pass strict=False to keep their default init",
-                    model=pred.report.model,
-                    missing=missing,
-                )
-    return predictions if isinstance(model, (list, tuple)) else predictions[0]
+        n = len(models)
+        seconds = {"load": loaded - start, "trace": (traced - loaded) / n, "predict": (predicted_at - traced) / n}
+        predictions = [
+            Prediction(
+                m,
+                g,
+                p,
+                r,
+                build_report(m, net, g, w, seconds=seconds, plan=p, predict_classifier=predict_classifier),
+                dry_run,
+            )
+            for m, g, p, r, w in zip(models, graphs, plans, results, written, strict=True)
+        ]
+        for pred, before, kept, skipped in zip(predictions, raw_names, written, frozen, strict=True):
+            pred.report.postprocess = str(pp)
+            for name in before - set(kept):
+                if name in skipped:
+                    pred.report.left_alone[name] = FROZEN_KEPT
+                elif name in pred.report.left_alone:
+                    pred.report.left_alone[name] = f"left at the model's init by post-processing ({pp})"
+        if strict:
+            for pred in predictions:
+                trainable = {name for name, t in pred.model.named_parameters() if t.requires_grad}
+                missing = sorted(set(pred.report.left_alone) & trainable)
+                if missing:
+                    raise StrictError(
+                        f"{pred.report.model}: {len(missing)} trainable tensors are not predicted by the GHN "
+                        f"(e.g. {', '.join(missing[:5])}); pass strict=False to keep their default init",
+                        model=pred.report.model,
+                        missing=missing,
+                    )
+        return predictions if isinstance(model, (list, tuple)) else predictions[0]
 
 
 @overload

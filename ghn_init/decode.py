@@ -95,3 +95,32 @@ def scale(p: torch.Tensor, is_weight: bool, shape: Optional[Sequence[int]] = Non
         no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
         return p * ((1.0 if no_relu else 2.0) / math.prod(sz[1:])) ** 0.5
     return 2 * torch.sigmoid(0.5 * p) if is_weight else torch.tanh(0.2 * p)
+
+
+# A group of 1-D predictions is tiled as a whole (one copy instead of one per tensor) up to this many elements.
+GROUP_TILE_MAX = 1 << 20
+
+
+def fit_vector_group(decoded: torch.Tensor, length: int, weight_norm: bool) -> torch.Tensor:
+    """A group of decoded 1-D predictions, (n, 2, C) (rows: weight, bias), scaled and tiled once for all of them.
+
+    :func:`fit_to_shape` fits each 1-D tensor by cropping its row to the tensor's length (or tiling it up to
+    that length) and, with ``weight_norm``, scaling it (:func:`scale`: a weight row into (0, 2), a bias row
+    into (-1, 1)). Both are elementwise, and tiling repeats a row from its start, so doing them once on the
+    group, up to the longest ``length``, leaves each tensor a crop of its row: ``fit_to_shape(out[j][r],
+    shape, centre, None)`` equals ``fit_to_shape(decoded[j][r], shape, centre, r == 0)`` for every
+    ``shape[0] <= length``. For a norm layer with 100 channels fitted from 64, one ``repeat`` for the group
+    replaces one per tensor, and two scaling passes replace four small ops per tensor. A group that would
+    tile to more than :data:`GROUP_TILE_MAX` elements is only scaled.
+
+    Example:
+        >>> d = torch.randn(3, 2, 4)
+        >>> out = fit_vector_group(d, 6, weight_norm=True)
+        >>> torch.allclose(out[1][0], fit_to_shape(d[1][0], (6,), True, True))
+        True
+    """
+    if weight_norm:
+        decoded = torch.stack((scale(decoded[:, 0], True, (1,)), scale(decoded[:, 1], False, (1,))), 1)
+    if length > decoded.shape[-1] and decoded.shape[0] * 2 * length <= GROUP_TILE_MAX:
+        decoded = tile(decoded, (decoded.shape[0], decoded.shape[1], length))
+    return decoded

@@ -378,3 +378,41 @@ def test_finiteness_is_checked_in_the_models_dtype() -> None:
     float32 = small_net()
     ghn_init.apply(float32, ghn)  # the same predictions fit a float32 model
     assert all(torch.isfinite(p).all() for p in float32.parameters())
+
+
+def test_a_prediction_started_while_another_thread_records_the_model_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recording puts meta stand-ins into the model for a while. A second apply on the same model used to read
+    the model's tensors (meta check, device) without the model's lock, saw the stand-ins and failed with "all
+    tensors ... are on the meta device" (1 run in 25 of two concurrent applies). Each prediction now holds the
+    lock of its models from its first read of them to its last."""
+    from ghn_init.graph import autograd_trace
+
+    ghn = tiny_ghn()
+    model = tiny_cnn(widths=(8, 16))
+    real = autograd_trace.swap_in
+
+    def slow_swap_in(modules: list, subs: dict) -> None:
+        real(modules, subs)
+        time.sleep(0.3)  # the model holds its stand-ins for 0.3 s
+
+    monkeypatch.setattr(autograd_trace, "swap_in", slow_swap_in)
+    errors: list[BaseException] = []
+    reports: list = []
+
+    def run(delay: float) -> None:
+        time.sleep(delay)
+        try:
+            reports.append(ghn_init.apply(model, ghn))
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (0.0, 0.1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(reports) == 2 and all(r.fraction_predicted == 1.0 for r in reports)
+    assert all(not t.is_meta for t in model.state_dict().values())

@@ -6,6 +6,7 @@ values behind; these tests compare the two on cases chosen to hit every branch.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -669,3 +670,24 @@ def test_eval_mode_sets_and_restores_every_flag() -> None:
     record(own, (3, 4, 4), meta=True)
     assert _OwnTrain.calls == [False]  # model.eval() ran, since a module overrides train
     assert own.training and own[0].training and own[0].conv.training
+
+
+@pytest.mark.parametrize("weight_norm", [True, False])
+def test_a_group_of_1d_predictions_is_fitted_once_with_each_tensors_values(weight_norm: bool) -> None:
+    """Scaling and tiling a group of (weight, bias) rows once gives every tensor what fitting it alone gives."""
+    from ghn_init.decode import GROUP_TILE_MAX, fit_to_shape, fit_vector_group
+
+    torch.manual_seed(0)
+    decoded = torch.randn(5, 2, 64)
+    for length in (17, 64, 100, 576):  # cropped, exact, tiled with a remainder, tiled 9 times
+        group = fit_vector_group(decoded, length, weight_norm)
+        assert group.shape[-1] == max(length, 64)
+        for j, r, n in itertools.product(range(5), (0, 1), sorted({1, 17, 64, length})):
+            alone = fit_to_shape(decoded[j][r], (n,), True, (r == 0) if weight_norm else None)
+            together = fit_to_shape(group[j][r], (n,), True, None)
+            torch.testing.assert_close(together, alone, rtol=2e-7, atol=0, msg=f"{j} {r} {n}")
+    huge = GROUP_TILE_MAX // (2 * 5) + 64
+    group = fit_vector_group(decoded, huge, weight_norm)
+    assert group.shape[-1] == 64  # too large to tile as a group: only scaled, each tensor tiles its own row
+    alone = fit_to_shape(decoded[2][1], (huge,), True, False if weight_norm else None)
+    torch.testing.assert_close(fit_to_shape(group[2][1], (huge,), True, None), alone, rtol=2e-7, atol=0)

@@ -265,3 +265,4 @@ def test_concurrent_applies_into_one_model_never_mix_in_place(monkeypatch: pytes
     state = model.state_dict()
     held = [all(torch.equal(state[k], w[k]) for k in state) for w in wanted]
     assert any(held), "the model holds a mix of two predictions"
+

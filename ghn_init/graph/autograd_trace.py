@@ -24,7 +24,7 @@ import functools
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -359,6 +359,16 @@ def exclusive(model: nn.Module) -> Iterator[None]:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
     with lock:
+        yield
+
+
+@contextlib.contextmanager
+def exclusive_all(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Hold the recording lock of every model in ``models`` (:func:`exclusive`), taken in one order (by
+    ``id``) whatever the order given, so two threads holding overlapping sets cannot deadlock."""
+    with contextlib.ExitStack() as held:
+        for model in sorted({id(m): m for m in models}.values(), key=id):
+            held.enter_context(exclusive(model))
         yield
 
 

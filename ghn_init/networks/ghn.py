@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..constants import VIRTUAL_EDGE_CUTOFF
-from ..decode import fit_to_shape
+from ..decode import fit_to_shape, fit_vector_group
 from ..errors import PredictionError
 from ..graph.graph import Graph
 from ..graph.primitives import PRIMITIVES
@@ -207,7 +207,8 @@ class GHN(nn.Module):
         centre = not self.is_ghn2
         deferred = defer_tiling and sink is None
 
-        def emit(b: int, target: Target, w: torch.Tensor) -> None:
+        def emit(b: int, target: Target, w: torch.Tensor, scaled: bool = False) -> None:
+            """Fit ``w`` to the target's tensor(s) and hand them on; ``scaled``: the group was already scaled."""
             slot = target.slot
             if len(slot.shape) == 1:  # 1-D decoders give two rows: weight, bias
                 outputs = [(slot, w[0 if slot.is_weight else 1])]
@@ -216,7 +217,7 @@ class GHN(nn.Module):
             else:
                 outputs = [(slot, w)]
             for out_slot, tensor in outputs:
-                norm = out_slot.is_weight if self.config.weight_norm else None
+                norm = out_slot.is_weight if self.config.weight_norm and not scaled else None
                 # a norm layer's bias is fitted to its weight's shape, as the published code does
                 tensor = fit_to_shape(tensor, slot.shape, centre, norm, generator=generator, defer_tiling=deferred)
                 if sink is not None:
@@ -248,8 +249,12 @@ class GHN(nn.Module):
                 channels = (max(u[0] for u in used), max(u[1] for u in used))
             decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]), channels)
             _check_finite(decoded, len(members), kind, shape)
+            vectors = kind is DecoderKind.VECTOR
+            if vectors:  # norm layers: scaled and tiled once for the group (equal values, a fraction of the calls)
+                longest = max(t.slot.shape[0] for _, t in members)
+                decoded = fit_vector_group(decoded, longest, self.config.weight_norm)
             for row, (b, target) in enumerate(members):
-                emit(b, target, decoded[row])
+                emit(b, target, decoded[row], scaled=vectors)
         self._decode_needed(pending, xs, emit)
         return results
 
