@@ -23,6 +23,7 @@ The table goes to ``docs/speed.md`` and stdout.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -148,6 +149,7 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    gc.collect()  # untimed: a full collection (65-90 ms with torch loaded) would otherwise fall in a phase at random
     with PeakMemory(device) as mem:
         _sync(device)
         t = time.perf_counter()

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import importlib
 import io
 import json
@@ -148,10 +149,39 @@ def build(name: str) -> torch.nn.Module:
 
 def _seconds(fn: Callable[[], Any]) -> tuple[float, float]:
     """(wall-clock, CPU) seconds of ``fn()``; CPU time of this process is what other jobs on a shared
-    machine disturb least (with one torch thread the two are equal on an idle machine)."""
+    machine disturb least (with one torch thread the two are equal on an idle machine).
+
+    The garbage collector runs first, untimed, so each call starts from a collected heap and pays for the
+    collections its own allocations start, not for ones the other implementation's garbage set up. A full
+    collection walks every Python object of the process (65-90 ms here, with torch and torchvision loaded)
+    and starts once enough objects were allocated since the last one; without this it fell into whichever
+    call crossed that line (the published vit_b_16 took 1,275-1,353 ms in some runs, 662-756 ms in others).
+    Turning the collector off instead, as ``timeit`` does, made the published code slower still (its vit_b_16
+    2,453 ms: garbage it leaves in reference cycles, large tensors among it, was then never freed).
+    """
+    gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _timed_runs(
+    runs: int,
+    ours: Callable[[], Any],
+    published: Optional[Callable[[], Any]],
+    ours_s: list[tuple[float, float]],
+    pub_s: list[tuple[float, float]],
+) -> None:
+    """``runs`` timed calls of each, one right after the other, in alternating order."""
+    for r in range(runs):
+        if published is None:
+            ours_s.append(_seconds(ours))
+        elif r % 2 == 0:
+            ours_s.append(_seconds(ours))
+            pub_s.append(_seconds(published))
+        else:
+            pub_s.append(_seconds(published))
+            ours_s.append(_seconds(ours))
 
 
 def compare_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -180,17 +210,9 @@ def measure(name: str, ours: torch.nn.Module, published: Optional[torch.nn.Modul
     run_ours()  # warm-up: first-call allocations and caches are no part of either steady state
     if published is not None:
         run_published()
-    for r in range(runs):
-        if published is None:
-            ours_s.append(_seconds(run_ours))
-            continue
-        if r % 2 == 0:
-            ours_s.append(_seconds(run_ours))
-            pub_s.append(_seconds(run_published))
-        else:
-            pub_s.append(_seconds(run_published))
-            ours_s.append(_seconds(run_ours))
+    _timed_runs(runs, run_ours, run_published if published is not None else None, ours_s, pub_s)
     row: dict[str, Any] = {"model": name, "ours": statistics.median(o[0] for o in ours_s)}
+
     row["ours_cpu"] = statistics.median(o[1] for o in ours_s)
     if published is not None:
         row["published"] = statistics.median(p[0] for p in pub_s)
