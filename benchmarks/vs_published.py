@@ -365,7 +365,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"GHN forward + writing every tensor) of a torchvision model with default arguments; "
             f"{'all models in one process' if args.in_process else 'a fresh process per model'}, one warm-up "
             f"apply of each, then {args.runs} "
-            "runs per model, the two implementations interleaved in alternating order; the ratio is the median "
+            "runs per model, the two implementations interleaved in alternating order, the garbage collector run "
+            "(untimed) before each timed call; the ratio is the median "
             "over runs of published time / ghn-init time. Published: `ghn3` at b3289ac with `ppuda` at 4673a42, "
             "GHN in eval mode under `torch.no_grad()`. Last column: largest difference between the parameters "
             "the two wrote, relative to the tensor's largest value.",
