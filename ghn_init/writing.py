@@ -173,7 +173,8 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, Union[torch.Tensor,
             if _may_overflow(value.dtype, data.dtype) and not bool(torch.isfinite(finite).all()):
                 not_finite.append(name)
     if not_finite:
-        dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in prepared if n in set(not_finite)})
+        overflowing = set(not_finite)
+        dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in (*prepared, *direct) if n in overflowing})
         shown = ", ".join(not_finite[:5]) + (f", ... (+{len(not_finite) - 5})" if len(not_finite) > 5 else "")
         raise PredictionError(
             f"{len(not_finite)} predicted tensor(s) are not finite in the model's dtype ({', '.join(dtypes)}): "

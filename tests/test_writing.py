@@ -266,3 +266,19 @@ def test_concurrent_applies_into_one_model_never_mix_in_place(monkeypatch: pytes
     held = [all(torch.equal(state[k], w[k]) for k in state) for w in wanted]
     assert any(held), "the model holds a mix of two predictions"
 
+
+
+def test_predictions_overflowing_a_float16_model_are_named_with_its_dtype_for_in_place_targets() -> None:
+    """Large tiled predictions are checked in the model's dtype like the others. The error listed the dtypes of
+    swapped tensors only, so where every overflowing tensor was to be written in place it read "dtype ()"."""
+    ghn = tiny_ghn(weight_norm=False)
+    with torch.no_grad():
+        ghn.decoder.conv[2].weight.mul_(1e7)  # only the weight decoder overflows float16: the two 400x400 weights
+        ghn.decoder.conv[2].bias.fill_(1e6)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 10)).half()
+    before = snapshot(model)
+    with pytest.raises(ghn_init.PredictionError, match=r"not finite in the model's dtype \(float16\)") as info:
+        ghn_init.apply(model, ghn, predict_classifier=False, example_inputs=(torch.zeros(2, 400).half(),))
+    assert sorted(info.value.names) == ["0.weight", "2.weight"]  # both tiled, both targets written in place
+    assert_unchanged(model, before)
