@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence, Union, overload
 import torch
 import torch.nn as nn
 
-from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError, listed
 from .graph import TRACERS, Graph, trace, unwrap
 from .graph.autograd_trace import any_tensor, exclusive_all
 from .graph.program import is_exported_program, program_module
@@ -144,7 +144,7 @@ def _refuse_meta(model: nn.Module) -> None:
     on_meta = [name for name, t in named if t.device.type == "meta"]
     if not on_meta:
         return
-    shown = ", ".join(on_meta[:3]) + (f", ... (+{len(on_meta) - 3})" if len(on_meta) > 3 else "")
+    shown = listed(on_meta, 3)
     if len(on_meta) == len(named):
         what = f"all {len(named)} tensors of {type(model).__name__} are on the meta device ({shown})"
         fix = "materialize it first, e.g. model.to_empty(device='cpu'), then call again"

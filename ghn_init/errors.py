@@ -22,6 +22,17 @@ from __future__ import annotations
 import pickle
 from typing import Any, Optional, Sequence
 
+
+def listed(names: Sequence[str], limit: int) -> str:
+    """The first ``limit`` of ``names``, comma-separated, then how many more: for one-line messages.
+
+    Example:
+        >>> listed(["a", "b", "c", "d"], 2)
+        'a, b, ... (+2)'
+    """
+    return ", ".join(names[:limit]) + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+
+
 __all__ = [
     "GHNInitError",
     "TraceError",

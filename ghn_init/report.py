@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional
 import torch
 import torch.nn as nn
 
+from .errors import listed
 from .graph import Graph, unwrap
 from .graph.autograd_trace import parameter_owners
 from .networks import GHN
@@ -92,11 +93,10 @@ class Report:
         if self.postprocess != "none":
             lines.append(f"  postprocess {self.postprocess}")
         for reason, names in sorted(self.reasons().items(), key=lambda kv: -len(kv[1])):
-            shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
-            lines.append(f"  left alone {len(names):5d} tensors  {reason}: {shown}")
+            lines.append(f"  left alone {len(names):5d} tensors  {reason}: {listed(names, 3)}")
         if self.suspect_buffers:
             names = list(self.suspect_buffers)
-            shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
+            shown = listed(names, 3)
             lines.append(
                 f"  WARNING    {len(names):5d} buffers look uninitialized (not written by the GHN): {shown}; "
                 "reset them, e.g. m.reset_running_stats() for norm layers"

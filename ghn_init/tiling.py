@@ -34,16 +34,17 @@ def _tile_dim(w: torch.Tensor, dim: int, size: int, out: Optional[torch.Tensor] 
     return out
 
 
-def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+def tile(w: torch.Tensor, sizes: Sequence[int], out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``w.repeat(...)`` cut to ``sizes`` along the dimensions where ``sizes`` is larger than ``w``.
 
     Args:
         w: the tensor to tile.
         sizes: the wanted size of each leading dimension of ``w`` (a dimension where ``sizes`` is not
             larger than ``w`` is left as it is; trailing dimensions without a size are kept).
+        out: a contiguous tensor of the result's shape and ``w``'s dtype to write the result into.
 
     Returns:
-        ``w`` itself when nothing is tiled; otherwise a tensor equal to
+        ``out`` when given; else ``w`` itself when nothing is tiled; otherwise a tensor equal to
         ``w.repeat(r0, r1, ...)[: sizes[0], : sizes[1], ...]`` with ``r_i = ceil(sizes[i] / w.shape[i])``:
         a new contiguous tensor of exactly that size, or, for results under ``SMALL`` elements or when
         ``w`` needs a gradient (GHN training), that very ``repeat`` expression.
@@ -55,13 +56,14 @@ def tile(w: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """
     dims = [d for d, size in enumerate(sizes) if size > w.shape[d]]
     if not dims:
-        return w
+        return w if out is None else out.copy_(w)
     numel = math.prod(max(sizes[d], w.shape[d]) if d < len(sizes) else w.shape[d] for d in range(w.dim()))
-    if numel < SMALL or (w.requires_grad and torch.is_grad_enabled()):
+    if out is None and (numel < SMALL or (w.requires_grad and torch.is_grad_enabled())):
         reps = [math.ceil(sizes[d] / w.shape[d]) if d in dims else 1 for d in range(w.dim())]
         return w.repeat(reps)[tuple(slice(0, sizes[d]) if d in dims else slice(None) for d in range(w.dim()))]
-    for d in sorted(dims, reverse=True):  # the last dimension first: every copy then writes the least
-        w = _tile_dim(w, d, sizes[d])
+    order = sorted(dims, reverse=True)  # the last dimension first: every copy then writes the least
+    for d in order:
+        w = _tile_dim(w, d, sizes[d], out=out if d == order[-1] else None)
     return w
 
 
@@ -99,13 +101,6 @@ class Tiled:
     def dtype(self) -> torch.dtype:
         return self.block.dtype
 
-    @property
-    def device(self) -> torch.device:
-        return self.block.device
-
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
     def materialize(self) -> torch.Tensor:
         """The tensor, as :func:`tile` makes it."""
         return tile(self.block, self.shape)
@@ -118,14 +113,7 @@ class Tiled:
         """
         if tuple(out.shape) != self.shape or not out.is_contiguous():
             raise ValueError(f"cannot tile into a tensor of shape {tuple(out.shape)}: need a contiguous {self.shape}")
-        w = self.block.to(dtype=out.dtype, device=out.device)
-        dims = [d for d, size in enumerate(self.shape) if size > w.shape[d]]
-        if not dims:
-            out.copy_(w)
-            return
-        for d in sorted(dims, reverse=True)[:-1]:  # the last dimension first, as tile() does
-            w = _tile_dim(w, d, self.shape[d])
-        _tile_dim(w, dims[0], self.shape[dims[0]], out=out)
+        tile(self.block.to(dtype=out.dtype, device=out.device), self.shape, out=out)
 
     def __repr__(self) -> str:
         return f"Tiled(block={tuple(self.block.shape)}, shape={self.shape}, dtype={self.dtype})"

@@ -6,7 +6,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
-from .errors import PredictionError, WriteError
+from .errors import PredictionError, WriteError, listed
 from .planning import Slot
 from .tiling import Tiled
 
@@ -85,7 +85,7 @@ def _write_in_place(
             name = direct[i][0]
             written = [n for n, _, _ in direct[:i]]
             not_restored = _restore(swapped)
-            shown = ", ".join(written[:5]) + (f", ... (+{len(written) - 5})" if len(written) > 5 else "")
+            shown = listed(written, 5)
             raise WriteError(
                 f"writing {name} failed ({type(e).__name__}: {e}) after {len(written)} tensor(s) were written "
                 f"in place{': ' + shown if written else ''}; the model is partly written"
@@ -175,7 +175,7 @@ def write_tensors(results: Sequence[Mapping[str, tuple[Slot, Union[torch.Tensor,
     if not_finite:
         overflowing = set(not_finite)
         dtypes = sorted({str(t.dtype).replace("torch.", "") for n, t, _ in (*prepared, *direct) if n in overflowing})
-        shown = ", ".join(not_finite[:5]) + (f", ... (+{len(not_finite) - 5})" if len(not_finite) > 5 else "")
+        shown = listed(not_finite, 5)
         raise PredictionError(
             f"{len(not_finite)} predicted tensor(s) are not finite in the model's dtype ({', '.join(dtypes)}): "
             f"{shown}; nothing was written. The values overflow that dtype: initialize the model in float32 "
