@@ -138,7 +138,7 @@ def _refuse_meta(model: nn.Module) -> None:
     and reporting them as predicted would be false (only the first parameter's device used to be read, so a
     partly-meta model was reported as 100% predicted with nothing written).
     """
-    if not any_tensor(model, lambda t: t.device.type == "meta"):
+    if not any_tensor(model, lambda t: t.is_meta):
         return
     named = [*model.named_parameters(), *model.named_buffers()]
     on_meta = [name for name, t in named if t.device.type == "meta"]

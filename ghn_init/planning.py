@@ -126,6 +126,8 @@ def writable_slots(model: nn.Module) -> dict[str, Slot]:
     """
     slots: dict[str, Slot] = {}
     for module_name, m in model.named_modules():
+        if not m._parameters and not m._buffers:
+            continue  # containers and activations: most modules of a CNN
         prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
         weights = ((a, k, t) for a, k in WEIGHT_ATTRS if (t := module_tensor(m, a)) is not None)
         w_attr, w_key, w = next(weights, ("", "", None))

@@ -253,6 +253,74 @@ def test_binary_and_pooling_stand_ins_lay_out_outputs_as_pytorch() -> None:
     assert compared > 3000
 
 
+def test_binary_stand_ins_of_permuted_sliced_and_broadcast_operands_lay_out_outputs_as_pytorch() -> None:
+    """add/mul of non-contiguous meta tensors (permuted, channels-last, sliced with gaps, odd size-1 strides,
+    broadcast both ways, 0-dim), out of place and in place, with autograd on as in a recording: each stand-in
+    has PyTorch's node name, shape and strides. Before, these went to PyTorch's Python reference (140 us a
+    call: ConvNeXt's ``layer_scale * x``)."""
+    import random
+
+    from ghn_init.graph.elementwise_layout import expanded_strides
+
+    rng = random.Random(3)
+
+    def operand(shape: list[int]) -> torch.Tensor:
+        t = torch.empty(shape, device="meta")
+        if len(shape) == 4 and rng.random() < 0.3:
+            t = t.contiguous(memory_format=torch.channels_last)
+        perm = list(range(t.dim()))
+        rng.shuffle(perm)
+        if rng.random() < 0.5:  # dense in another order
+            t = t.permute(perm).contiguous().permute([perm.index(i) for i in range(t.dim())])
+        if rng.random() < 0.3:
+            t = t.permute(perm)
+        if rng.random() < 0.2:
+            t = t.as_strided(
+                t.shape, [rng.choice([1, 5]) if d == 1 else s for d, s in zip(t.shape, t.stride(), strict=True)]
+            )
+        if t.dim() and t.shape[-1] > 2 and rng.random() < 0.15:
+            t = t[..., ::2]  # gaps
+        return t
+
+    stood_in = compared = 0
+    for _ in range(2500):
+        a = operand([rng.choice([1, 1, 2, 3, 4]) for _ in range(rng.randint(0, 5))]).requires_grad_()
+        suffix = [d if rng.random() < 0.6 else 1 for d in a.shape][rng.randint(0, max(a.dim() - 1, 0)) :]
+        b = operand(suffix)
+        for func in (torch.add, torch.mul, torch.Tensor.mul):
+            for x, y in ((a, b), (b, a), (a, 2.0), (a, a)):
+                fast = meta_stand_in(func, (x, y), {})
+                try:
+                    real = func(x, y)
+                except RuntimeError:  # a slice made the shapes incompatible: PyTorch raises its own error
+                    assert fast is None
+                    continue
+                compared += 1
+                if fast is not None:
+                    stood_in += 1
+                    assert type(fast.grad_fn).__name__ == type(real.grad_fn).__name__
+                    assert (fast.shape, fast.stride(), fast.dtype) == (real.shape, real.stride(), real.dtype), [
+                        (t.shape, t.stride()) for t in (x, y) if isinstance(t, torch.Tensor)
+                    ]
+        state = rng.getstate()
+        dst = operand(list(a.shape))  # two alike targets, views where ``operand`` made a view
+        rng.setstate(state)
+        twin = operand(list(a.shape))
+        for func in (torch.Tensor.add_, torch.Tensor.mul_) if dst.shape == a.shape else ():
+            fast = meta_stand_in(func, (dst, a), {})
+            real = func(twin, a)
+            if fast is not None:
+                stood_in += 1
+                assert fast is dst and type(fast.grad_fn).__name__ == type(real.grad_fn).__name__
+                assert fast.stride() == real.stride()
+    assert compared > 25000 and stood_in > 0.9 * compared
+    # the ConvNeXt case: a (C, 1, 1) scale times a channels-last-dense (N, C, H, W) tensor keeps its layout
+    x = torch.empty(2, 14, 14, 384, device="meta", requires_grad=True).permute(0, 3, 1, 2)
+    s = torch.empty(384, 1, 1, device="meta", requires_grad=True)
+    assert meta_stand_in(torch.Tensor.mul, (s, x), {}).stride() == (s * x).stride() == (75264, 1, 5376, 384)
+    assert expanded_strides((384, 1, 1), (1, 1, 1), (2, 384, 14, 14)) == (0, 1, 0, 0)
+
+
 def test_channels_last_stride_test_equals_pytorch() -> None:
     import itertools
 
@@ -309,7 +377,10 @@ def test_stand_ins_only_on_meta_tensors_with_grad() -> None:
     assert meta_stand_in(torch.cat, ([meta.detach()],), {}) is None  # nothing requires grad
     out = torch.empty(2, 3, device="meta")
     assert meta_stand_in(torch.sigmoid, (meta,), {"out": out}) is None  # out= runs for real
-    assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}) is None  # non-contiguous: layout rules differ
+    # non-contiguous operands: PyTorch's layout; with a dtype conversion or an alpha, PyTorch decides it
+    assert meta_stand_in(torch.add, (meta.t(), meta.t()), {}).stride() == torch.add(meta.t(), meta.t()).stride()
+    assert meta_stand_in(torch.add, (meta.t(), meta.t().double()), {}) is None
+    assert meta_stand_in(torch.add, (meta.t(), meta.t()), {"alpha": 2}) is None
     assert meta_stand_in(torch.add, (meta.detach(), 1), {}) is None  # nothing requires grad
     with torch.no_grad():
         assert meta_stand_in(F.hardswish, (meta,), {}) is None  # nothing would be recorded
@@ -515,13 +586,13 @@ def test_group_decoding_computes_only_the_channels_its_tensors_read(kind: str, m
         nn.Conv2d(9, 9, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(9, 10),
     )  # fmt: skip
     rows: list[tuple[bool, int, int]] = []
-    per_pixel = ghn.decoder._per_pixel
+    last_layer = ghn.decoder._last_layer
 
-    def counted(x: torch.Tensor, out_rows: int, in_cols: int) -> torch.Tensor:
+    def counted(out_rows: int, in_cols: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows.append((torch.is_grad_enabled(), out_rows, in_cols))
-        return per_pixel(x, out_rows, in_cols)
+        return last_layer(out_rows, in_cols)
 
-    monkeypatch.setattr(ghn.decoder, "_per_pixel", counted)
+    monkeypatch.setattr(ghn.decoder, "_last_layer", counted)
     order, fast = _predict(ghn, model, grad=False)
     slow_order, slow = _predict(ghn, model, grad=True)
     assert order == slow_order and len(order) >= 8
@@ -532,6 +603,30 @@ def test_group_decoding_computes_only_the_channels_its_tensors_read(kind: str, m
     assert (9, 16) in inference and (9, 16) not in published  # the 9-channel convs' group, cut from 16 rows
     assert (16, 16) in published
     assert max(o for o, _ in inference) == 16  # a classifier's head still reads all 16 rows
+
+
+def test_batched_decoding_shares_one_last_layer_product_per_channel_crop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``forward_batched`` gives what one ``forward`` per group gives (within float32 rounding), with one product
+    of the last layer for all groups computing the same channels: the 1x1 and 3x3 groups and the classifier at
+    (16, 16) share one, the 9-channel group has its own. Before, each group read the whole last layer again."""
+    ghn = tiny_ghn("ghn3", hid=16, max_shape=(16, 16, 5, 5), num_classes=10).eval()
+    dec = ghn.decoder
+    torch.manual_seed(0)
+    calls = [
+        (torch.randn(3, 16), (16, 16, 1, 1), False, (16, 16)),
+        (torch.randn(2, 16), (16, 16, 3, 3), False, (16, 16)),
+        (torch.randn(4, 16), (16, 16, 3, 3), False, (9, 16)),
+        (torch.randn(1, 16), (16, 16, 1, 1), True, (16, 16)),
+        (torch.randn(2, 16), (16, 16, 7, 7), False, (16, 16)),  # larger than the grid: upsampled
+    ]
+    products = []
+    last_layer = dec._last_layer
+    monkeypatch.setattr(dec, "_last_layer", lambda o, i: (products.append((o, i)), last_layer(o, i))[1])
+    with torch.no_grad():
+        batched = dec.forward_batched(calls)
+        assert sorted(products) == [(9, 16), (16, 16)]
+        for (x, shape, classifier, channels), got in zip(calls, batched, strict=True):
+            torch.testing.assert_close(got, dec(x, shape, classifier, channels), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

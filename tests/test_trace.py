@@ -225,3 +225,41 @@ def test_lazy_modules_get_a_clear_message():
     assert isinstance(model[2], nn.LazyLinear)
     model(torch.zeros(1, 3, 8, 8))
     assert ghn_init.apply(model, tiny_ghn("ghn3"), input_size=(3, 8, 8)).fraction_predicted == 1.0
+
+
+def test_recording_notes_which_modules_ran_keeps_forward_signatures_and_leaves_forward_attributes_as_they_were() -> (
+    None
+):
+    """Which modules ran is noted by a ``forward`` wrapper per module (no hooks): code that reads its own forward's
+    signature while running (as Hugging Face models do) sees the real one, a module's own instance-level
+    ``forward`` (a user's patch) is still called and is back in place afterwards, and no module keeps a wrapper."""
+    import inspect
+
+    class Inspecting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.patched = nn.Conv2d(4, 4, 1)
+            self.unused = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+            assert list(inspect.signature(self.forward).parameters) == ["x", "scale"]
+            return self.patched(self.conv(x)) * scale
+
+    model = Inspecting()
+    calls = []
+    original = model.patched.forward
+
+    def patch(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape)
+        return original(x)
+
+    model.patched.forward = patch
+    before = {name: dict(m.__dict__) for name, m in model.named_modules()}
+    graph = ghn_init.trace(model, (3, 8, 8), tracer="autograd")
+    assert calls  # the user's patch ran
+    assert {"conv.weight", "patched.weight"} <= graph.executed and "unused.weight" not in graph.executed
+    for name, m in model.named_modules():
+        assert m.__dict__.keys() == before[name].keys(), name
+        assert all(m.__dict__[k] is v for k, v in before[name].items()), name
+    assert model.patched.forward is patch and "forward" not in model.conv.__dict__

@@ -40,8 +40,10 @@ class _Adjacency:
     def __init__(self, n: int, edges: set[tuple[int, int]]):
         self.succ: list[set[int]] = [set() for _ in range(n)]
         self.pred: list[set[int]] = [set() for _ in range(n)]
+        succ, pred = self.succ, self.pred
         for s, d in edges:
-            self.add(s, d)
+            succ[s].add(d)
+            pred[d].add(s)
 
     def add(self, s: int, d: int) -> None:
         self.succ[s].add(d)
@@ -59,9 +61,14 @@ class _Adjacency:
                     self.add(s, d)
 
     def keep(self, kept: list[int]) -> _Adjacency:
+        """The subgraph of the nodes ``kept``, renumbered in that order."""
         new_index = {old: new for new, old in enumerate(kept)}
-        edges = {(new_index[s], new_index[d]) for s in kept for d in self.succ[s] if d in new_index}
-        return _Adjacency(len(kept), edges)
+        sub = _Adjacency(len(kept), set())
+        for new, old in enumerate(kept):
+            succ = sub.succ[new] = {new_index[d] for d in self.succ[old] if d in new_index}
+            for d in succ:
+                sub.pred[d].add(new)
+        return sub
 
     def edges(self) -> set[tuple[int, int]]:
         return {(s, d) for s, succ in enumerate(self.succ) for d in succ}
@@ -84,14 +91,17 @@ def _is_supported(node: RawNode) -> bool:
     return _op_name(node.name) in OP_PRIMITIVES or node.name == "input"
 
 
-def _matches_any(name: str, patterns: set[str]) -> bool:
+def _matches_any(name: str, patterns: set[str], operations: Optional[tuple[str, ...]] = None) -> bool:
     """Whether one of the removed names occurs in ``name``, as the published substring test does.
 
     Operation names are compared as substrings; parameter names as dotted suffixes (the only way
-    one qualified parameter name can occur inside another).
+    one qualified parameter name can occur inside another). ``operations``: the operation names
+    (with "Backward") among ``patterns``, if the caller has them (a DenseNet's removed names are mostly
+    its 121 norm biases, which an operation's name is never tested against).
     """
     if "Backward" in name:
-        return any(p in name for p in patterns if "Backward" in p)
+        ops = operations if operations is not None else (p for p in patterns if "Backward" in p)
+        return any(p in name for p in ops)
     if name in patterns:
         return True
     parts = name.split(".")
@@ -207,7 +217,8 @@ class _Reducer:
         passes: list[Callable[[str], bool]] = []
         if first:
             removed = {n.name for n in self.nodes if not _is_supported(n)}
-            passes += [_contains("Mul"), lambda name: _matches_any(name, removed), _contains("Mean")]
+            operations = tuple(p for p in removed if "Backward" in p)
+            passes += [_contains("Mul"), lambda name: _matches_any(name, removed, operations), _contains("Mean")]
         passes += [_contains("Add"), _contains("Cat")]
         for matches in passes:
             self._pass(matches, has_se)

@@ -14,9 +14,10 @@ computed on meta tensors anyway, so a stand-in only has to leave the same autogr
   is marked dirty, as the real in-place kernel does),
 - outputs of the same shape.
 
-``add`` and ``mul`` (also in place, with broadcasting) of contiguous tensors (with the standard strides,
-size-1 dimensions included) are one node each; the output is contiguous with the broadcast shape and the
-promoted dtype, as PyTorch's own is.
+``add`` and ``mul`` (also in place, with broadcasting) are one node each; the output has the broadcast
+shape, the promoted dtype and PyTorch's strides: contiguous where every operand has the standard strides
+(size-1 dimensions included), else worked out as PyTorch's meta reference does
+(:mod:`ghn_init.graph.elementwise_layout`; ConvNeXt's ``layer_scale * x`` on a permuted tensor).
 
 ``cat`` of tensors of one rank and dtype is one node; the output's memory format follows PyTorch's rule
 (channels-last only where every input suggests it).
@@ -38,6 +39,9 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
+
+from .elementwise_layout import contiguous_strides as _contiguous_strides
+from .elementwise_layout import elementwise_strides, expanded_strides, is_non_overlapping_and_dense
 
 # shape-preserving ops -> (position of their ``inplace`` argument or None, extra arguments for a probe call)
 _UNARY: dict[Callable[..., Any], tuple[Optional[int], tuple]] = {
@@ -65,32 +69,11 @@ def _meta(*shape: int) -> torch.Tensor:
     return torch.empty(shape, device="meta", requires_grad=True).clone()
 
 
-def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
-    """The strides ``torch.empty(shape)`` has."""
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
-
-
 def _standard(t: torch.Tensor) -> bool:
     """``t`` has the strides ``torch.empty`` gives its shape: contiguous, and size-1 dimensions too (a contiguous
     tensor may have any stride on a size-1 dimension, and PyTorch's elementwise and pooling kernels then lay their
     output out by those strides)."""
     return t.layout == torch.strided and t.stride() == _contiguous_strides(t.shape)
-
-
-def _dense(shape: torch.Size, strides: tuple[int, ...]) -> bool:
-    """PyTorch's ``is_non_overlapping_and_dense`` on plain ints, for shapes without a dimension of size 0 or 1:
-    the elements fill one block of memory, in any order of the dimensions (a permuted contiguous tensor is
-    dense; a slice of one is not)."""
-    expected = 1
-    for stride, size in sorted(zip(strides, shape, strict=True)):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
@@ -108,7 +91,8 @@ def empty_like(t: torch.Tensor) -> torch.Tensor:
     """
     shape, strides = t.shape, t.stride()
     if t.layout == torch.strided and (
-        strides == _contiguous_strides(shape) or (min(shape, default=0) >= 2 and _dense(shape, strides))
+        strides == _contiguous_strides(shape)
+        or (min(shape, default=0) >= 2 and is_non_overlapping_and_dense(shape, strides))
     ):
         return torch.empty_strided(shape, strides, dtype=t.dtype, device=t.device)
     return torch.empty_like(t)
@@ -223,14 +207,17 @@ _BINARY: dict[Callable[..., Any], tuple[Callable[..., Any], bool]] = {
 
 
 def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
-    """``a + b`` / ``a * b`` (and their in-place forms) on contiguous meta tensors or Python numbers."""
+    """``a + b`` / ``a * b`` (and their in-place forms) on meta tensors or Python numbers.
+
+    Out of place, the output gets PyTorch's strides (:mod:`ghn_init.graph.elementwise_layout`; contiguous
+    when every operand has the standard strides); in place, the output is ``a``, which must be non-overlapping
+    and dense unless it has the standard strides (PyTorch refuses to write into an expanded tensor).
+    """
     if len(args) != 2 or set(kwargs) - {"alpha"}:
         return None  # ``out=`` and other rare forms run for real
     a, b = args
     tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
-    if not all(t.is_meta and _standard(t) for t in tensors) or not all(
-        isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)
-    ):
+    if not all(t.is_meta for t in tensors) or not all(isinstance(t, (torch.Tensor, int, float, bool)) for t in (a, b)):
         return None
     if not any(t.requires_grad for t in tensors):
         return None  # nothing is recorded: let PyTorch do it
@@ -238,10 +225,13 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
     if shape is None:
         return None  # PyTorch raises its own error
     dtype = torch.result_type(a, b)
+    standard = all(_standard(t) for t in tensors)
     probe_op, inplace = _BINARY[func]
     if inplace:
         if shape != a.shape or not torch.can_cast(dtype, a.dtype):
             return None  # PyTorch raises its own error
+        if not standard and not is_non_overlapping_and_dense(a.shape, a.stride()):
+            return None
 
         def forward(ctx: Any, x: torch.Tensor, y: Any) -> torch.Tensor:
             ctx.mark_dirty(x)
@@ -249,12 +239,20 @@ def _binary(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[tor
 
         cls = _stand_in((probe_op, True), lambda: probe_op(_meta(1), _meta(1)), forward)
         return cls.apply(a, b)
+    if standard:
+        strides: Optional[tuple[int, ...]] = _contiguous_strides(torch.Size(shape))
+    elif kwargs or any(t.dtype != dtype for t in tensors):
+        return None  # an ``alpha`` or a dtype conversion makes intermediate tensors whose layout PyTorch decides
+    else:
+        strides = elementwise_strides(shape, [expanded_strides(t.shape, t.stride(), shape) for t in tensors])
+        if strides is None:
+            return None
     cls = _stand_in(
         (probe_op, False),
         lambda: probe_op(_meta(1), _meta(1)),
-        lambda ctx, x, y, shape, dtype: torch.empty(shape, dtype=dtype, device="meta"),
+        lambda ctx, x, y, shape, strides, dtype: torch.empty_strided(shape, strides, dtype=dtype, device="meta"),
     )
-    return cls.apply(a, b, shape, dtype)
+    return cls.apply(a, b, shape, strides, dtype)
 
 
 def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
@@ -349,19 +347,26 @@ def _cat(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     tensors, dim = bound.get("tensors"), bound.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) or isinstance(dim, bool):
         return None
-    if not all(isinstance(t, torch.Tensor) and t.is_meta for t in tensors):
-        return None
     first = tensors[0]
+    if not isinstance(first, torch.Tensor):
+        return None
     n = first.dim()
-    if n == 0 or not -n <= dim < n or not any(t.requires_grad for t in tensors):
+    if n == 0 or not -n <= dim < n:
         return None
     dim %= n
-    for t in tensors:  # one rank and dtype, equal sizes off ``dim``: anything else PyTorch handles (or rejects)
-        if t.dim() != n or t.dtype != first.dtype or t.layout != torch.strided:
+    dtype, before, after = first.dtype, first.shape[:dim], first.shape[dim + 1 :]
+    size, grad = 0, False
+    for t in tensors:  # meta tensors of one rank and dtype, equal sizes off ``dim``: anything else goes to PyTorch
+        if not isinstance(t, torch.Tensor) or not t.is_meta or t.dtype != dtype or t.layout != torch.strided:
             return None
-        if any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape, strict=True)) if i != dim):
+        s = t.shape
+        if len(s) != n or s[:dim] != before or s[dim + 1 :] != after:
             return None
-    shape = (*first.shape[:dim], sum(t.shape[dim] for t in tensors), *first.shape[dim + 1 :])
+        size += s[dim]
+        grad = grad or t.requires_grad
+    if not grad:
+        return None
+    shape = (*before, size, *after)
     cls = _stand_in(
         "cat",
         lambda: torch.cat([_meta(1), _meta(1)]),

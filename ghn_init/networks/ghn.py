@@ -35,6 +35,7 @@ _CHUNK = 1 << 25
 # per-block calls: with GHN-3-T/m8 it made efficientnet_b7's apply 216 -> 270 ms and mobilenet_v3_large's
 # 39 -> 47 ms (1 thread, same sitting). Used from this many last-layer weights on.
 _NEEDED_MIN_WEIGHTS = 1 << 24
+_WEIGHT_KINDS = (DecoderKind.WEIGHT, DecoderKind.CLASSIFIER)
 
 
 def _needs(kind: DecoderKind, shape: tuple[int, ...], slot_shape: tuple[int, ...], max_shape: Sequence[int]) -> tuple:
@@ -225,13 +226,19 @@ class GHN(nn.Module):
                 else:
                     results[b][out_slot.name] = tensor
 
-        # Inference decodes weights only where the tensors use them, many groups per call (decode_needed);
-        # with autograd on (training) every group is decoded whole by its own call, as published.
-        needed = not torch.is_grad_enabled() and self.decoder.last_layer_weights >= _NEEDED_MIN_WEIGHTS
+        # Inference decodes weights only at the channels the tensors use, several groups per call (decode_needed
+        # for a large weight decoder, else forward_batched); with autograd on (training) every group is decoded
+        # whole by its own call, as published.
+        inference = not torch.is_grad_enabled()
+        needed = inference and self.decoder.last_layer_weights >= _NEEDED_MIN_WEIGHTS
         pending: list[tuple[DecoderKind, tuple[int, ...], int, Target]] = []
         pending_size = 0
+        # inference with a small weight decoder: weight groups are decoded several at a time (forward_batched),
+        # in group order, up to _CHUNK values per batch; ``batchable`` lists them, ``decoded_ahead`` holds results
+        batchable = [] if needed or not inference else [k for k in groups if k[0] in _WEIGHT_KINDS]
+        decoded_ahead: dict[tuple[DecoderKind, tuple[int, ...]], torch.Tensor] = {}
         for (kind, shape), members in groups.items():
-            if needed and kind in (DecoderKind.WEIGHT, DecoderKind.CLASSIFIER):
+            if needed and kind in _WEIGHT_KINDS:
                 for b, target in members:
                     pending.append((kind, shape, b, target))
                     pending_size += math.prod(_needs(kind, shape, target.slot.shape, self.config.max_shape))
@@ -241,13 +248,13 @@ class GHN(nn.Module):
                 continue
             self._decode_needed(pending, xs, emit)
             pending, pending_size = [], 0
-            channels = None
-            if not torch.is_grad_enabled() and kind in (DecoderKind.WEIGHT, DecoderKind.CLASSIFIER):
-                # inference: only the channels some member reads (a group of 32-channel convs decoded at 64
-                # computes 32); with autograd on, the whole group as published
-                used = [_needs(kind, shape, t.slot.shape, self.config.max_shape) for _, t in members]
-                channels = (max(u[0] for u in used), max(u[1] for u in used))
-            decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]), channels)
+            if (kind, shape) in decoded_ahead:
+                decoded = decoded_ahead.pop((kind, shape))
+            elif batchable and (kind, shape) == batchable[0]:
+                decoded_ahead = self._decode_batch(batchable, groups, xs)
+                decoded = decoded_ahead.pop((kind, shape))
+            else:  # the other decoders; with autograd on, every group whole by its own call, as published
+                decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
             _check_finite(decoded, len(members), kind, shape)
             vectors = kind is DecoderKind.VECTOR
             if vectors:  # norm layers: scaled and tiled once for the group (equal values, a fraction of the calls)
@@ -257,6 +264,37 @@ class GHN(nn.Module):
                 emit(b, target, decoded[row], scaled=vectors)
         self._decode_needed(pending, xs, emit)
         return results
+
+    def _channels(
+        self, kind: DecoderKind, shape: tuple[int, ...], members: list[tuple[int, Target]]
+    ) -> tuple[int, int]:
+        """The (out, in) channels some member of a weight group reads: a group of 32-channel convs decoded at
+        64 computes 32 (inference only; training decodes whole groups, as published)."""
+        used = [_needs(kind, shape, t.slot.shape, self.config.max_shape) for _, t in members]
+        return max(u[0] for u in used), max(u[1] for u in used)
+
+    def _decode_batch(
+        self,
+        batchable: list[tuple[DecoderKind, tuple[int, ...]]],
+        groups: dict[tuple[DecoderKind, tuple[int, ...]], list[tuple[int, Target]]],
+        xs: list[torch.Tensor],
+    ) -> dict[tuple[DecoderKind, tuple[int, ...]], torch.Tensor]:
+        """Decode the first groups of ``batchable`` (removed from it) in one :meth:`WeightDecoder.forward_batched`
+        call, at the channels their members read, up to :data:`_CHUNK` decoded values (at least one group)."""
+        calls, keys, size = [], [], 0
+        while batchable:
+            kind, shape = batchable[0]
+            members = groups[(kind, shape)]
+            channels = self._channels(kind, shape, members)
+            values = len(members) * math.prod(channels) * math.prod(shape[2:])
+            if keys and size + values > _CHUNK:
+                break
+            classifier = kind is DecoderKind.CLASSIFIER
+            decoded_shape = (shape[0], shape[1], 1, 1) if classifier else shape
+            calls.append((torch.stack([xs[b][t.node] for b, t in members]), decoded_shape, classifier, channels))
+            keys.append(batchable.pop(0))
+            size += values
+        return dict(zip(keys, self.decoder.forward_batched(calls), strict=True))
 
     def _decode_needed(
         self,
@@ -286,23 +324,13 @@ class GHN(nn.Module):
         for _, _, b, target in pending:
             emit(b, target, by_target[id(target)])
 
-    def _decode(
-        self,
-        kind: DecoderKind,
-        shape: tuple[int, ...],
-        x: torch.Tensor,
-        channels: Optional[tuple[int, int]] = None,
-    ) -> torch.Tensor:
-        """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``.
-
-        ``channels``: for the weight decoder, compute only these leading (out, in) channels
-        (:meth:`WeightDecoder.forward`).
-        """
+    def _decode(self, kind: DecoderKind, shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """Decode a batch of node embeddings ``x`` (n, hid) with the head ``kind`` at size ``shape``."""
         n = x.shape[0]
         if kind is DecoderKind.WEIGHT:
-            return self.decoder(x, shape, channels=channels)
+            return self.decoder(x, shape)
         if kind is DecoderKind.CLASSIFIER:
-            return self.decoder(x, (shape[0], shape[1], 1, 1), classifier=True, channels=channels)
+            return self.decoder(x, (shape[0], shape[1], 1, 1), classifier=True)
         if kind is DecoderKind.TENSOR_3D:
             return self.decoder_1d(x).view(n, -1, 1, 1)
         decoded = self.decoder_1d(x).view(n, 2, -1)
