@@ -83,17 +83,32 @@ def _crop_spatial(w: torch.Tensor, h: int, wd: int, centre: bool) -> torch.Tenso
     return w[:, :, ch - h // 2 : ch + math.ceil(h / 2), cw - wd // 2 : cw + math.ceil(wd / 2)]
 
 
+def fan_in_factor(shape: Sequence[int]) -> Optional[float]:
+    """The factor :func:`scale` multiplies a tensor of ``shape`` (two or more dimensions) by: ``sqrt(g / fan_in)``,
+    ``g`` = 2 (weights before ReLUs) or 1 (depthwise kernels, and kernels wider than tall); None for position
+    embeddings (``(1, tokens >= 11, ...)``), which are used as predicted.
+
+    Example:
+        >>> fan_in_factor((64, 32, 3, 3)) == (2 / (32 * 9)) ** 0.5
+        True
+    """
+    sz = tuple(shape)
+    if len(sz) > 2 and sz[2] >= 11 and sz[0] == 1:
+        return None
+    no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
+    return ((1.0 if no_relu else 2.0) / math.prod(sz[1:])) ** 0.5
+
+
 def scale(p: torch.Tensor, is_weight: bool, shape: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """Fan-in scaling of weights (x2 before ReLUs); norm weights into (0, 2), biases into (-1, 1).
+    """Fan-in scaling of weights (x2 before ReLUs, :func:`fan_in_factor`); norm weights into (0, 2), biases into
+    (-1, 1).
 
     ``shape`` is the final tensor shape (default: ``p.shape``); the fan-in factor depends on it only.
     """
     sz = tuple(shape) if shape is not None else tuple(p.shape)
     if len(sz) > 1:
-        if len(sz) > 2 and sz[2] >= 11 and sz[0] == 1:
-            return p  # position embeddings are used as predicted
-        no_relu = len(sz) > 2 and (sz[1] == 1 or sz[2] < sz[3])
-        return p * ((1.0 if no_relu else 2.0) / math.prod(sz[1:])) ** 0.5
+        factor = fan_in_factor(sz)
+        return p if factor is None else p * factor
     return 2 * torch.sigmoid(0.5 * p) if is_weight else torch.tanh(0.2 * p)
 
 

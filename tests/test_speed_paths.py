@@ -786,3 +786,21 @@ def test_a_group_of_1d_predictions_is_fitted_once_with_each_tensors_values(weigh
     assert group.shape[-1] == 64  # too large to tile as a group: only scaled, each tensor tiles its own row
     alone = fit_to_shape(decoded[2][1], (huge,), True, False if weight_norm else None)
     torch.testing.assert_close(fit_to_shape(group[2][1], (huge,), True, None), alone, rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_weight_group_scaled_at_once_equals_each_tensor_scaled_bit_for_bit(dtype: torch.dtype) -> None:
+    """Inference scales a decoded weight group with one multiply by a column of fan-in factors; each row equals
+    ``scale(row, True, its shape)``, the per-tensor multiply by a Python float, bit for bit (PyTorch rounds the
+    scalar to the tensor's dtype). A position embedding's row (factor None) is left as decoded."""
+    from ghn_init.decode import scale
+    from ghn_init.networks.ghn import _scale_group
+
+    torch.manual_seed(0)
+    decoded = torch.randn(5, 16, 16, 3, 3, dtype=dtype)
+    shapes = [(32, 16, 3, 3), (16, 1, 3, 3), (7, 5, 1, 3), (1, 197, 16, 16), (100, 48)]
+    expected = [scale(decoded[j], True, shape=s) for j, s in enumerate(shapes)]
+    got = _scale_group(decoded.clone(), shapes)
+    for j in range(len(shapes)):
+        assert torch.equal(got[j], expected[j]), shapes[j]
+    assert torch.equal(got[3], decoded[3])

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..constants import VIRTUAL_EDGE_CUTOFF
-from ..decode import fit_to_shape, fit_vector_group
+from ..decode import fan_in_factor, fit_to_shape, fit_vector_group
 from ..errors import PredictionError
 from ..graph.graph import Graph
 from ..graph.primitives import PRIMITIVES
@@ -51,6 +51,20 @@ def _needs(kind: DecoderKind, shape: tuple[int, ...], slot_shape: tuple[int, ...
     if kind is DecoderKind.CLASSIFIER or len(slot_shape) == 3:
         return (out_ch, in_ch, *spatial)
     return (min(slot_shape[0], out_ch), min(slot_shape[1], in_ch), *spatial)
+
+
+# dtypes in which one multiply by a tensor of factors equals a multiply by each Python float (PyTorch rounds the
+# scalar to the tensor's dtype either way); in float16/bfloat16 a scalar is applied in float32
+_EXACT_SCALING = (torch.float32, torch.float64)
+
+
+def _scale_group(decoded: torch.Tensor, shapes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """A decoded weight group (one row per member), each row multiplied in place by its tensor's fan-in factor
+    (:func:`~ghn_init.decode.fan_in_factor`): what ``fit_to_shape(..., is_weight=True)`` does to each member's crop,
+    in one multiply for the group instead of one per tensor (inference only: ``decoded`` is overwritten)."""
+    factors = [fan_in_factor(s) for s in shapes]
+    column = torch.tensor([1.0 if f is None else f for f in factors], dtype=decoded.dtype, device=decoded.device)
+    return decoded.mul_(column.view(-1, *(1,) * (decoded.dim() - 1)))
 
 
 def _check_finite(decoded: torch.Tensor, count: int, kind: DecoderKind, shape: tuple[int, ...]) -> None:
@@ -256,12 +270,15 @@ class GHN(nn.Module):
             else:  # the other decoders; with autograd on, every group whole by its own call, as published
                 decoded = self._decode(kind, shape, torch.stack([xs[b][t.node] for b, t in members]))
             _check_finite(decoded, len(members), kind, shape)
-            vectors = kind is DecoderKind.VECTOR
-            if vectors:  # norm layers: scaled and tiled once for the group (equal values, a fraction of the calls)
+            scaled = kind is DecoderKind.VECTOR
+            if scaled:  # norm layers: scaled and tiled once for the group (equal values, a fraction of the calls)
                 longest = max(t.slot.shape[0] for _, t in members)
                 decoded = fit_vector_group(decoded, longest, self.config.weight_norm)
+            elif inference and self.config.weight_norm and kind in _WEIGHT_KINDS and decoded.dtype in _EXACT_SCALING:
+                decoded = _scale_group(decoded, [t.slot.shape for _, t in members])
+                scaled = True
             for row, (b, target) in enumerate(members):
-                emit(b, target, decoded[row], scaled=vectors)
+                emit(b, target, decoded[row], scaled=scaled)
         self._decode_needed(pending, xs, emit)
         return results
 
