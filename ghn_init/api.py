@@ -20,6 +20,7 @@ from .errors import InvalidArgumentError, InvalidArgumentTypeError, StrictError,
 from .graph import TRACERS, Graph, trace, unwrap
 from .graph.autograd_trace import any_tensor, exclusive_all
 from .graph.program import is_exported_program, program_module
+from .graph.walk import shared_walks
 from .hub import GHNSource, load_ghn
 from .hub.copies import inference_copy
 from .networks import GHN
@@ -282,7 +283,8 @@ def _predict(
     models = [unwrap(m) for m in models]  # torch.compile'd models: the module they wrap (same tensors)
     # The models' locks are held from the first read of their tensors to the last: a recording in another thread
     # puts meta stand-ins into a model for a while, and a meta check or device read meanwhile saw those.
-    with exclusive_all(models):
+    # One walk of each model's modules serves every stage (nothing adds or removes modules meanwhile).
+    with exclusive_all(models), shared_walks():
         if not dry_run:
             for m in models:
                 _refuse_meta(m)

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
+from .graph import walk
 from .graph.graph import Graph
 from .shapes import token_map_shape
 from .validation import check_max_shape, check_model
@@ -125,7 +126,7 @@ def writable_slots(model: nn.Module) -> dict[str, Slot]:
     ViT encoder), ``weight`` it has (:data:`WEIGHT_ATTRS`), and its ``in_proj_bias`` or ``bias``.
     """
     slots: dict[str, Slot] = {}
-    for module_name, m in model.named_modules():
+    for module_name, m in walk.named_modules(model):
         if not m._parameters and not m._buffers:
             continue  # containers and activations: most modules of a CNN
         prefix = module_name  # the root's tensors are '.weight' etc., as the published builder names them
@@ -254,7 +255,7 @@ def _check_plan_arguments(graph: Any, model: Any, max_shape: Any) -> None:
         )
     check_model(model)
     check_max_shape(max_shape)
-    mine = {id(m) for m in model.modules()}
+    mine = {id(m) for m in walk.modules(model)}
     foreign = [n.name for n in graph.nodes if n.module is not None and id(n.module) not in mine]
     if foreign:
         raise InvalidArgumentError(

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .errors import listed
-from .graph import Graph, unwrap
+from .graph import Graph, unwrap, walk
 from .graph.autograd_trace import parameter_owners
 from .networks import GHN
 from .planning import LAYER_TENSORS, Plan, Slot
@@ -213,7 +213,7 @@ def suspect_buffers(model: nn.Module) -> dict[str, str]:
         ``{buffer name: why}``.
     """
     checked: dict[tuple[torch.device, torch.dtype], list[tuple[str, torch.Tensor]]] = {}
-    for name, b in model.named_buffers():
+    for name, b in walk.named_tensors(model, "_buffers"):
         if b.is_meta or not b.is_floating_point() or b.numel() == 0:
             continue
         b = b if b.element_size() > 1 else b.float()  # torch has no isfinite or > for float8
@@ -289,7 +289,7 @@ def build_report(
     unwritten_norm_biases = norm_biases - set(result)
     owners = parameter_owners(model)  # id(tensor) -> every (name, module): tied weights have several
     executed = getattr(graph, "executed", frozenset())
-    for name, p in model.named_parameters():
+    for name, p in walk.named_tensors(model, "_parameters"):
         rep.numel_total += p.numel()
         if id(p) in by_tensor:
             rep.predicted.append(name)

@@ -19,6 +19,7 @@ from ..validation import (
     check_input_size,
     check_positive_int,
 )
+from . import walk
 from .autograd_trace import RawGraph, any_tensor, record
 from .builder import build_graph
 from .fx_trace import FxCaptureError, record_fx
@@ -157,7 +158,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _parameters_of(model: nn.Module, module_ids: set[int]) -> frozenset[str]:
     """Names of the parameters held directly by the modules in ``module_ids`` (every name of a shared one)."""
     names = []
-    for module_name, m in model.named_modules(remove_duplicate=False):
+    for module_name, m in walk.named_modules(model, remove_duplicate=False):
         if id(m) in module_ids:
             names.extend(f"{module_name}.{a}" if module_name else a for a, t in m._parameters.items() if t is not None)
     return frozenset(names)
@@ -237,6 +238,19 @@ def trace(
             f"model must be a torch.nn.Module, got {type(model).__name__}", argument="model", value=model
         )
     model = unwrap(model)  # a torch.compile'd model is recorded through the model it wraps
+    with walk.shared_walks():  # the checks, the recording and the graph building read one walk of the modules
+        return _trace_module(model, input_size, example_inputs, example_kwargs, virtual_edge_cutoff, tracer)
+
+
+def _trace_module(
+    model: nn.Module,
+    input_size: Optional[Sequence[int]],
+    example_inputs: Optional[Sequence[Any]],
+    example_kwargs: Optional[Mapping[str, Any]],
+    virtual_edge_cutoff: int,
+    tracer: str,
+) -> Graph:
+    """:func:`trace` of an ``nn.Module``, after the argument checks."""
     if not any(True for _ in model.parameters()):
         raise InvalidArgumentError(
             f"{type(model).__name__} has no parameters: there is nothing to initialize", argument="model", value=model

@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TraceError
+from . import walk
 from .meta_ops import empty_like, meta_stand_in, new_empty
 
 POOL_OPS = ("MaxPool2DWithIndicesBackward", "AvgPool2DBackward")
@@ -169,7 +170,7 @@ def parameter_owners(
     """
     owners: dict[int, list[tuple[str, nn.Module]]] = {}
     if named_modules is None:
-        named_modules = list(model.named_modules(remove_duplicate=remove_duplicate))
+        named_modules = walk.named_modules(model, remove_duplicate)
     for module_name, module in named_modules:
         for param_name, p in _own_parameters(module, remove_duplicate):
             owners.setdefault(id(p), []).append((f"{module_name}.{param_name}" if module_name else param_name, module))
@@ -193,7 +194,7 @@ def any_tensor(model: nn.Module, test: Callable[[torch.Tensor], bool]) -> bool:
         >>> any_tensor(nn.Linear(2, 2), lambda t: t.is_meta)
         False
     """
-    for m in model.modules():
+    for m in walk.modules(model):
         for t in m._parameters.values():
             if t is not None and test(t):
                 return True
@@ -513,7 +514,7 @@ def record(
 
     first = next(model.parameters(), None)
     device = torch.device("meta") if meta else (first.device if first is not None else torch.device("cpu"))
-    named_modules = list(model.named_modules())  # walked once here: models have hundreds of modules
+    named_modules = walk.named_modules(model)  # walked once here: models have hundreds of modules
     modules = [m for _, m in named_modules]
     owners = owner_map(model, named_modules)
     with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()

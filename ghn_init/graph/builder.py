@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..constants import VIRTUAL_EDGE_CUTOFF
 from ..shapes import token_map_shape
+from . import walk
 from .autograd_trace import RawGraph, RawNode
 from .graph import Graph, Node
 from .libraries import is_torchvision
@@ -406,7 +407,7 @@ def _published_name(name: str) -> str:
 
 def build_graph(raw: RawGraph, model: nn.Module, cutoff: int = VIRTUAL_EDGE_CUTOFF) -> Graph:
     """Apply the published reduction rules to ``raw`` and return the GHN graph of ``model``."""
-    module_names = {id(m): name for name, m in model.named_modules()}
+    module_names = {id(m): name for name, m in walk.named_modules(model)}
     reducer = _Reducer(list(raw.nodes), _Adjacency(len(raw.nodes), raw.edges))
     reducer.reduce(first=True)
     reducer.fix_weight_edges()

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..constants import DEFAULT_IMAGE_SIDE, INCEPTION_IMAGE_SIDE
+from . import walk
 from .libraries import is_torchvision
 
 __all__ = ["infer_input_size", "input_size_candidates", "default_inputs", "prepare"]
@@ -48,7 +49,7 @@ def _first_conv(model: nn.Module) -> Optional[nn.Module]:
             m = None
         if isinstance(m, nn.modules.conv._ConvNd):
             return m
-    for m in model.modules():
+    for m in walk.modules(model):
         if isinstance(m, nn.modules.conv._ConvNd):
             return m
     return None
@@ -87,7 +88,7 @@ def _enclosing(model: nn.Module, inner: Optional[nn.Module]) -> list[nn.Module]:
     """``inner`` and the modules of ``model`` that contain it, the nearest first (empty if ``inner`` is None)."""
     if inner is None:
         return []
-    name = next((n for n, m in model.named_modules() if m is inner), None)
+    name = next((n for n, m in walk.named_modules(model) if m is inner), None)
     if name is None:
         return []
     parts = name.split(".") if name else []
