@@ -37,6 +37,8 @@ def fit_to_shape(
     """
     t = tuple(shape)
     s = w.shape
+    if len(t) == 1 and len(s) == 1 and is_weight is None and s[0] >= t[0]:
+        return w[: t[0]]  # a 1-D row already scaled (and tiled) with its group: a crop (most norm layers)
     if len(t) == 1:
         w = w[: t[0]] if len(s) == 1 else (w[: t[0], 0] if len(s) == 2 else w[: t[0], 0, s[-2] // 2, s[-1] // 2])
     elif len(t) == 2:

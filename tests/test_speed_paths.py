@@ -19,7 +19,7 @@ import ghn_init
 import ghn_init.graph.autograd_trace as autograd_trace
 import ghn_init.networks.ghn as ghn_module
 from ghn_init.graph.autograd_trace import record
-from ghn_init.graph.meta_ops import meta_stand_in
+from ghn_init.graph.meta_ops import STAND_IN_FUNCTIONS, meta_stand_in
 from ghn_init.networks.decoders import Request, WeightDecoder
 from ghn_init.tiling import SMALL, tile
 
@@ -170,6 +170,7 @@ def test_stand_in_names_match_pytorch() -> None:
         (F.conv2d, (x4, w4[:4], b[:1].expand(4).contiguous()), {"stride": (2, 1), "padding": "valid", "groups": 2}),
     ]
     for func, args, kwargs in cases:
+        assert func in STAND_IN_FUNCTIONS, func  # the recording mode sends it to meta_stand_in
         fast = meta_stand_in(func, args, kwargs)
         real = func(*args, **kwargs)
         assert fast is not None, func

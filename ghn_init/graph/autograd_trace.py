@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import TraceError
 from . import walk
-from .meta_ops import empty_like, meta_stand_in, new_empty
+from .meta_ops import STAND_IN_FUNCTIONS, empty_like, meta_stand_in, new_empty
 
 POOL_OPS = ("MaxPool2DWithIndicesBackward", "AvgPool2DBackward")
 
@@ -106,9 +106,12 @@ def _norm_args(func: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
         names, pos = ("input", "num_groups", "weight", "bias"), (0, 2, 3)
     else:
         return None
-    bound = dict(zip(names, args, strict=False))
-    bound.update({k: v for k, v in kwargs.items() if k in names})
-    x, w, b = (bound.get(names[i]) for i in pos)
+    if len(args) >= len(names) and not kwargs.keys() & names:  # all by position, as torch.nn's norm layers call
+        x, w, b = (args[i] for i in pos)
+    else:
+        bound = dict(zip(names, args, strict=False))
+        bound.update({k: v for k, v in kwargs.items() if k in names})
+        x, w, b = (bound.get(names[i]) for i in pos)
     if not isinstance(x, torch.Tensor) or not all(t is None or isinstance(t, torch.Tensor) for t in (w, b)):
         return None
     return x, w, b
@@ -122,9 +125,16 @@ def _attention_args(args: tuple, kwargs: dict) -> tuple[Any, Any, Any, list[torc
     return q, k, v, [a for a in (*args[3:], *bound.values()) if isinstance(a, torch.Tensor)]
 
 
+_NORMS = (torch.nn.functional.batch_norm, torch.nn.functional.layer_norm, torch.nn.functional.group_norm)
+# everything the mode below stands in for; any other function (views, ``dim``, ...) runs at once
+_HANDLED = frozenset((torch.nn.functional.scaled_dot_product_attention, *_NORMS, *STAND_IN_FUNCTIONS))
+
+
 class _FusedAttentionOnMeta(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
+        if func not in _HANDLED:
+            return func(*args, **kwargs)
         if func is torch.nn.functional.scaled_dot_product_attention:
             q, k, v, extra = _attention_args(args, kwargs)
             return _FusedAttention.apply(q, k, v, *extra)

@@ -375,6 +375,10 @@ def _cat(args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     return cls.apply(*tensors, shape, _cat_format(list(tensors)))
 
 
+# every function :func:`meta_stand_in` may stand in for (it returns None for any other)
+STAND_IN_FUNCTIONS = frozenset((torch.cat, *_UNARY, F.linear, F.conv2d, *_BINARY, F.adaptive_avg_pool2d))
+
+
 def meta_stand_in(func: Callable[..., Any], args: tuple, kwargs: dict) -> Optional[torch.Tensor]:
     """The stand-in result of ``func(*args, **kwargs)`` on meta tensors, or None to run the real call.
 
