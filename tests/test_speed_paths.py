@@ -805,3 +805,43 @@ def test_a_weight_group_scaled_at_once_equals_each_tensor_scaled_bit_for_bit(dty
     for j in range(len(shapes)):
         assert torch.equal(got[j], expected[j]), shapes[j]
     assert torch.equal(got[3], decoded[3])
+
+
+def test_weight_crops_are_kept_between_inference_calls_and_follow_every_change_of_the_weights() -> None:
+    """The decoder's weight crops (a 3x3 kernel's rows of ``fc``, 9 of 16 output channels of the last layer) are
+    copied once and reused by later inference calls; an in-place update of the weights (an optimizer step), a
+    replaced weight or autograd (training) gets fresh crops, so values always follow the current weights. The kept
+    crops are not pickled with the module."""
+    import copy
+    import pickle
+
+    ghn = tiny_ghn("ghn3", hid=16, max_shape=(16, 16, 5, 5), num_classes=10).eval()
+    dec = ghn.decoder
+    x, shape, channels = torch.randn(3, 16), (16, 16, 3, 3), (9, 16)
+    made = []
+    cropped = dec._cropped
+
+    def counting(key, sources, make):  # type: ignore[no-untyped-def]
+        return cropped(key, sources, lambda: (made.append(key), make())[1])
+
+    dec._cropped = counting  # type: ignore[method-assign]
+    with torch.no_grad():
+        first = dec(x, shape, channels=channels)
+        assert len(made) == 2  # fc's 3x3 rows, the last layer's 9 x 16 channels
+        assert torch.equal(dec(x, shape, channels=channels), first) and len(made) == 2  # reused
+        dec.conv[2].weight.mul_(2.0)  # in place, as an optimizer step: the version counter moves
+        changed = dec(x, shape, channels=channels)
+        assert len(made) == 3 and not torch.allclose(changed, first)
+        dec.fc[0].weight = nn.Parameter(dec.fc[0].weight.detach() + 1.0)  # replaced
+        replaced = dec(x, shape, channels=channels)
+        assert len(made) == 4
+    fresh = tiny_ghn("ghn3", hid=16, max_shape=(16, 16, 5, 5), num_classes=10).eval().decoder
+    fresh.load_state_dict(dec.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(replaced, fresh(x, shape, channels=channels), rtol=0, atol=0)
+    made.clear()
+    y = dec(x, shape, channels=channels)  # autograd on: a fresh crop each call, and gradients reach the weights
+    y.sum().backward()
+    assert len(made) == 2 and dec.conv[2].weight.grad is not None and dec.fc[0].weight.grad is not None
+    del dec._cropped  # the instance attribute set above
+    assert dec._crops and not pickle.loads(pickle.dumps(dec))._crops and not copy.deepcopy(dec)._crops

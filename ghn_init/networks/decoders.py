@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Weight crops a WeightDecoder keeps between inference calls (WeightDecoder._cropped): a model's groups use a few.
+_CROPS_KEPT = 16
 
 
 class Request(NamedTuple):
@@ -45,6 +48,35 @@ class WeightDecoder(nn.Module):
             nn.Linear(hid * 4, hid * 8), nn.ReLU(), nn.Linear(hid * 8, out_ch * in_ch), nn.Identity()
         )
         self.class_layer_predictor = nn.Sequential(nn.ReLU(), nn.Linear(out_ch, num_classes))
+        self._crops: dict[Any, tuple[tuple, Any]] = {}  # see _cropped
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_crops"] = {}  # derived tensors: not pickled or deep-copied with the module
+        return state
+
+    def _cropped(self, key: Any, sources: tuple[Optional[torch.Tensor], ...], make: Callable[[], Any]) -> Any:
+        """``make()``: a crop of the decoder's weights copied into a contiguous tensor, kept for later inference calls.
+
+        Decoding a group copies the rows of the weights it uses: for a 7x7 kernel, 49 of the 256 kernel pixels of
+        ``fc`` (3.2 MB for GHN-3-T), for 32 output channels half of the last layer (4 MB). The copies depend on the
+        weights only, so with autograd off they are kept (at most :data:`_CROPS_KEPT`, under ``key``) and reused
+        while every tensor of ``sources`` is unchanged: the same storage and version counter (an optimizer step or
+        ``load_state_dict`` changes one of them). Inference tensors, which have no version counter, and autograd
+        (training) always get a fresh copy.
+        """
+        live = [t for t in sources if t is not None]
+        if torch.is_grad_enabled() or any(t.is_inference() for t in live):
+            return make()
+        stamp = tuple((t.data_ptr(), t._version) for t in live)
+        hit = self._crops.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = make()
+        if len(self._crops) >= _CROPS_KEPT:
+            self._crops.clear()  # a plain dict, replaced wholesale: safe for concurrent inference calls
+        self._crops[key] = (stamp, value)
+        return value
 
     @property
     def last_layer_weights(self) -> int:
@@ -67,10 +99,15 @@ class WeightDecoder(nn.Module):
         linear = self.fc[0]
         if (rows.indices(k), cols.indices(k)) == ((0, k, 1), (0, k, 1)):
             return self.fc(x).view(n, -1, k, k)
-        weight = linear.weight.view(-1, k, k, linear.in_features)[:, rows, cols]
-        h, w = weight.shape[1:3]
-        bias = linear.bias.view(-1, k, k)[:, rows, cols] if linear.bias is not None else None
-        out = F.linear(x, weight.reshape(-1, linear.in_features), bias.reshape(-1) if bias is not None else None)
+        h, w = len(range(*rows.indices(k))), len(range(*cols.indices(k)))
+
+        def crop() -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+            weight = linear.weight.view(-1, k, k, linear.in_features)[:, rows, cols].reshape(-1, linear.in_features)
+            bias = linear.bias.view(-1, k, k)[:, rows, cols].reshape(-1) if linear.bias is not None else None
+            return weight, bias
+
+        key = ("fc", rows.indices(k), cols.indices(k))
+        out = F.linear(x, *self._cropped(key, (linear.weight, linear.bias), crop))
         return self.fc[1:](out).view(n, -1, h, w)
 
     def _expand_rows(self, x: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
@@ -100,10 +137,14 @@ class WeightDecoder(nn.Module):
         out_ch, in_ch = self.max_shape[:2]
         last = self.conv[2]
         weight, bias = last.weight, last.bias
-        if (out_rows, in_cols) != (out_ch, in_ch):
-            weight = weight.view(out_ch, in_ch, -1)[:out_rows, :in_cols].reshape(out_rows * in_cols, -1)
-            bias = bias.view(out_ch, in_ch)[:out_rows, :in_cols].reshape(-1) if bias is not None else None
-        return weight, bias
+        if (out_rows, in_cols) == (out_ch, in_ch):
+            return weight, bias
+
+        def crop() -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+            w = weight.view(out_ch, in_ch, -1)[:out_rows, :in_cols].reshape(out_rows * in_cols, -1)
+            return w, bias.view(out_ch, in_ch)[:out_rows, :in_cols].reshape(-1) if bias is not None else None
+
+        return self._cropped(("last", out_rows, in_cols), (weight, bias), crop)
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The per-pixel MLP's hidden layer on (n, 4*hid, h, w) maps: (n, h, w, 8*hid)."""
