@@ -534,7 +534,7 @@ def record(
         subs, back = _substitutes(model, meta, modules)
         ran: set[int] = set()
         with substituted(model, subs, modules), eval_mode(model, modules), torch.enable_grad():
-            _watch_calls(model, ran, modules)  # the hooks go with the rest of the recording state on exit
+            _watch_calls(model, ran, modules)  # the wrappers go with the rest of the recording state on exit
             attention = _FusedAttentionOnMeta() if meta else contextlib.nullcontext()
             with attention:
                 out = model(*call_args, **call_kwargs)

@@ -568,7 +568,7 @@ def capture(
     # The model's state is saved and put back outside the trace: inside it, copies and writes would be fake.
     with torch.inference_mode(False), preserved(model) as modules:
         if ran is not None:
-            _watch_calls(model, ran)  # the hooks go with the rest of the saved state on exit
+            _watch_calls(model, ran)  # the wrappers go with the rest of the saved state on exit
         try:
             with eval_mode(model) if in_eval_mode else contextlib.nullcontext(), torch.enable_grad():
                 return make_fx(forward, tracing_mode="fake", _allow_non_fake_inputs=True)(fakes, inputs)
