@@ -11,6 +11,11 @@ from .planning import Slot
 from .tiling import Tiled
 
 
+def _owns_its_storage(t: torch.Tensor) -> bool:
+    """``t`` starts its storage and fills it exactly: no view into a larger buffer."""
+    return t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def _prepared(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``value`` in the target's dtype, device and memory layout, owning exactly its own storage."""
     value = value.detach()
@@ -18,8 +23,7 @@ def _prepared(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         value.dtype == target.dtype
         and value.device == target.device
         and value.stride() == target.stride()
-        and value.storage_offset() == 0
-        and value.untyped_storage().nbytes() == value.numel() * value.element_size()
+        and _owns_its_storage(value)
     )
     return value if same else torch.empty_like(target).copy_(value)
 
@@ -53,8 +57,7 @@ def _writable_in_place(target: torch.Tensor) -> bool:
         and not target.is_meta
         and not target.is_inference()
         and target.is_contiguous()
-        and target.storage_offset() == 0
-        and target.untyped_storage().nbytes() == target.numel() * target.element_size()
+        and _owns_its_storage(target)
     )
 
 

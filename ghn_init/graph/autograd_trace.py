@@ -229,7 +229,7 @@ def eval_mode(model: nn.Module, modules: Optional[list[nn.Module]] = None) -> It
     ``modules``: ``list(model.modules())`` if the caller already has it. Where no module overrides
     ``train``, the flags are set directly (what ``model.eval()`` does, without its recursion).
     """
-    modules = list(model.modules()) if modules is None else modules
+    modules = walk.modules(model) if modules is None else modules
     modes = [m.training for m in modules]
     if all(type(m).train is nn.Module.train for m in modules):
         _set_training(modules, [False] * len(modules))
@@ -257,7 +257,7 @@ def _substitutes(
     """
     subs: dict[int, torch.Tensor] = {}
     back: dict[int, int] = {}
-    for module in model.modules() if modules is None else modules:
+    for module in walk.modules(model) if modules is None else modules:
         for store in (module._parameters, module._buffers):
             for t in store.values():
                 if t is None or id(t) in subs:
@@ -304,7 +304,7 @@ class _ModuleState:
     """
 
     def __init__(self, model: nn.Module, modules: Optional[list[nn.Module]] = None) -> None:
-        self.modules = list(model.modules()) if modules is None else modules
+        self.modules = walk.modules(model) if modules is None else modules
         self.attrs: list[dict[str, Any]] = []
         self.empty: list[Any] = []  # containers that were empty
         self.filled: list[tuple[Any, Any]] = []  # (container, its shallow copy)
@@ -525,7 +525,7 @@ def record(
     first = next(model.parameters(), None)
     device = torch.device("meta") if meta else (first.device if first is not None else torch.device("cpu"))
     named_modules = walk.named_modules(model)  # walked once here: models have hundreds of modules
-    modules = [m for _, m in named_modules]
+    modules = walk.modules(model)
     owners = owner_map(model, named_modules)
     with torch.inference_mode(False):  # record even inside a user's torch.inference_mode()
         if args is None:
@@ -569,7 +569,7 @@ def _watch_calls(model: nn.Module, ran: set[int], modules: Optional[list[nn.Modu
         watched.__wrapped__ = forward  # type: ignore[attr-defined]
         return watched
 
-    for m in model.modules() if modules is None else modules:
+    for m in walk.modules(model) if modules is None else modules:
         try:
             m.__dict__["forward"] = watch(m)
         except (RuntimeError, TypeError, AttributeError):  # a module without an attribute dict of its own

@@ -28,6 +28,7 @@ as ``x``, strides (75264, 1, 5376, 384).
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 Shape = Sequence[int]
@@ -86,10 +87,7 @@ def _contiguous_in(shape: Shape, strides: Strides, order: Sequence[int]) -> bool
 
 def is_contiguous(shape: Shape, strides: Strides) -> bool:
     """``Tensor.is_contiguous()`` on plain ints."""
-    numel = 1
-    for n in shape:
-        numel *= n
-    return numel < 2 or _contiguous_in(shape, strides, range(len(shape) - 1, -1, -1))
+    return math.prod(shape) < 2 or _contiguous_in(shape, strides, range(len(shape) - 1, -1, -1))
 
 
 def is_channels_last(shape: Shape, strides: Strides) -> bool:
@@ -101,10 +99,7 @@ def is_non_overlapping_and_dense(shape: Shape, strides: Strides) -> bool:
     """Whether the elements fill one block of memory in some order of the dimensions (PyTorch's
     ``is_non_overlapping_and_dense``): a permuted contiguous tensor is; a slice with gaps or an
     expanded tensor is not."""
-    numel = 1
-    for n in shape:
-        numel *= n
-    if numel < 2:
+    if math.prod(shape) < 2:
         return True
     if len(shape) == 1:
         return strides[0] == 1

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn as nn
 
-_WALKS: contextvars.ContextVar[Optional[dict[tuple[int, bool], tuple[nn.Module, list]]]] = contextvars.ContextVar(
+_WALKS: contextvars.ContextVar[Optional[dict[tuple[int, Any], tuple[nn.Module, list]]]] = contextvars.ContextVar(
     "ghn_init_walks", default=None
 )
 
@@ -58,8 +58,16 @@ def named_modules(model: nn.Module, remove_duplicate: bool = True) -> list[tuple
 
 
 def modules(model: nn.Module) -> list[nn.Module]:
-    """``list(model.modules())`` (each module once), from :func:`named_modules`."""
-    return [m for _, m in named_modules(model)]
+    """``list(model.modules())`` (each module once), from :func:`named_modules`; made once per :func:`shared_walks`
+    block too."""
+    walks = _WALKS.get()
+    if walks is None:
+        return list(model.modules())
+    key = (id(model), "modules")
+    hit = walks.get(key)
+    if hit is None or hit[0] is not model:
+        hit = walks[key] = (model, [m for _, m in named_modules(model)])
+    return hit[1]
 
 
 def named_tensors(model: nn.Module, store: str) -> list[tuple[str, torch.Tensor]]:

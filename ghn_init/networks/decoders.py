@@ -234,7 +234,7 @@ class WeightDecoder(nn.Module):
         for r in requests:
             x = self._expand_rows(r.x, self._crop(r.shape[2]), self._crop(r.shape[3]))
             n, _, h, w = x.shape
-            hiddens.append(self.conv[1](self.conv[0](x.permute(0, 2, 3, 1))).reshape(n * h * w, -1))
+            hiddens.append(self._hidden(x).reshape(n * h * w, -1))
             spans += [(h * w, o, i) for o, i in r.needs]
             sizes.append((h, w))
         hidden = hiddens[0] if len(hiddens) == 1 else torch.cat(hiddens)
@@ -243,13 +243,8 @@ class WeightDecoder(nn.Module):
         for r, (h, w) in zip(requests, sizes, strict=True):
             decoded = []
             for o, i in r.needs:
-                y = self.conv[3](next(flat)).view(o, i, h, w)[:, :, : r.shape[2], : r.shape[3]]
-                if min(r.shape[2:]) > min(h, w):  # kernels larger than the decoder's grid: upsample
-                    y = F.interpolate(y, size=tuple(r.shape[2:]), mode="bilinear")
-                if r.classifier:
-                    c = y.shape[-1] // 2
-                    y = self.class_layer_predictor(y[:, :, c, c].t()).t()
-                decoded.append(y)
+                y = self.conv[3](next(flat)).view(1, o, i, h, w)
+                decoded.append(self._finish(y, r.shape, r.classifier)[0])
             results.append(decoded)
         return results
 
